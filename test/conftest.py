@@ -1,0 +1,38 @@
+"""Test session set-up shared by every test file.
+
+- DDS stays on this machine: discovery range LOCALHOST and a random ROS_DOMAIN_ID per session, so
+  parallel sessions (and CI) never see each other's nodes.
+- The Fast DDS profile of config/ is used, as in deployment.
+- No model hub: HF_HUB_OFFLINE=1.
+"""
+from __future__ import annotations
+
+import os
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "test"))
+
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 200)))
+os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(REPO / "config" / "fastdds.xml"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Node subprocesses started by the tests import the package from this checkout.
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+
+
+@pytest.fixture
+def rclpy_context():
+    """A private rclpy context for one test (init here, shutdown at teardown)."""
+    import rclpy
+    from rclpy.context import Context
+
+    context = Context()
+    rclpy.init(context=context)
+    yield context
+    rclpy.try_shutdown(context=context)

@@ -1,0 +1,196 @@
+"""``uservlm``: the package's command line, the pip-only stand-in for the ros2 tools.
+
+    uservlm ask "What should I wear to a business meeting?" --image face.jpg [--speak]
+    uservlm up [--cloud | --robot] [--params-file F] [--namespace NS]
+    uservlm demo
+
+Exit codes: 0 success, 1 the service answered with an error, 2 the service was unreachable or
+timed out, 3 a node failed to start.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+
+PLACEHOLDER_WARNING = ("NOTE: answered by a tiny RANDOMLY INITIALISED PaliGemma 2 stand-in - the text "
+                       "is meaningless. Point vlm_node at the real User-VLM weights for real answers.")
+DEMO_QUESTION = "What should I wear to a business meeting?"
+
+
+def bundled_photo() -> Path:
+    return Path(str(resources.files("uservlm_ros") / "data" / "person.jpg"))
+
+
+def _timings_line(response, round_trip: float) -> str:
+    parts = [("preprocess", response.preprocess_seconds), ("prefill", response.prefill_seconds),
+             ("generation", response.generation_seconds)]
+    if response.synthesis_seconds:
+        parts.append(("synthesis", response.synthesis_seconds))
+    parts += [("server total", response.total_seconds), ("round trip", round_trip)]
+    return "timings: " + " | ".join(f"{name} {seconds:.3f} s" for name, seconds in parts)
+
+
+def _play_or_write(audio, wav_path: Path | None) -> str:
+    """Play through the default output device; write a WAV when asked or when there is none."""
+    import numpy as np
+
+    from uservlm_ros.audio import write_wav
+
+    samples = np.frombuffer(audio.data, dtype=np.int16) if len(audio.data) else np.zeros(0, np.int16)
+    seconds = len(samples) / max(audio.sample_rate, 1)
+    if wav_path is None:
+        try:
+            import sounddevice
+
+            sounddevice.check_output_settings(samplerate=audio.sample_rate, channels=1, dtype="int16")
+            sounddevice.play(samples, audio.sample_rate, blocking=True)
+            return f"audio: played {seconds:.1f} s at {audio.sample_rate} Hz"
+        except Exception as error:  # no device (servers, CI): fall back to a file
+            wav_path = Path("uservlm_answer.wav")
+            reason = f"no audio output device ({type(error).__name__})"
+        else:  # pragma: no cover
+            reason = ""
+    else:
+        reason = ""
+    write_wav(wav_path, samples, audio.sample_rate)
+    suffix = f"; {reason}" if reason else ""
+    return f"audio: {wav_path.resolve()} ({seconds:.1f} s at {audio.sample_rate} Hz{suffix})"
+
+
+def print_ask_response(reply, wav_path: Path | None = None, out=sys.stdout) -> int:
+    response = reply.response
+    if not response.success:
+        print(f"error: {response.error}", file=out)
+        return 1
+    label = "clarifying question" if response.clarification else "answer"
+    print(f"{label}: {response.answer}", file=out)
+    if response.placeholder_model:
+        print(PLACEHOLDER_WARNING, file=out)
+    print(f"model: {response.model}   image: {response.image_source}   "
+          f"tokens: {response.generated_tokens}", file=out)
+    print(_timings_line(response, reply.round_trip_seconds), file=out)
+    if len(response.audio.data):
+        print(_play_or_write(response.audio, wav_path), file=out)
+    return 0
+
+
+def cmd_ask(args) -> int:
+    from uservlm_ros.client import ServiceError, UserVLMClient
+    from uservlm_ros.ros.conversions import read_image_file
+
+    image = None
+    if args.image:
+        try:
+            image = read_image_file(args.image)
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 64
+    with UserVLMClient(namespace=args.namespace) as client:
+        try:
+            reply = client.ask(args.question, image=image, user_id=args.user_id, speak=args.speak,
+                               timeout=args.timeout)
+        except ServiceError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+    return print_ask_response(reply, Path(args.wav) if args.wav else None)
+
+
+def cmd_up(args) -> int:
+    from uservlm_ros.graph import nodes
+    from uservlm_ros.launcher import GraphProcesses
+
+    side = "cloud" if args.cloud else "robot" if args.robot else "all"
+    specs = nodes(side)
+    if not specs:
+        print(f"no {side} nodes in the graph yet", file=sys.stderr)
+        return 3
+    graph = GraphProcesses(specs, params_file=Path(args.params_file) if args.params_file else None,
+                           namespace=args.namespace)
+    print(f"starting {', '.join(s.name for s in specs)} (Ctrl-C stops them)", flush=True)
+    graph.start()
+    return graph.wait()
+
+
+def cmd_demo(args) -> int:
+    from uservlm_ros.client import ServiceError, UserVLMClient
+    from uservlm_ros.graph import nodes
+    from uservlm_ros.launcher import GraphProcesses
+    from uservlm_ros.ros.conversions import read_image_file
+
+    out_dir = Path(args.out).resolve()
+    env = dict(os.environ)
+    # The demo is one machine talking to itself: keep discovery on loopback.
+    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    specs = nodes("cloud")
+    print(f"[demo] starting the cloud side ({', '.join(s.name for s in specs)}); "
+          f"logs in {out_dir / 'logs'}", flush=True)
+    started = time.monotonic()
+    with GraphProcesses(specs, env=env, log_dir=out_dir / "logs") as graph:
+        with UserVLMClient() as client:
+            for service in ("transcribe", "synthesize", "ask"):
+                while not client.wait_for(service, 1.0):
+                    if graph.exited():
+                        print(f"[demo] a node exited: {graph.exited()}; see {out_dir / 'logs'}",
+                              file=sys.stderr)
+                        return 3
+                    if time.monotonic() - started > args.startup_timeout:
+                        print(f"[demo] /uservlm/{service} did not come up within "
+                              f"{args.startup_timeout:.0f} s; see {out_dir / 'logs'}", file=sys.stderr)
+                        return 2
+            print(f"[demo] services up after {time.monotonic() - started:.1f} s", flush=True)
+            photo = bundled_photo()
+            print(f"[demo] asking {DEMO_QUESTION!r} about {photo}", flush=True)
+            try:
+                reply = client.ask(DEMO_QUESTION, image=read_image_file(str(photo)), speak=True,
+                                   timeout=args.timeout)
+            except ServiceError as error:
+                print(f"error: {error}", file=sys.stderr)
+                return 2
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return print_ask_response(reply, out_dir / "answer.wav")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="uservlm", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    ask = sub.add_parser("ask", help="call /uservlm/ask and print the answer and timings")
+    ask.add_argument("question")
+    ask.add_argument("--image", help="image file of the person (default: the robot's newest camera frame)")
+    ask.add_argument("--user-id", default="", help="who is asking (consent memory)")
+    ask.add_argument("--speak", action="store_true", help="also synthesize the answer")
+    ask.add_argument("--wav", help="write the spoken answer here (default: play it, or "
+                                   "./uservlm_answer.wav when there is no audio device)")
+    ask.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the answer")
+    ask.add_argument("--namespace", default="", help="robot namespace of the services")
+    ask.set_defaults(func=cmd_ask)
+
+    up = sub.add_parser("up", help="bring the node graph up (as pepper.launch.py does)")
+    which = up.add_mutually_exclusive_group()
+    which.add_argument("--cloud", action="store_true", help="only the cloud side")
+    which.add_argument("--robot", action="store_true", help="only the robot side")
+    up.add_argument("--params-file", help="parameter YAML overriding config/*.yaml")
+    up.add_argument("--namespace", default="", help="namespace for this robot")
+    up.set_defaults(func=cmd_up)
+
+    demo = sub.add_parser("demo", help="offline demo: cloud services up, one spoken answer about a bundled photo")
+    demo.add_argument("--out", default="out/demo", help="folder for the WAV and the node logs")
+    demo.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the answer")
+    demo.add_argument("--startup-timeout", type=float, default=600.0,
+                      help="seconds to wait for the services (the first run builds the tiny model)")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

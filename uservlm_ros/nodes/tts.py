@@ -1,0 +1,80 @@
+"""tts_node: text to speech as the service ``uservlm/synthesize`` (uservlm_ros/srv/Synthesize).
+
+Lifecycle node around :class:`uservlm_ros.engines.tts.TTSEngine`: Piper offline by default, the
+Coqui Tacotron 2 backend when installed with its model (``backend`` parameter).
+"""
+from __future__ import annotations
+
+import time
+
+from rclpy.callback_groups import ReentrantCallbackGroup
+
+from uservlm_ros.engines.tts import TTSConfig, TTSEngine
+from uservlm_ros.ros import qos
+from uservlm_ros.ros.conversions import array_to_audio
+from uservlm_ros.ros.engine_node import EngineNode
+from uservlm_ros.ros.runner import run_node
+from uservlm_ros.srv import Synthesize
+
+
+class TTSNode(EngineNode):
+    CONFIG = TTSConfig
+    DESCRIPTIONS = {
+        "backend": "auto | piper | coqui | espeak; auto = Coqui Tacotron 2 when installed with its model, else Piper",
+        "piper_voice": "Piper voice: empty = the bundled en_US-joe-medium (checksum-verified), or a path to a .onnx",
+        "coqui_model": "Coqui TTS model name or path (the paper's Tacotron-style choice)",
+        "max_chars": "Longest text accepted in one request (characters)",
+        "length_scale": "Speaking-rate factor (>1 slower, <1 faster)",
+        "device": "cpu | cuda | auto (Coqui only; Piper runs on onnxruntime CPU)",
+    }
+
+    def __init__(self, **kwargs):
+        super().__init__("tts_node", **kwargs)
+        self._service = None
+
+    def load_engine(self, config: TTSConfig) -> TTSEngine:
+        engine = TTSEngine(config)
+        engine.load()
+        return engine
+
+    def describe_engine(self) -> str:
+        return getattr(self.engine, "voice", "no engine")
+
+    def create_interfaces(self) -> None:
+        self._service = self.create_service(
+            Synthesize, "uservlm/synthesize", self.on_synthesize,
+            qos_profile=qos.SERVICES, callback_group=ReentrantCallbackGroup())
+
+    def destroy_interfaces(self) -> None:
+        if self._service is not None:
+            self.destroy_service(self._service)
+            self._service = None
+
+    def on_synthesize(self, request: Synthesize.Request, response: Synthesize.Response):
+        started = time.perf_counter()
+        response.voice = self.describe_engine()
+        try:
+            if "\ufffd" in request.text:
+                raise ValueError("text is not valid UTF-8 (undecodable bytes were received)")
+            speech = self.engine.synthesize(request.text)
+            response.audio = array_to_audio(speech.samples, speech.sample_rate,
+                                            stamp=self.get_clock().now().to_msg(), frame_id="tts")
+            response.synthesis_seconds = speech.synthesis_seconds
+            response.success = True
+            self.stage_times.add(synthesis=speech.synthesis_seconds)
+        except ValueError as error:
+            response.success, response.error = False, f"bad request: {error}"
+        except Exception as error:  # engine fault: report it, keep serving
+            response.success, response.error = False, f"TTS engine failed: {type(error).__name__}: {error}"
+            self.get_logger().error(response.error)
+        self.count_request(response.error)
+        self.get_logger().debug(f"synthesize: {time.perf_counter() - started:.3f} s")
+        return response
+
+
+def main(args=None) -> int:
+    return run_node(lambda: TTSNode(), args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,187 @@
+"""vlm_node: User-VLM answers as the service ``uservlm/ask`` (uservlm_ros/srv/Ask).
+
+Lifecycle node around :class:`uservlm_ros.engines.vlm.VLMEngine` (PaliGemma 2 + a LoRA or MoLE
+adapter; a tiny randomly initialised PaliGemma 2 offline, whose answers are meaningless). Keeps the
+newest frames of ``camera/image_raw`` and ``camera/image_raw/compressed`` (sensor-data QoS) for
+requests that carry no image, and calls ``uservlm/synthesize`` when a request asks to speak.
+"""
+from __future__ import annotations
+
+import time
+
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from sensor_msgs.msg import CompressedImage, Image
+
+from uservlm_ros import turn
+from uservlm_ros.engines import vlm as vlm_engine
+from uservlm_ros.ros import qos
+from uservlm_ros.ros.conversions import (array_to_audio, audio_to_array, compressed_to_rgb,
+                                         image_is_empty, image_to_rgb)
+from uservlm_ros.ros.engine_node import EngineNode
+from uservlm_ros.ros.frame_buffer import Frame, FrameBuffer
+from uservlm_ros.ros.runner import run_node
+from uservlm_ros.ros.service_client import call_with_timeout
+from uservlm_ros.srv import Ask, Synthesize
+
+PLACEHOLDER_NOTE = ("tiny randomly initialised PaliGemma 2 stand-in: its answers are meaningless "
+                    "(the real User-VLM weights are not available here)")
+
+
+class VLMNode(EngineNode):
+    CONFIG = vlm_engine.VLMConfig
+    DESCRIPTIONS = {
+        "base_model": "PaliGemma 2 base model: hub id or local directory",
+        "adapter": "User-VLM PEFT adapter (LoRA or MoLE): hub id, local directory, or empty for none",
+        "offline_fallback": "When the base model is unavailable, use a tiny randomly initialised PaliGemma 2 (meaningless answers) instead of failing",
+        "local_files_only": "Never contact the model hub (use the local cache and paths only)",
+        "device": "cpu | cuda | cuda:N | auto",
+        "dtype": "float32 | bfloat16 | float16 (bfloat16 on a GPU)",
+        "max_new_tokens": "Greedy decoding stops after this many new tokens",
+        "max_question_chars": "Longest question accepted (characters)",
+    }
+    EXTRA_PARAMETERS = {
+        "busy_timeout": (20.0, "Seconds a request waits for the model while another is answered, before a 'busy' error"),
+        "synthesize_timeout": (30.0, "Seconds to wait for uservlm/synthesize when a request asks to speak"),
+        "max_frame_age": (10.0, "Camera frames older than this (seconds) are not used as the user image; 0 = any age"),
+        "frame_history": (30, "Camera frames kept (raw and compressed together) to pick the one nearest an utterance"),
+    }
+
+    def __init__(self, **kwargs):
+        super().__init__("vlm_node", **kwargs)
+        self.frames = FrameBuffer(self.param("frame_history"))
+        self._service_group = ReentrantCallbackGroup()
+        self._camera_group = MutuallyExclusiveCallbackGroup()
+        self._ask_service = None
+        self._subscriptions = []
+        self._synthesize = self.create_client(Synthesize, "uservlm/synthesize",
+                                              qos_profile=qos.SERVICES,
+                                              callback_group=self._service_group)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def load_engine(self, config):
+        engine = vlm_engine.VLMEngine(config)
+        engine.load()
+        for warning in getattr(engine, "warnings", []):
+            self.get_logger().warning(warning)
+        if engine.placeholder:
+            self.get_logger().warning(PLACEHOLDER_NOTE)
+        return engine
+
+    def describe_engine(self) -> str:
+        if self.engine is None:
+            return "no engine"
+        note = " (placeholder: meaningless answers)" if self.engine.placeholder else ""
+        return f"{self.engine.model_name}{note}"
+
+    def create_interfaces(self) -> None:
+        self._subscriptions = [
+            self.create_subscription(Image, "camera/image_raw", self.on_image, qos.CAMERA,
+                                     callback_group=self._camera_group),
+            self.create_subscription(CompressedImage, "camera/image_raw/compressed",
+                                     self.on_compressed_image, qos.CAMERA,
+                                     callback_group=self._camera_group),
+        ]
+        self._ask_service = self.create_service(Ask, "uservlm/ask", self.on_ask,
+                                                qos_profile=qos.SERVICES,
+                                                callback_group=self._service_group)
+
+    def destroy_interfaces(self) -> None:
+        for subscription in self._subscriptions:
+            self.destroy_subscription(subscription)
+        self._subscriptions = []
+        if self._ask_service is not None:
+            self.destroy_service(self._ask_service)
+            self._ask_service = None
+
+    # -- camera -------------------------------------------------------------------------------
+    def _add_frame(self, msg, source: str, decode) -> None:
+        received = time.monotonic()
+        stamp = (msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9) or time.time()
+        self.frames.add(Frame(stamp=stamp, received=received, message=msg, source=source, decode=decode))
+
+    def on_image(self, msg: Image) -> None:
+        self._add_frame(msg, "camera/image_raw", image_to_rgb)
+
+    def on_compressed_image(self, msg: CompressedImage) -> None:
+        self._add_frame(msg, "camera/image_raw/compressed", compressed_to_rgb)
+
+    def diagnostic_values(self) -> dict[str, str]:
+        return {"frames_received": str(self.frames.received), "frames_dropped": str(self.frames.dropped),
+                "placeholder_model": str(bool(self.engine and self.engine.placeholder))}
+
+    # -- ask ----------------------------------------------------------------------------------
+    def _request_image(self, request: Ask.Request):
+        """(image or None, source). ValueError for a malformed request image."""
+        if not image_is_empty(request.image):
+            return image_to_rgb(request.image), "request"
+        frame = self.frames.newest(max_age=self.param("max_frame_age"), now=time.monotonic())
+        if frame is None:
+            return None, "none"
+        try:
+            return frame.decode(frame.message), frame.source
+        except ValueError as error:
+            self.get_logger().warning(f"newest frame on {frame.source} unusable ({error}); answering without an image")
+            return None, "none"
+
+    def answer(self, question, image, user_context):
+        try:
+            return self.engine.answer(question, image, user_context=user_context,
+                                      lock_timeout=self.param("busy_timeout"))
+        except vlm_engine.EngineBusy as error:
+            raise turn.EngineBusyError(str(error)) from error
+
+    def synthesize(self, text: str) -> turn.Speech:
+        request = Synthesize.Request(text=text)
+        response = call_with_timeout(self._synthesize, request, self.param("synthesize_timeout"))
+        if not response.success:
+            raise RuntimeError(response.error)
+        samples = audio_to_array(response.audio)[:, 0]
+        return turn.Speech(samples=samples, sample_rate=int(response.audio.sample_rate),
+                           seconds=float(response.synthesis_seconds))
+
+    def on_ask(self, request: Ask.Request, response: Ask.Response):
+        started = time.perf_counter()
+        try:
+            image, source = self._request_image(request)
+        except ValueError as error:
+            result = turn.TurnResult(success=False, error=f"bad image: {error}", image_source="request")
+            result.timings["total"] = time.perf_counter() - started
+        else:
+            result = turn.run_turn(
+                request.question, self.answer, image=image, image_source=source,
+                synthesize_fn=self.synthesize if request.speak else None,
+                max_question_chars=self.param("max_question_chars"), started=started)
+        self.fill_response(response, result)
+        self.count_request(result.error)
+        if result.success:
+            self.stage_times.add(**result.timings)
+        else:
+            self.get_logger().warning(f"ask failed: {result.error}")
+        return response
+
+    def fill_response(self, response: Ask.Response, result: turn.TurnResult) -> None:
+        response.success = result.success
+        response.error = result.error
+        response.answer = result.answer
+        response.clarification = result.clarification
+        response.model = result.model or (self.engine.model_name if self.engine else "")
+        response.placeholder_model = bool(result.placeholder_model or (self.engine and self.engine.placeholder))
+        response.image_source = result.image_source
+        response.generated_tokens = int(result.generated_tokens)
+        timings = result.timings
+        response.preprocess_seconds = float(timings.get("preprocess", 0.0))
+        response.prefill_seconds = float(timings.get("prefill", 0.0))
+        response.generation_seconds = float(timings.get("generation", 0.0))
+        response.synthesis_seconds = float(timings.get("synthesis", 0.0))
+        response.total_seconds = float(timings.get("total", 0.0))
+        if result.speech is not None:
+            response.audio = array_to_audio(result.speech.samples, result.speech.sample_rate,
+                                            stamp=self.get_clock().now().to_msg(), frame_id="tts")
+
+
+def main(args=None) -> int:
+    return run_node(lambda: VLMNode(), args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
