@@ -36,3 +36,13 @@ def rclpy_context():
     rclpy.init(context=context)
     yield context
     rclpy.try_shutdown(context=context)
+
+
+@pytest.fixture(scope="session")
+def cloud(tmp_path_factory):
+    """asr_node, tts_node and vlm_node as separate processes, shared by the ROS test files."""
+    from ros_helpers import start_cloud
+
+    graph = start_cloud(tmp_path_factory.mktemp("cloud_logs"))
+    yield graph
+    graph.stop()

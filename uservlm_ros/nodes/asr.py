@@ -21,7 +21,9 @@ class ASRNode(EngineNode):
     DESCRIPTIONS = {
         "model": "Whisper model: base (offline default, from PyPI, checksum-verified), tiny.en, large-v3 (the paper's; needs the hub or a local copy) or a CTranslate2 model directory",
         "device": "cpu | cuda | auto",
-        "compute_type": "CTranslate2 compute type: int8 on CPU, float16 on a GPU",
+        "compute_type": "CTranslate2 compute type; empty = int8 on CPU, float16 on a GPU",
+        "cpu_threads": "CPU threads for CTranslate2 (0 = all cores, at most 4)",
+        "cache_dir": "Where the offline Whisper base is assembled (empty = ~/.cache/uservlm_ros)",
         "beam_size": "Beam width for decoding (1 = greedy)",
         "vad": "Drop non-speech with the Silero VAD bundled with faster-whisper",
         "language": "ISO 639-1 code to force, or empty to detect per request",

@@ -24,8 +24,10 @@ class TTSNode(EngineNode):
         "piper_voice": "Piper voice: empty = the bundled en_US-joe-medium (checksum-verified), or a path to a .onnx",
         "coqui_model": "Coqui TTS model name or path (the paper's Tacotron-style choice)",
         "max_chars": "Longest text accepted in one request (characters)",
-        "length_scale": "Speaking-rate factor (>1 slower, <1 faster)",
-        "device": "cpu | cuda | auto (Coqui only; Piper runs on onnxruntime CPU)",
+        "espeak_voice": "espeak-ng voice for the espeak backend (a light fallback when installed)",
+        "length_scale": "Speaking-rate factor relative to the voice's default (>1 slower)",
+        "sentence_silence": "Seconds of silence between sentences",
+        "use_cuda": "Run the Coqui model on the GPU (Piper runs on onnxruntime CPU)",
     }
 
     def __init__(self, **kwargs):

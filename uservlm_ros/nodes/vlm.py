@@ -38,6 +38,7 @@ class VLMNode(EngineNode):
         "dtype": "float32 | bfloat16 | float16 (bfloat16 on a GPU)",
         "max_new_tokens": "Greedy decoding stops after this many new tokens",
         "max_question_chars": "Longest question accepted (characters)",
+        "suppress_location_tokens": "Never emit PaliGemma's <loc>/<seg> detection tokens in an answer",
     }
     EXTRA_PARAMETERS = {
         "busy_timeout": (20.0, "Seconds a request waits for the model while another is answered, before a 'busy' error"),
