@@ -21,12 +21,20 @@ def spin_until(executor, predicate, timeout: float, step: float = 0.05) -> bool:
     return predicate()
 
 
+def test_overrides(log_dir: Path) -> dict:
+    """TEST_OVERRIDES plus a consent store of this test's own (never the user's real one)."""
+    overrides = {name: dict(values) for name, values in TEST_OVERRIDES.items()}
+    overrides["ethics_node"] = {"store_dir": str(log_dir / "consent")}
+    return overrides
+
+
 def start_cloud(log_dir: Path, overrides: dict | None = None, specs=None,
-                services=("ask", "transcribe", "synthesize"), timeout: float = 300.0) -> GraphProcesses:
+                services=("ask", "transcribe", "synthesize", "review"), timeout: float = 300.0,
+                namespace: str = "") -> GraphProcesses:
     """Start the cloud nodes as separate processes and wait until their services answer."""
-    graph = GraphProcesses(specs or nodes("cloud"), log_dir=log_dir,
-                           overrides=overrides or TEST_OVERRIDES).start()
-    with UserVLMClient(node_name="uservlm_test_waiter") as client:
+    graph = GraphProcesses(specs or nodes("cloud"), log_dir=log_dir, namespace=namespace,
+                           overrides=test_overrides(log_dir) if overrides is None else overrides).start()
+    with UserVLMClient(node_name="uservlm_test_waiter", namespace=namespace) as client:
         deadline = time.monotonic() + timeout
         for service in services:
             while not client.wait_for(service, 1.0):

@@ -45,14 +45,21 @@ def check_served(client, person):
 
 # -- /uservlm/ask -------------------------------------------------------------------------------
 def test_ask_with_image_returns_answer_and_timings(client, person):
-    response = ok(client.ask("What should I wear to a business meeting?", image=person))
+    response = ok(client.ask("What do you see in this picture?", image=person))
     assert response.placeholder_model, "offline default must say it is the tiny random model"
     assert response.image_source == "request"
+    assert response.review_decision == "allow" and response.review_seconds > 0
     assert response.generated_tokens > 0
     assert 0 < response.prefill_seconds and 0 < response.generation_seconds
     assert response.preprocess_seconds + response.prefill_seconds + response.generation_seconds \
         <= response.total_seconds + 1e-6
     assert response.synthesis_seconds == 0 and len(response.audio.data) == 0
+
+
+def test_anonymous_personal_question_is_answered_without_the_face(client, person):
+    response = ok(client.ask("What should I wear to a business meeting?", image=person))
+    assert response.review_decision == "generic" and response.image_source == "withheld"
+    assert "clothing" in response.review_reason
 
 
 def test_ask_speak_returns_audio(client, person):

@@ -1,5 +1,5 @@
-"""One turn's validation and error handling, with a real (tiny) engine stand-in kept out: these
-tests use plain callables to exercise run_turn's contract; the engine itself is tested elsewhere."""
+"""run_turn's contract (validation, review, stages, errors), with plain callables standing in for
+the stages; the engines and the nodes are tested with the real models in their own files."""
 from types import SimpleNamespace
 
 import numpy as np
@@ -56,3 +56,52 @@ def test_synthesis_failure_keeps_the_answer():
     assert not result.success and result.answer == "hello" and "voice crashed" in result.error
     empty = run_turn("hi?", lambda q, i, c: answer_of("  "), synthesize_fn=fail)
     assert not empty.success and "empty answer" in empty.error
+
+
+def test_review_clarify_speaks_the_question_without_the_model():
+    from uservlm_ros.turn import ReviewOutcome
+
+    speech = Speech(samples=np.ones(10, np.int16), sample_rate=16000, seconds=0.01)
+    review = ReviewOutcome(decision="clarify", clarifying_question="Any dietary preferences?", seconds=0.01)
+    result = run_turn("What should I eat?", lambda *a: pytest.fail("no answer before consent"),
+                      image=np.zeros((4, 4, 3), np.uint8), review_fn=lambda q, has_image: review,
+                      synthesize_fn=lambda text: speech)
+    assert result.success and result.clarification and result.answer == "Any dietary preferences?"
+    assert result.review_decision == "clarify" and result.speech is speech and "review" in result.timings
+
+
+def test_review_resolution_answers_the_original_question_with_context():
+    from uservlm_ros.turn import ReviewOutcome
+
+    seen = {}
+
+    def answer(question, image, context):
+        seen.update(question=question, image=image, context=context)
+        return answer_of("a vegetarian curry")
+
+    review = ReviewOutcome(decision="allow", question="What should I eat?",
+                           user_context="The user said: I'm vegetarian.")
+    result = run_turn("I'm vegetarian", answer, image=np.zeros((4, 4, 3), np.uint8), image_source="request",
+                      review_fn=lambda q, has_image: review)
+    assert result.success and seen["question"] == "What should I eat?"
+    assert seen["context"] == "The user said: I'm vegetarian." and seen["image"] is not None
+
+
+def test_review_generic_withholds_the_face_and_failure_fails_closed():
+    from uservlm_ros.turn import ReviewOutcome
+
+    seen = {}
+
+    def answer(question, image, context):
+        seen["image"] = image
+        return answer_of("a classic")
+
+    generic = run_turn("Recommend a film", answer, image=np.zeros((4, 4, 3), np.uint8), image_source="request",
+                       review_fn=lambda q, has_image: ReviewOutcome(decision="generic", reason="declined"))
+    assert generic.success and seen["image"] is None and generic.image_source == "withheld"
+
+    def broken(question, has_image):
+        raise TimeoutError("review did not answer")
+
+    failed = run_turn("Recommend a film", lambda *a: pytest.fail("must not answer unreviewed"), review_fn=broken)
+    assert not failed.success and failed.error.startswith("ethics review failed: TimeoutError")

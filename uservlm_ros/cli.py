@@ -26,7 +26,8 @@ def bundled_photo() -> Path:
 
 
 def _timings_line(response, round_trip: float) -> str:
-    parts = [("preprocess", response.preprocess_seconds), ("prefill", response.prefill_seconds),
+    parts = [("review", response.review_seconds), ("preprocess", response.preprocess_seconds),
+             ("prefill", response.prefill_seconds),
              ("generation", response.generation_seconds)]
     if response.synthesis_seconds:
         parts.append(("synthesis", response.synthesis_seconds))
@@ -66,12 +67,15 @@ def print_ask_response(reply, wav_path: Path | None = None, out=sys.stdout) -> i
     if not response.success:
         print(f"error: {response.error}", file=out)
         return 1
-    label = "clarifying question" if response.clarification else "answer"
-    print(f"{label}: {response.answer}", file=out)
-    if response.placeholder_model:
-        print(PLACEHOLDER_WARNING, file=out)
+    if response.clarification:
+        print(f"clarifying question (ethics review): {response.answer}", file=out)
+    else:
+        print(f"answer: {response.answer}", file=out)
+        if response.placeholder_model:
+            print(PLACEHOLDER_WARNING, file=out)
+    review = f"   review: {response.review_decision}" if response.review_decision else ""
     print(f"model: {response.model}   image: {response.image_source}   "
-          f"tokens: {response.generated_tokens}", file=out)
+          f"tokens: {response.generated_tokens}{review}", file=out)
     print(_timings_line(response, reply.round_trip_seconds), file=out)
     if len(response.audio.data):
         print(_play_or_write(response.audio, wav_path), file=out)
@@ -115,44 +119,62 @@ def cmd_up(args) -> int:
     return graph.wait()
 
 
+DEMO_USER = "demo-visitor"
+DEMO_REPLY = "Yes, please go ahead."
+
+
+def _wait_for_services(client, graph, services, started, timeout, log_dir) -> int:
+    for service in services:
+        while not client.wait_for(service, 1.0):
+            if graph.exited():
+                print(f"[demo] a node exited: {graph.exited()}; see {log_dir}", file=sys.stderr)
+                return 3
+            if time.monotonic() - started > timeout:
+                print(f"[demo] /uservlm/{service} did not come up within {timeout:.0f} s; see {log_dir}",
+                      file=sys.stderr)
+                return 2
+    return 0
+
+
 def cmd_demo(args) -> int:
+    """Cloud side up; one person asks about the bundled photo; the ethics node asks first; the
+    person agrees; the answer is spoken to a WAV."""
     from uservlm_ros.client import ServiceError, UserVLMClient
     from uservlm_ros.graph import nodes
     from uservlm_ros.launcher import GraphProcesses
     from uservlm_ros.ros.conversions import read_image_file
 
     out_dir = Path(args.out).resolve()
-    env = dict(os.environ)
+    log_dir = out_dir / "logs"
     # The demo is one machine talking to itself: keep discovery on loopback.
-    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     specs = nodes("cloud")
-    print(f"[demo] starting the cloud side ({', '.join(s.name for s in specs)}); "
-          f"logs in {out_dir / 'logs'}", flush=True)
+    overrides = {"ethics_node": {"store_dir": str(out_dir / "consent")}}
+    print(f"[demo] starting the cloud side ({', '.join(s.name for s in specs)}); logs in {log_dir}",
+          flush=True)
     started = time.monotonic()
-    with GraphProcesses(specs, env=env, log_dir=out_dir / "logs") as graph:
-        with UserVLMClient() as client:
-            for service in ("transcribe", "synthesize", "ask"):
-                while not client.wait_for(service, 1.0):
-                    if graph.exited():
-                        print(f"[demo] a node exited: {graph.exited()}; see {out_dir / 'logs'}",
-                              file=sys.stderr)
-                        return 3
-                    if time.monotonic() - started > args.startup_timeout:
-                        print(f"[demo] /uservlm/{service} did not come up within "
-                              f"{args.startup_timeout:.0f} s; see {out_dir / 'logs'}", file=sys.stderr)
-                        return 2
-            print(f"[demo] services up after {time.monotonic() - started:.1f} s", flush=True)
-            photo = bundled_photo()
-            print(f"[demo] asking {DEMO_QUESTION!r} about {photo}", flush=True)
-            try:
-                reply = client.ask(DEMO_QUESTION, image=read_image_file(str(photo)), speak=True,
-                                   timeout=args.timeout)
-            except ServiceError as error:
-                print(f"error: {error}", file=sys.stderr)
-                return 2
-    out_dir.mkdir(parents=True, exist_ok=True)
-    return print_ask_response(reply, out_dir / "answer.wav")
+    photo = bundled_photo()
+    image = read_image_file(str(photo))
+    with GraphProcesses(specs, log_dir=log_dir, overrides=overrides) as graph, UserVLMClient() as client:
+        code = _wait_for_services(client, graph, ("transcribe", "synthesize", "review", "ask"), started,
+                                  args.startup_timeout, log_dir)
+        if code:
+            return code
+        print(f"[demo] services up after {time.monotonic() - started:.1f} s", flush=True)
+        try:
+            client.forget(DEMO_USER)  # every demo run starts with a stranger
+            print(f"\n[demo] {DEMO_USER} asks {DEMO_QUESTION!r} about {photo.name}", flush=True)
+            first = client.ask(DEMO_QUESTION, image=image, user_id=DEMO_USER, speak=True, timeout=args.timeout)
+            code = print_ask_response(first, out_dir / "1_robot_asks.wav")
+            if code or not first.response.clarification:
+                return code
+            print(f"[demo] why: {first.response.review_reason}")
+            print(f"\n[demo] {DEMO_USER} replies {DEMO_REPLY!r}", flush=True)
+            second = client.ask(DEMO_REPLY, image=image, user_id=DEMO_USER, speak=True, timeout=args.timeout)
+        except ServiceError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+    return print_ask_response(second, out_dir / "2_robot_answers.wav")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -178,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--namespace", default="", help="namespace for this robot")
     up.set_defaults(func=cmd_up)
 
-    demo = sub.add_parser("demo", help="offline demo: cloud services up, one spoken answer about a bundled photo")
+    demo = sub.add_parser("demo", help="offline demo: cloud services up, a clarifying question, then a spoken answer about a bundled photo")
     demo.add_argument("--out", default="out/demo", help="folder for the WAV and the node logs")
     demo.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the answer")
     demo.add_argument("--startup-timeout", type=float, default=600.0,

@@ -16,7 +16,7 @@ from rclpy.executors import SingleThreadedExecutor
 
 from uservlm_ros.ros import qos
 from uservlm_ros.ros.conversions import array_to_audio, rgb_to_image
-from uservlm_ros.srv import Ask, Synthesize, Transcribe
+from uservlm_ros.srv import Ask, Forget, Review, Synthesize, Transcribe
 
 
 class ServiceError(RuntimeError):
@@ -47,6 +47,10 @@ class UserVLMClient:
                                                   qos_profile=qos.SERVICES),
             "synthesize": self.node.create_client(Synthesize, _join(namespace, "uservlm/synthesize"),
                                                   qos_profile=qos.SERVICES),
+            "review": self.node.create_client(Review, _join(namespace, "uservlm/review"),
+                                              qos_profile=qos.SERVICES),
+            "forget": self.node.create_client(Forget, _join(namespace, "uservlm/forget"),
+                                              qos_profile=qos.SERVICES),
         }
 
     def close(self) -> None:
@@ -97,6 +101,9 @@ class UserVLMClient:
         request = Transcribe.Request(language=language)
         request.audio = array_to_audio(np.asarray(samples, dtype=np.int16), sample_rate)
         return self.call("transcribe", request, timeout)
+
+    def forget(self, user_id: str, timeout: float = 30.0) -> Reply:
+        return self.call("forget", Forget.Request(user_id=user_id), timeout)
 
     def synthesize(self, text: str, timeout: float = 60.0) -> Reply:
         return self.call("synthesize", Synthesize.Request(text=text), timeout)

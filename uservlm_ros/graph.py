@@ -33,6 +33,7 @@ GRAPH: tuple[NodeSpec, ...] = (
     NodeSpec("asr_node", "asr", "cloud", "cloud.yaml"),
     NodeSpec("tts_node", "tts", "cloud", "cloud.yaml"),
     NodeSpec("vlm_node", "vlm", "cloud", "cloud.yaml"),
+    NodeSpec("ethics_node", "ethics", "cloud", "cloud.yaml"),
 )
 SIDES = ("cloud", "robot")
 

@@ -46,15 +46,19 @@ class GraphProcesses:
         if self.log_dir:
             self.log_dir.mkdir(parents=True, exist_ok=True)
         for spec in self.specs:
-            output = None
-            if self.log_dir:
-                output = open(self.log_dir / f"{spec.name}.log", "w")
-                self._logs.append(output)
-            command = node_command(spec, self.params_file, self.namespace, self.overrides.get(spec.name))
-            self.processes[spec.name] = subprocess.Popen(
-                command, env=self.env, stdout=output, stderr=subprocess.STDOUT if output else None,
-                stdin=subprocess.DEVNULL, start_new_session=True)
+            self.restart(spec)
         return self
+
+    def restart(self, spec: NodeSpec) -> None:
+        """Start (or start again, after stop(name)) one node of the graph."""
+        output = None
+        if self.log_dir:
+            output = open(self.log_dir / f"{spec.name}.log", "a")
+            self._logs.append(output)
+        command = node_command(spec, self.params_file, self.namespace, self.overrides.get(spec.name))
+        self.processes[spec.name] = subprocess.Popen(
+            command, env=self.env, stdout=output, stderr=subprocess.STDOUT if output else None,
+            stdin=subprocess.DEVNULL, start_new_session=True)
 
     def exited(self) -> dict[str, int]:
         """Nodes that have exited, with their return codes."""

@@ -24,6 +24,17 @@ class Speech:
 
 
 @dataclass
+class ReviewOutcome:
+    """What the ethics review decided for one question (see uservlm_ros/srv/Review.srv)."""
+    decision: str  # allow | clarify | generic
+    reason: str = ""
+    clarifying_question: str = ""
+    user_context: str = ""  # what the person told us, for the prompt
+    question: str = ""  # the question to answer now, when this utterance was a reply
+    seconds: float = 0.0
+
+
+@dataclass
 class TurnResult:
     success: bool
     error: str = ""
@@ -32,6 +43,8 @@ class TurnResult:
     model: str = ""
     placeholder_model: bool = False
     image_source: str = "none"
+    review_decision: str = ""
+    review_reason: str = ""
     generated_tokens: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     speech: Speech | None = None
@@ -68,11 +81,13 @@ def run_turn(
     image_source: str = "none",
     user_context: str | None = None,
     synthesize_fn: Callable[[str], Speech] | None = None,
+    review_fn: Callable[[str, bool], ReviewOutcome] | None = None,
     max_question_chars: int = MAX_QUESTION_CHARS_DEFAULT,
     started: float | None = None,
 ) -> TurnResult:
-    """Answer one question. ``answer_fn(question, image, user_context)`` returns the VLM engine's
-    answer object; ``synthesize_fn`` (when speaking) returns a Speech. Never raises."""
+    """Answer one question. ``review_fn(question, has_image)`` is the ethics review (it may
+    return None when no review runs); ``answer_fn(question, image, user_context)`` returns the VLM engine's answer object;
+    ``synthesize_fn`` (when speaking) returns a Speech. Never raises."""
     started = time.perf_counter() if started is None else started
     result = TurnResult(success=False, image_source=image_source)
     try:
@@ -80,6 +95,25 @@ def run_turn(
     except ValueError as error:
         result.error = str(error)
         return _finish(result, started)
+    if review_fn is not None:
+        try:
+            review = review_fn(question, image is not None)
+        except Exception as error:  # no review, no personalised answer: fail closed
+            result.error = f"ethics review failed: {type(error).__name__}: {error}"
+            return _finish(result, started)
+    else:
+        review = None
+    if review is not None:  # None: no ethics node is running (pass-through)
+        result.review_decision, result.review_reason = review.decision, review.reason
+        result.timings["review"] = review.seconds
+        if review.decision == "clarify":
+            result.answer, result.clarification = review.clarifying_question, True
+            return _speak(result, synthesize_fn, started)
+        question = review.question or question
+        user_context = review.user_context or user_context
+        if review.decision == "generic" and image is not None:
+            # Nothing personal to lean on: the model does not see the face at all.
+            image, result.image_source = None, "withheld"
     try:
         reply = answer_fn(question, image, user_context)
     except EngineBusyError as error:
@@ -97,8 +131,13 @@ def run_turn(
     result.generated_tokens = reply.generated_tokens
     result.timings.update(preprocess=reply.preprocess_seconds, prefill=reply.prefill_seconds,
                           generation=reply.generation_seconds)
+    return _speak(result, synthesize_fn, started)
+
+
+def _speak(result: TurnResult, synthesize_fn, started: float) -> TurnResult:
+    """Synthesize ``result.answer`` when asked to; the turn succeeds unless that fails."""
     if synthesize_fn is not None:
-        text = reply.text.strip()
+        text = result.answer.strip()
         if not text:
             result.error = "the model produced an empty answer; nothing to speak"
             return _finish(result, started)

@@ -21,7 +21,7 @@ from uservlm_ros.ros.engine_node import EngineNode
 from uservlm_ros.ros.frame_buffer import Frame, FrameBuffer
 from uservlm_ros.ros.runner import run_node
 from uservlm_ros.ros.service_client import call_with_timeout
-from uservlm_ros.srv import Ask, Synthesize
+from uservlm_ros.srv import Ask, Review, Synthesize
 
 PLACEHOLDER_NOTE = ("tiny randomly initialised PaliGemma 2 stand-in: its answers are meaningless "
                     "(the real User-VLM weights are not available here)")
@@ -43,6 +43,8 @@ class VLMNode(EngineNode):
     EXTRA_PARAMETERS = {
         "busy_timeout": (20.0, "Seconds a request waits for the model while another is answered, before a 'busy' error"),
         "synthesize_timeout": (30.0, "Seconds to wait for uservlm/synthesize when a request asks to speak"),
+        "review_timeout": (10.0, "Seconds to wait for the ethics review (uservlm/review)"),
+        "require_review": (False, "Refuse to answer when no ethics node is running (false: answer unreviewed, logged once)"),
         "max_frame_age": (10.0, "Camera frames older than this (seconds) are not used as the user image; 0 = any age"),
         "frame_history": (30, "Camera frames kept (raw and compressed together) to pick the one nearest an utterance"),
     }
@@ -57,6 +59,9 @@ class VLMNode(EngineNode):
         self._synthesize = self.create_client(Synthesize, "uservlm/synthesize",
                                               qos_profile=qos.SERVICES,
                                               callback_group=self._service_group)
+        self._review = self.create_client(Review, "uservlm/review", qos_profile=qos.SERVICES,
+                                          callback_group=self._service_group)
+        self._review_was_up: bool | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
     def load_engine(self, config):
@@ -131,6 +136,32 @@ class VLMNode(EngineNode):
         except vlm_engine.EngineBusy as error:
             raise turn.EngineBusyError(str(error)) from error
 
+    def review(self, question: str, has_image: bool, user_id: str) -> turn.ReviewOutcome | None:
+        """The ethics node's decision, or None (pass-through) when it is not running."""
+        up = self._review.service_is_ready()
+        if up != self._review_was_up:
+            self._review_was_up = up
+            if up:
+                self.get_logger().info("ethics node found: every ask is reviewed (uservlm/review)")
+            elif self.param("require_review"):
+                self.get_logger().warning("no ethics node running: asks are refused (require_review)")
+            else:
+                self.get_logger().warning("no ethics node running: answering without review")
+        if not up:
+            if self.param("require_review"):
+                raise RuntimeError("no ethics node is running (uservlm/review) and require_review is set")
+            return None
+        # The VLM sees the face when there is an image: everything could be inferred (unknown).
+        request = Review.Request(question=question, user_id=user_id, has_inferred=not has_image)
+        response = call_with_timeout(self._review, request, self.param("review_timeout"))
+        if not response.success:
+            raise RuntimeError(response.error)
+        return turn.ReviewOutcome(
+            decision=response.decision, reason=response.reason,
+            clarifying_question=response.clarifying_question, user_context=response.user_context,
+            question=response.original_question if response.resolved_reply else "",
+            seconds=float(response.review_seconds))
+
     def synthesize(self, text: str) -> turn.Speech:
         request = Synthesize.Request(text=text)
         response = call_with_timeout(self._synthesize, request, self.param("synthesize_timeout"))
@@ -151,6 +182,7 @@ class VLMNode(EngineNode):
             result = turn.run_turn(
                 request.question, self.answer, image=image, image_source=source,
                 synthesize_fn=self.synthesize if request.speak else None,
+                review_fn=lambda question, has_image: self.review(question, has_image, request.user_id),
                 max_question_chars=self.param("max_question_chars"), started=started)
         self.fill_response(response, result)
         self.count_request(result.error)
@@ -168,8 +200,11 @@ class VLMNode(EngineNode):
         response.model = result.model or (self.engine.model_name if self.engine else "")
         response.placeholder_model = bool(result.placeholder_model or (self.engine and self.engine.placeholder))
         response.image_source = result.image_source
+        response.review_decision = result.review_decision
+        response.review_reason = result.review_reason
         response.generated_tokens = int(result.generated_tokens)
         timings = result.timings
+        response.review_seconds = float(timings.get("review", 0.0))
         response.preprocess_seconds = float(timings.get("preprocess", 0.0))
         response.prefill_seconds = float(timings.get("prefill", 0.0))
         response.generation_seconds = float(timings.get("generation", 0.0))
