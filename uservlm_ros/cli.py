@@ -16,8 +16,9 @@ import time
 from importlib import resources
 from pathlib import Path
 
-PLACEHOLDER_WARNING = ("NOTE: answered by a tiny RANDOMLY INITIALISED PaliGemma 2 stand-in - the text "
-                       "is meaningless. Point vlm_node at the real User-VLM weights for real answers.")
+from uservlm_ros.graph import MODEL_ARGUMENTS
+
+from uservlm_ros.demo import PLACEHOLDER_WARNING  # noqa: E402  (one wording everywhere)
 DEMO_QUESTION = "What should I wear to a business meeting?"
 
 
@@ -104,77 +105,23 @@ def cmd_ask(args) -> int:
 
 
 def cmd_up(args) -> int:
-    from uservlm_ros.graph import nodes
+    from uservlm_ros.graph import model_overrides, nodes
     from uservlm_ros.launcher import GraphProcesses
 
     side = "cloud" if args.cloud else "robot" if args.robot else "all"
-    specs = nodes(side)
-    if not specs:
-        print(f"no {side} nodes in the graph yet", file=sys.stderr)
-        return 3
+    specs = nodes(side, naoqi=args.naoqi, naoqi_prefix=args.naoqi_prefix)
+    overrides = model_overrides({name: getattr(args, name) for name in MODEL_ARGUMENTS})
     graph = GraphProcesses(specs, params_file=Path(args.params_file) if args.params_file else None,
-                           namespace=args.namespace)
+                           namespace=args.namespace, overrides=overrides)
     print(f"starting {', '.join(s.name for s in specs)} (Ctrl-C stops them)", flush=True)
     graph.start()
     return graph.wait()
 
 
-DEMO_USER = "demo-visitor"
-DEMO_REPLY = "Yes, please go ahead."
-
-
-def _wait_for_services(client, graph, services, started, timeout, log_dir) -> int:
-    for service in services:
-        while not client.wait_for(service, 1.0):
-            if graph.exited():
-                print(f"[demo] a node exited: {graph.exited()}; see {log_dir}", file=sys.stderr)
-                return 3
-            if time.monotonic() - started > timeout:
-                print(f"[demo] /uservlm/{service} did not come up within {timeout:.0f} s; see {log_dir}",
-                      file=sys.stderr)
-                return 2
-    return 0
-
-
 def cmd_demo(args) -> int:
-    """Cloud side up; one person asks about the bundled photo; the ethics node asks first; the
-    person agrees; the answer is spoken to a WAV."""
-    from uservlm_ros.client import ServiceError, UserVLMClient
-    from uservlm_ros.graph import nodes
-    from uservlm_ros.launcher import GraphProcesses
-    from uservlm_ros.ros.conversions import read_image_file
+    from uservlm_ros.demo import run_demo
 
-    out_dir = Path(args.out).resolve()
-    log_dir = out_dir / "logs"
-    # The demo is one machine talking to itself: keep discovery on loopback.
-    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    specs = nodes("cloud")
-    overrides = {"ethics_node": {"store_dir": str(out_dir / "consent")}}
-    print(f"[demo] starting the cloud side ({', '.join(s.name for s in specs)}); logs in {log_dir}",
-          flush=True)
-    started = time.monotonic()
-    photo = bundled_photo()
-    image = read_image_file(str(photo))
-    with GraphProcesses(specs, log_dir=log_dir, overrides=overrides) as graph, UserVLMClient() as client:
-        code = _wait_for_services(client, graph, ("transcribe", "synthesize", "review", "ask"), started,
-                                  args.startup_timeout, log_dir)
-        if code:
-            return code
-        print(f"[demo] services up after {time.monotonic() - started:.1f} s", flush=True)
-        try:
-            client.forget(DEMO_USER)  # every demo run starts with a stranger
-            print(f"\n[demo] {DEMO_USER} asks {DEMO_QUESTION!r} about {photo.name}", flush=True)
-            first = client.ask(DEMO_QUESTION, image=image, user_id=DEMO_USER, speak=True, timeout=args.timeout)
-            code = print_ask_response(first, out_dir / "1_robot_asks.wav")
-            if code or not first.response.clarification:
-                return code
-            print(f"[demo] why: {first.response.review_reason}")
-            print(f"\n[demo] {DEMO_USER} replies {DEMO_REPLY!r}", flush=True)
-            second = client.ask(DEMO_REPLY, image=image, user_id=DEMO_USER, speak=True, timeout=args.timeout)
-        except ServiceError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
-    return print_ask_response(second, out_dir / "2_robot_answers.wav")
+    return run_demo(Path(args.out), startup_timeout=args.startup_timeout, turn_timeout=args.timeout)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -196,13 +143,18 @@ def build_parser() -> argparse.ArgumentParser:
     which = up.add_mutually_exclusive_group()
     which.add_argument("--cloud", action="store_true", help="only the cloud side")
     which.add_argument("--robot", action="store_true", help="only the robot side")
-    up.add_argument("--params-file", help="parameter YAML overriding config/*.yaml")
+    up.add_argument("--params-file", help="parameter YAML applied after config/*.yaml")
     up.add_argument("--namespace", default="", help="namespace for this robot")
+    up.add_argument("--naoqi", action="store_true",
+                    help="a Pepper running naoqi_driver2 supplies camera and microphones")
+    up.add_argument("--naoqi-prefix", default="/naoqi_driver", help="namespace of naoqi_driver2's topics")
+    for argument, (_, _, help_text) in MODEL_ARGUMENTS.items():
+        up.add_argument(f"--{argument.replace('_', '-')}", dest=argument, default="", help=help_text)
     up.set_defaults(func=cmd_up)
 
-    demo = sub.add_parser("demo", help="offline demo: cloud services up, a clarifying question, then a spoken answer about a bundled photo")
-    demo.add_argument("--out", default="out/demo", help="folder for the WAV and the node logs")
-    demo.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the answer")
+    demo = sub.add_parser("demo", help="offline demo: the whole spoken loop on a bundled recording")
+    demo.add_argument("--out", default="out/demo", help="folder for the spoken WAVs, the consent store and the node logs")
+    demo.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for each turn")
     demo.add_argument("--startup-timeout", type=float, default=600.0,
                       help="seconds to wait for the services (the first run builds the tiny model)")
     demo.set_defaults(func=cmd_demo)

@@ -17,11 +17,15 @@ from uservlm_ros.graph import NodeSpec, config_path, dds_environment
 
 def node_command(spec: NodeSpec, params_file: Path | None = None, namespace: str = "",
                  overrides: dict | None = None) -> list[str]:
-    params_file = params_file or config_path(spec.params_file)
+    """The command line of one node: its own config file, then ``params_file`` (overrides)."""
     command = [sys.executable, "-m", spec.python_module, "--ros-args",
-               "-r", f"__node:={spec.name}", "--params-file", str(params_file)]
+               "-r", f"__node:={spec.name}", "--params-file", str(config_path(spec.params_file))]
+    if params_file:
+        command += ["--params-file", str(params_file)]
     if namespace:
         command += ["-r", f"__ns:=/{namespace.strip('/')}"]
+    for source, target in spec.remaps:
+        command += ["-r", f"{source}:={target}"]
     for name, value in (overrides or {}).items():
         command += ["-p", f"{name}:={value}"]
     return command

@@ -1,16 +1,28 @@
-"""asr_node: speech to text as the service ``uservlm/transcribe`` (uservlm_ros/srv/Transcribe).
+"""asr_node: speech to text, as the service ``uservlm/transcribe`` and as a stream.
 
 Lifecycle node around :class:`uservlm_ros.engines.asr.ASREngine` (faster-whisper; Whisper base
-from PyPI offline, large-v3 as in the paper when available).
+from PyPI offline, large-v3 as in the paper when available). With ``listen`` on, it cuts the
+``audio`` stream into utterances (Silero VAD), ignores audio captured while ``robot_speaking`` is
+true (plus a tail for room echo: the robot never answers itself), transcribes each utterance and
+publishes it on ``speech`` (uservlm_ros/msg/Utterance) with its capture-time start and end.
 """
 from __future__ import annotations
 
-import numpy as np
-from rclpy.callback_groups import ReentrantCallbackGroup
+import queue
+import threading
+import time
 
-from uservlm_ros.engines.asr import ASRConfig, ASREngine
+import numpy as np
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from std_msgs.msg import Bool
+
+from uservlm_ros.audio import ASR_SAMPLE_RATE, resample, to_mono
+from uservlm_ros.engines.asr import ASRConfig, ASREngine, VoiceActivitySegmenter
+from uservlm_ros.engines.listening import HeardSpeech, StreamListener
+from uservlm_ros.msg import AudioChunk, Utterance
+from uservlm_ros.robot.self_speech import SelfSpeechGate
 from uservlm_ros.ros import qos
-from uservlm_ros.ros.conversions import audio_to_array
+from uservlm_ros.ros.conversions import audio_to_array, seconds_to_stamp, stamp_to_seconds
 from uservlm_ros.ros.engine_node import EngineNode
 from uservlm_ros.ros.runner import run_node
 from uservlm_ros.srv import Transcribe
@@ -30,9 +42,25 @@ class ASRNode(EngineNode):
         "max_seconds": "Longest audio accepted in one request (seconds)",
     }
 
+    EXTRA_PARAMETERS = {
+        "listen": (True, "Transcribe the `audio` stream and publish utterances on `speech`"),
+        "vad_threshold": (0.5, "Silero speech probability above which audio counts as speech"),
+        "min_silence_ms": (500, "Silence that ends an utterance, milliseconds"),
+        "speech_pad_ms": (200, "Audio kept before and after the detected speech, milliseconds"),
+        "max_utterance_seconds": (30.0, "An utterance is cut after this long"),
+        "self_speech_tail": (0.3, "Audio captured this long after the robot stops speaking is ignored too (room echo), seconds"),
+    }
+
     def __init__(self, **kwargs):
         super().__init__("asr_node", **kwargs)
         self._service = None
+        self._stream_entities = []
+        self._listener: StreamListener | None = None
+        self._heard: queue.Queue = queue.Queue()
+        self._worker: threading.Thread | None = None
+        self._speech_pub = None
+        self.utterances = 0
+        self._warned_rate = False
 
     def load_engine(self, config: ASRConfig) -> ASREngine:
         engine = ASREngine(config)
@@ -46,11 +74,87 @@ class ASRNode(EngineNode):
         self._service = self.create_service(
             Transcribe, "uservlm/transcribe", self.on_transcribe,
             qos_profile=qos.SERVICES, callback_group=ReentrantCallbackGroup())
+        if self.param("listen"):
+            segmenter = VoiceActivitySegmenter(
+                threshold=self.param("vad_threshold"), min_silence_ms=self.param("min_silence_ms"),
+                speech_pad_ms=self.param("speech_pad_ms"), max_utterance_s=self.param("max_utterance_seconds"))
+            self._listener = StreamListener(segmenter, SelfSpeechGate(tail_seconds=self.param("self_speech_tail")))
+            stream = MutuallyExclusiveCallbackGroup()
+            self._speech_pub = self.create_publisher(Utterance, "speech", qos.EVENTS)
+            self._stream_entities = [
+                self.create_subscription(AudioChunk, "audio", self.on_audio, qos.AUDIO, callback_group=stream),
+                self.create_subscription(Bool, "robot_speaking", self.on_robot_speaking, qos.LATCHED,
+                                         callback_group=stream),
+            ]
+            self._worker = threading.Thread(target=self._transcribe_stream, name="asr_stream", daemon=True)
+            self._worker.start()
 
     def destroy_interfaces(self) -> None:
         if self._service is not None:
             self.destroy_service(self._service)
             self._service = None
+        for entity in self._stream_entities:
+            self.destroy_subscription(entity)
+        self._stream_entities = []
+        if self._worker is not None:
+            self._heard.put(None)
+            self._worker.join(timeout=30)
+            self._worker = None
+        if self._speech_pub is not None:
+            self.destroy_publisher(self._speech_pub)
+            self._speech_pub = None
+
+    # -- the stream ---------------------------------------------------------------------------
+    def on_robot_speaking(self, msg: Bool) -> None:
+        # std_msgs/Bool has no stamp: the change is dated on arrival (same host clock as the
+        # audio stamps on a robot; the tail covers the DDS delay).
+        self._listener.gate.set_speaking(bool(msg.data), time.time())
+
+    def on_audio(self, msg: AudioChunk) -> None:
+        try:
+            samples = to_mono(audio_to_array(msg).reshape(-1), int(msg.channels))
+            if msg.sample_rate != ASR_SAMPLE_RATE:
+                if not self._warned_rate:
+                    self.get_logger().warning(f"audio at {msg.sample_rate} Hz: resampling each chunk to "
+                                              f"{ASR_SAMPLE_RATE} Hz (publish 16 kHz to avoid it)")
+                    self._warned_rate = True
+                samples = resample(samples, int(msg.sample_rate), ASR_SAMPLE_RATE)
+        except ValueError as error:
+            self.count_request(f"bad audio chunk: {error}")
+            self.get_logger().warning(f"bad audio chunk dropped: {error}")
+            return
+        stamp = stamp_to_seconds(msg.header.stamp) or time.time()
+        for heard in self._listener.feed(samples, stamp):
+            self._heard.put(heard)
+
+    def _transcribe_stream(self) -> None:
+        while True:
+            heard: HeardSpeech | None = self._heard.get()
+            if heard is None:
+                return
+            try:
+                transcript = self.engine.transcribe(heard.samples, ASR_SAMPLE_RATE)
+            except Exception as error:  # one bad utterance must not stop the stream
+                self.count_request(f"stream transcription failed: {error}")
+                self.get_logger().error(f"stream transcription failed: {type(error).__name__}: {error}")
+                continue
+            if not transcript.text.strip():
+                continue
+            msg = Utterance(text=transcript.text.strip(), language=transcript.language,
+                            confidence=float(transcript.confidence), asr_seconds=float(transcript.asr_seconds),
+                            start=seconds_to_stamp(heard.start), end=seconds_to_stamp(heard.end))
+            msg.header.stamp = self.get_clock().now().to_msg()
+            msg.header.frame_id = "microphone"
+            self._speech_pub.publish(msg)
+            self.utterances += 1
+            self.stage_times.add(asr=transcript.asr_seconds)
+            self.get_logger().info(f"heard ({heard.end - heard.start:.1f} s): {msg.text!r}")
+
+    def diagnostic_values(self) -> dict[str, str]:
+        if self._listener is None:
+            return {}
+        return {"utterances": str(self.utterances), "chunks_heard": str(self._listener.chunks_heard),
+                "chunks_ignored_self_speech": str(self._listener.chunks_ignored)}
 
     def on_transcribe(self, request: Transcribe.Request, response: Transcribe.Response):
         try:

@@ -16,7 +16,7 @@ from uservlm_ros import turn
 from uservlm_ros.engines import vlm as vlm_engine
 from uservlm_ros.ros import qos
 from uservlm_ros.ros.conversions import (array_to_audio, audio_to_array, compressed_to_rgb,
-                                         image_is_empty, image_to_rgb)
+                                         image_is_empty, image_to_rgb, stamp_to_seconds)
 from uservlm_ros.ros.engine_node import EngineNode
 from uservlm_ros.ros.frame_buffer import Frame, FrameBuffer
 from uservlm_ros.ros.runner import run_node
@@ -102,7 +102,7 @@ class VLMNode(EngineNode):
     # -- camera -------------------------------------------------------------------------------
     def _add_frame(self, msg, source: str, decode) -> None:
         received = time.monotonic()
-        stamp = (msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9) or time.time()
+        stamp = stamp_to_seconds(msg.header.stamp) or time.time()
         self.frames.add(Frame(stamp=stamp, received=received, message=msg, source=source, decode=decode))
 
     def on_image(self, msg: Image) -> None:

@@ -24,6 +24,15 @@ SUPPORTED_IMAGE_ENCODINGS = tuple(_IMAGE_ENCODINGS)
 MAX_IMAGE_SIDE = 8192
 
 
+def stamp_to_seconds(stamp: Time) -> float:
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def seconds_to_stamp(seconds: float) -> Time:
+    nanoseconds = int(round(seconds * 1e9))
+    return Time(sec=nanoseconds // 1_000_000_000, nanosec=nanoseconds % 1_000_000_000)
+
+
 def image_is_empty(msg: Image) -> bool:
     """An Ask request with no image: nothing at all was filled in."""
     return msg.width == 0 and msg.height == 0 and len(msg.data) == 0 and not msg.encoding

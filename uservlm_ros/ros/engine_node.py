@@ -11,18 +11,18 @@
 """
 from __future__ import annotations
 
-import dataclasses
 import statistics
 import threading
 import time
 from collections import deque
 from typing import Any
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import ParameterDescriptor
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
 from uservlm_ros.ros import qos
+from uservlm_ros.ros.diagnostics import ERROR, OK, WARN, publish_status
+from uservlm_ros.ros.parameters import dataclass_parameters, declare
 
 
 class StageTimes:
@@ -71,23 +71,14 @@ class EngineNode(LifecycleNode):
     @classmethod
     def config_defaults(cls) -> dict[str, tuple[Any, str]]:
         """{name: (default, description)} from the engine's config dataclass."""
-        if cls.CONFIG is None:
-            return {}
-        defaults = {}
-        for field in dataclasses.fields(cls.CONFIG):
-            if field.name not in cls.DESCRIPTIONS:
-                continue  # not exposed as a ROS parameter
-            value = field.default if field.default is not dataclasses.MISSING else field.default_factory()
-            defaults[field.name] = (value, cls.DESCRIPTIONS[field.name])
-        return defaults
+        return dataclass_parameters(cls.CONFIG, cls.DESCRIPTIONS) if cls.CONFIG is not None else {}
 
     @classmethod
     def declared_parameter_names(cls) -> set[str]:
         return set(cls.config_defaults()) | set(cls.EXTRA_PARAMETERS) | {"autostart"}
 
     def _declare(self, parameters: dict[str, tuple[Any, str]]) -> None:
-        for name, (default, description) in parameters.items():
-            self.declare_parameter(name, default, ParameterDescriptor(description=description))
+        declare(self, parameters)
 
     def param(self, name: str) -> Any:
         return self.get_parameter(name).value
@@ -163,22 +154,14 @@ class EngineNode(LifecycleNode):
         return {}
 
     def publish_diagnostics(self) -> None:
-        status = DiagnosticStatus()
-        status.name = f"uservlm: {self.get_fully_qualified_name()}"
-        status.hardware_id = "uservlm"
         state = self._state_machine.current_state[1] if hasattr(self, "_state_machine") else "unknown"
         if self.load_error:
-            status.level, status.message = DiagnosticStatus.ERROR, f"load failed: {self.load_error}"
+            level, message = ERROR, f"load failed: {self.load_error}"
         elif self.engine is None:
-            status.level, status.message = DiagnosticStatus.WARN, f"{state}: no engine loaded"
+            level, message = WARN, f"{state}: no engine loaded"
         else:
-            status.level, status.message = DiagnosticStatus.OK, f"{state}: {self.describe_engine()}"
-        values = {"state": state, "requests": str(self.requests), "errors": str(self.errors),
-                  "last_error": self.last_error}
+            level, message = OK, f"{state}: {self.describe_engine()}"
+        values = {"state": state, "requests": self.requests, "errors": self.errors, "last_error": self.last_error}
         values.update({f"median_{k}": f"{v:.4f}" for k, v in self.stage_times.medians().items()})
         values.update(self.diagnostic_values())
-        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
-        array_msg = DiagnosticArray()
-        array_msg.header.stamp = self.get_clock().now().to_msg()
-        array_msg.status = [status]
-        self._diagnostics.publish(array_msg)
+        publish_status(self, self._diagnostics, level, message, values)

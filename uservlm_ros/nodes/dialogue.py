@@ -1,0 +1,215 @@
+"""dialogue_node (robot side): the spoken loop. speech -> /uservlm/ask -> speech_audio.
+
+For each utterance on ``speech`` it picks the camera frame nearest the end of the utterance (kept
+locally, so one frame per turn crosses the uplink instead of a 30 Hz stream), calls
+``uservlm/ask`` with ``speak: true`` — the same path as any other ask, ethics review included —
+publishes the answer's audio on ``speech_audio`` for the speaker, and, once the speaker reports
+the first sample out on ``speech_started``, one ``interactions`` record with every stage's time.
+
+The cloud side may be down or restarted at any time: the node keeps running, says so in its log
+and on /diagnostics, and a turn in flight ends with an error after ``ask_timeout``, never a hang.
+"""
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+import time
+
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.node import Node
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
+
+from uservlm_ros.msg import AudioChunk, Interaction, Utterance
+from uservlm_ros.ros import qos
+from uservlm_ros.ros.diagnostics import OK, WARN, publish_status
+from uservlm_ros.ros.parameters import declare
+from uservlm_ros.ros.conversions import compressed_to_rgb, image_to_rgb, rgb_to_image, stamp_to_seconds
+from uservlm_ros.ros.frame_buffer import Frame, FrameBuffer
+from uservlm_ros.ros.runner import run_node
+from uservlm_ros.ros.service_client import ServiceUnavailable, call_with_timeout
+from uservlm_ros.srv import Ask
+
+PARAMETERS = {
+    "user_id": ("", "Who the robot is talking to (consent memory); empty = anonymous"),
+    "speak": (True, "Speak the answers (false: text only, e.g. for a screen)"),
+    "ask_timeout": (60.0, "Seconds to wait for /uservlm/ask before the turn ends with an error"),
+    "audio_out_timeout": (10.0, "Seconds to wait for the speaker to report the first sample out"),
+    "max_frame_skew": (2.0, "A camera frame further than this (seconds) from the end of speech is not used"),
+    "frame_history": (60, "Camera frames kept to pick the one nearest the end of an utterance"),
+    "max_pending_turns": (4, "Utterances queued while a turn is in flight; older ones beyond this are dropped and counted"),
+}
+
+
+class DialogueNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__("dialogue_node", **kwargs)
+        declare(self, PARAMETERS)
+        self.frames = FrameBuffer(self.param("frame_history"))
+        self._turns: queue.Queue = queue.Queue(maxsize=max(1, self.param("max_pending_turns")))
+        self._started: dict[str, float] = {}
+        self._started_event = threading.Condition()
+        self._counter = itertools.count(1)
+        self.turns_done = self.turns_failed = self.turns_dropped = 0
+        self.cloud_up: bool | None = None
+        self.last_error = ""
+
+        services = ReentrantCallbackGroup()
+        events = MutuallyExclusiveCallbackGroup()
+        self._ask = self.create_client(Ask, "uservlm/ask", qos_profile=qos.SERVICES, callback_group=services)
+        self._audio_out = self.create_publisher(AudioChunk, "speech_audio", qos.EVENTS)
+        self._interactions = self.create_publisher(Interaction, "interactions", qos.EVENTS)
+        self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", qos.DIAGNOSTICS)
+        self.create_subscription(Utterance, "speech", self.on_speech, qos.EVENTS, callback_group=events)
+        self.create_subscription(Header, "speech_started", self.on_speech_started, qos.EVENTS,
+                                 callback_group=events)
+        self.create_subscription(Image, "camera/image_raw",
+                                 lambda m: self._add_frame(m, "camera/image_raw", image_to_rgb),
+                                 qos.CAMERA, callback_group=events)
+        self.create_subscription(CompressedImage, "camera/image_raw/compressed",
+                                 lambda m: self._add_frame(m, "camera/image_raw/compressed", compressed_to_rgb),
+                                 qos.CAMERA, callback_group=events)
+        self.create_timer(1.0, self.tick, callback_group=events)
+        self._worker = threading.Thread(target=self._work, name="dialogue_turns", daemon=True)
+        self._stopping = threading.Event()
+        self._worker.start()
+
+    def param(self, name):
+        return self.get_parameter(name).value
+
+    def destroy_node(self):
+        self._stopping.set()
+        self._turns.put(None)
+        self._worker.join(timeout=5)
+        return super().destroy_node()
+
+    # -- inputs -------------------------------------------------------------------------------
+    def _add_frame(self, msg, source, decode) -> None:
+        stamp = stamp_to_seconds(msg.header.stamp) or time.time()
+        self.frames.add(Frame(stamp=stamp, received=time.monotonic(), message=msg, source=source, decode=decode))
+
+    def on_speech(self, utterance: Utterance) -> None:
+        if not utterance.text.strip():
+            return
+        try:
+            self._turns.put_nowait(utterance)
+        except queue.Full:
+            dropped = self._turns.get_nowait()
+            self._turns.put_nowait(utterance)
+            self.turns_dropped += 1
+            self.get_logger().warning(f"turn queue full: dropped the utterance {dropped.text!r}")
+
+    def on_speech_started(self, header: Header) -> None:
+        with self._started_event:
+            self._started[header.frame_id] = stamp_to_seconds(header.stamp)
+            while len(self._started) > 100:
+                self._started.pop(next(iter(self._started)))
+            self._started_event.notify_all()
+
+    # -- the loop -----------------------------------------------------------------------------
+    def _work(self) -> None:
+        while not self._stopping.is_set():
+            utterance = self._turns.get()
+            if utterance is None:
+                return
+            try:
+                self.take_turn(utterance)
+            except Exception as error:  # a bug in one turn must not end the loop
+                self.get_logger().error(f"turn failed: {type(error).__name__}: {error}")
+
+    def _user_image(self, speech_end: float):
+        frame = self.frames.nearest(speech_end)
+        if frame is None or abs(frame.stamp - speech_end) > self.param("max_frame_skew"):
+            return None, "none"
+        try:
+            return frame.decode(frame.message), frame.source
+        except ValueError as error:
+            self.get_logger().warning(f"unusable frame on {frame.source}: {error}")
+            return None, "none"
+
+    def take_turn(self, utterance: Utterance) -> Interaction:
+        turn_id = f"turn-{next(self._counter)}"
+        speech_end = stamp_to_seconds(utterance.end)
+        record = Interaction(turn_id=turn_id, user_id=self.param("user_id"), transcript=utterance.text,
+                             language=utterance.language, speech_start=utterance.start,
+                             speech_end=utterance.end, asr_seconds=utterance.asr_seconds)
+        record.speech_end_to_transcript = max(0.0, stamp_to_seconds(utterance.header.stamp) - speech_end)
+        image, record.image_source = self._user_image(speech_end)
+        request = Ask.Request(question=utterance.text, user_id=self.param("user_id"), speak=self.param("speak"))
+        if image is not None:
+            request.image = rgb_to_image(image)
+        try:
+            response = call_with_timeout(self._ask, request, self.param("ask_timeout"))
+        except (ServiceUnavailable, TimeoutError, RuntimeError) as error:
+            record.success, record.error = False, f"cloud side: {error}"
+            return self._finish(record)
+        record.speech_end_to_answer = max(0.0, time.time() - speech_end)
+        record.success, record.error = response.success, response.error
+        record.answer, record.clarification = response.answer, response.clarification
+        record.model, record.placeholder_model = response.model, response.placeholder_model
+        record.preprocess_seconds = response.preprocess_seconds
+        record.prefill_seconds = response.prefill_seconds
+        record.generation_seconds = response.generation_seconds
+        record.synthesis_seconds = response.synthesis_seconds
+        if response.success and len(response.audio.data):
+            audio = response.audio
+            audio.header.frame_id = turn_id
+            audio.header.stamp = self.get_clock().now().to_msg()
+            self._audio_out.publish(audio)
+            started = self._wait_started(turn_id, self.param("audio_out_timeout"))
+            if started is None:
+                record.error = "the speaker did not report playing the answer"
+                self.get_logger().warning(f"{turn_id}: {record.error}")
+            else:
+                record.speech_end_to_audio_out = max(0.0, started - speech_end)
+        return self._finish(record)
+
+    def _wait_started(self, turn_id: str, timeout: float) -> float | None:
+        deadline = time.monotonic() + timeout
+        with self._started_event:
+            while turn_id not in self._started:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._stopping.is_set():
+                    return None
+                self._started_event.wait(remaining)
+            return self._started.pop(turn_id)
+
+    def _finish(self, record: Interaction) -> Interaction:
+        record.header.stamp = self.get_clock().now().to_msg()
+        self._interactions.publish(record)
+        if record.success:
+            self.turns_done += 1
+            self.get_logger().info(
+                f"{record.turn_id}: {record.transcript!r} -> {record.answer[:80]!r} "
+                f"(speech end -> audio out {record.speech_end_to_audio_out:.2f} s)")
+        else:
+            self.turns_failed += 1
+            self.last_error = record.error
+            self.get_logger().warning(f"{record.turn_id}: {record.transcript!r} failed: {record.error}")
+        return record
+
+    # -- health -------------------------------------------------------------------------------
+    def tick(self) -> None:
+        up = self._ask.service_is_ready()
+        if up != self.cloud_up:
+            if up:
+                self.get_logger().info("cloud side reachable: /uservlm/ask is up")
+            else:
+                self.get_logger().warning("cloud side not reachable: /uservlm/ask has no server; "
+                                          "the robot keeps listening, turns fail until it is back")
+            self.cloud_up = up
+        values = {"turns_done": self.turns_done, "turns_failed": self.turns_failed,
+                  "turns_dropped": self.turns_dropped, "frames_received": self.frames.received,
+                  "last_error": self.last_error}
+        publish_status(self, self._diagnostics, OK if up else WARN,
+                       "cloud side reachable" if up else "cloud side not reachable (/uservlm/ask)", values)
+
+
+def main(args=None) -> int:
+    return run_node(lambda: DialogueNode(), args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
