@@ -27,8 +27,17 @@ def node_command(spec: NodeSpec, params_file: Path | None = None, namespace: str
     for source, target in spec.remaps:
         command += ["-r", f"{source}:={target}"]
     for name, value in (overrides or {}).items():
-        command += ["-p", f"{name}:={value}"]
+        command += ["-p", f"{name}:={yaml_value(value)}"]
     return command
+
+
+def yaml_value(value) -> str:
+    """A `-p name:=value` value: rcl parses it as YAML, so "7" would become an integer."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    return repr(value)
 
 
 class GraphProcesses:
@@ -36,13 +45,15 @@ class GraphProcesses:
 
     def __init__(self, specs: list[NodeSpec], params_file: Path | None = None, namespace: str = "",
                  env: dict | None = None, log_dir: Path | None = None,
-                 overrides: dict[str, dict] | None = None):
+                 overrides: dict[str, dict] | None = None, command_prefix: tuple[str, ...] = ()):
         self.specs = specs
         self.params_file = params_file
         self.namespace = namespace
         self.env = dds_environment(env)
         self.log_dir = Path(log_dir) if log_dir else None
         self.overrides = overrides or {}
+        # Prepended to every node's command line, e.g. ("ip", "netns", "exec", "robot-ns").
+        self.command_prefix = tuple(command_prefix)
         self.processes: dict[str, subprocess.Popen] = {}
         self._logs = []
 
@@ -59,7 +70,8 @@ class GraphProcesses:
         if self.log_dir:
             output = open(self.log_dir / f"{spec.name}.log", "a")
             self._logs.append(output)
-        command = node_command(spec, self.params_file, self.namespace, self.overrides.get(spec.name))
+        command = [*self.command_prefix,
+                   *node_command(spec, self.params_file, self.namespace, self.overrides.get(spec.name))]
         self.processes[spec.name] = subprocess.Popen(
             command, env=self.env, stdout=output, stderr=subprocess.STDOUT if output else None,
             stdin=subprocess.DEVNULL, start_new_session=True)

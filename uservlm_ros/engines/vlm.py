@@ -14,6 +14,14 @@ preprocess = image resize/normalise + tokenisation (+ copy to the device); prefi
 projector and the forward pass over the prompt, up to the first generated token; generation = the
 remaining greedy decoding steps; total = all of it plus decoding the text.
 
+Per-person image cache (opt-in, ``vision_cache_size`` > 0): ``answer(..., person_key="alice")``
+reuses what was computed from Alice's picture on her previous turn when the picture is
+byte-identical (see :mod:`uservlm_ros.vlm.image_cache`; answers are unchanged). With
+``prefix_mode="bidirectional"`` (the default, the trained model) the image features are reused and
+the vision tower is skipped; with ``prefix_mode="cacheable"`` (adapters trained in that mode, see
+:mod:`uservlm_ros.vlm.prefix`) the KV cache of the image block is reused and only the question is
+prefilled. ``forget_person(key)`` drops a person's entry; ``load()`` and ``close()`` drop all.
+
 Thread safety: one generation at a time. ``answer(..., lock_timeout=s)`` raises :class:`EngineBusy`
 when the engine stays busy for ``s`` seconds (0 = do not wait), so a server can refuse a request
 instead of queueing it forever; ``busy`` tells whether a generation is running.
@@ -27,9 +35,10 @@ from typing import Callable
 
 import numpy as np
 
+from ..vlm import image_cache, prefix
 from ..vlm.errors import VLMLoadError
 from ..vlm.loading import DTYPES, DEVICE_RE, LoadInfo, load_model
-from ..vlm.prompt import MAX_QUESTION_CHARS, build_prompt, prepare_inputs, validate_image
+from ..vlm.prompt import MAX_QUESTION_CHARS, build_prompt, neutral_image, prepare_inputs, validate_image
 
 __all__ = ["VLMConfig", "VLMAnswer", "VLMEngine", "VLMLoadError", "EngineBusy"]
 
@@ -58,6 +67,12 @@ class VLMConfig:
     # segmentation prompts; a conversational answer never uses them, so they are suppressed while
     # answering (otherwise the random placeholder model emits mostly those, and TTS reads them out).
     suppress_location_tokens: bool = True
+    # Persons whose image features (or image-block KV cache, in "cacheable" mode) are kept for
+    # their next turn; 0 = off. Used only by answer(..., person_key=...).
+    vision_cache_size: int = 0
+    # "bidirectional": PaliGemma's prefix-LM over image + question, as trained. "cacheable": only
+    # image + BOS bidirectional, the question causal -- needs adapters trained in that mode.
+    prefix_mode: str = prefix.DEFAULT_PREFIX_MODE
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad field."""
@@ -73,6 +88,11 @@ class VLMConfig:
             raise ValueError(
                 f"max_question_chars must be a positive integer, got {self.max_question_chars!r}"
             )
+        if not isinstance(self.vision_cache_size, int) or self.vision_cache_size < 0:
+            raise ValueError(
+                f"vision_cache_size must be a non-negative integer, got {self.vision_cache_size!r}"
+            )
+        prefix.validate_prefix_mode(self.prefix_mode)
 
 
 @dataclasses.dataclass
@@ -85,6 +105,9 @@ class VLMAnswer:
     total_seconds: float
     placeholder: bool  # True: the tiny random model answered; the text is meaningless
     model: str
+    # Per-person image cache: "off" (no person_key or vision_cache_size 0), "miss" (computed and
+    # stored) or "hit" (image features / image-block KV reused).
+    image_cache: str = "off"
 
 
 class VLMEngine:
@@ -96,6 +119,7 @@ class VLMEngine:
         self._processor = None
         self._info: LoadInfo | None = None
         self._suppressed: list[int] = []
+        self._image_cache = image_cache.PersonImageCache(self.config.vision_cache_size)
 
     # ------------------------------------------------------------------ lifecycle
     def load(self) -> LoadInfo:
@@ -103,6 +127,7 @@ class VLMEngine:
         cfg = self.config
         with self._lock:
             self._model = self._processor = self._info = None
+            self._image_cache.clear()
             self._model, self._processor, self._info = load_model(
                 cfg.base_model,
                 cfg.adapter,
@@ -114,12 +139,28 @@ class VLMEngine:
             )
             self._suppressed = _location_token_ids(self._processor.tokenizer) \
                 if cfg.suppress_location_tokens else []
+            if cfg.prefix_mode != prefix.DEFAULT_PREFIX_MODE:
+                self._info.warnings.append(
+                    f"prefix_mode={cfg.prefix_mode!r} changes the model's attention: answers are only "
+                    "as good as the adapter's training in that mode"
+                )
             return self._info
 
     def close(self) -> None:
         """Drop the model (frees its memory once nothing else holds it)."""
         with self._lock:
             self._model = self._processor = self._info = None
+            self._image_cache.clear()
+
+    def forget_person(self, person_key: str) -> bool:
+        """Drop what is cached from ``person_key``'s picture; True if there was something.
+        Waits for a running answer to finish."""
+        with self._lock:
+            return self._image_cache.forget(person_key)
+
+    @property
+    def cached_persons(self) -> int:
+        return len(self._image_cache)
 
     @property
     def loaded(self) -> bool:
@@ -154,6 +195,7 @@ class VLMEngine:
         on_token: Callable[[str], None] | None = None,
         lock_timeout: float | None = None,
         max_new_tokens: int | None = None,
+        person_key: str | None = None,
     ) -> VLMAnswer:
         """Answer ``question`` about/for the person in ``image`` (RGB HxWx3 uint8, any size).
 
@@ -162,7 +204,10 @@ class VLMEngine:
         this thread with each new piece of text as it is generated (the pieces concatenate to the
         answer before stripping); an exception it raises aborts the answer. ``lock_timeout``: None
         waits for a running answer to finish, a number waits at most that long and then raises
-        EngineBusy. Raises ValueError for bad input, RuntimeError if not loaded.
+        EngineBusy. ``person_key``: who is in the picture (any stable id); with
+        ``vision_cache_size`` > 0 the work done on that person's picture is reused on their next
+        turn when the picture is byte-identical (see the module docstring).
+        Raises ValueError for bad input, RuntimeError if not loaded.
         """
         build_prompt(question, user_context, self.config.max_question_chars)  # ValueError early
         if image is not None:
@@ -170,6 +215,8 @@ class VLMEngine:
         new_tokens = self.config.max_new_tokens if max_new_tokens is None else max_new_tokens
         if not isinstance(new_tokens, int) or new_tokens < 1:
             raise ValueError(f"max_new_tokens must be a positive integer, got {new_tokens!r}")
+        if person_key is not None and (not isinstance(person_key, str) or not person_key.strip()):
+            raise ValueError(f"person_key must be a non-empty string, got {person_key!r}")
         if lock_timeout is None:
             acquired = self._lock.acquire()
         elif lock_timeout > 0:
@@ -181,11 +228,13 @@ class VLMEngine:
         try:
             if self._model is None:
                 raise RuntimeError("the VLM engine is not loaded: call load() first")
-            return self._generate(question, image, user_context, on_token, new_tokens)
+            return self._generate(question, image, user_context, on_token, new_tokens, person_key)
         finally:
             self._lock.release()
 
-    def _generate(self, question, image, user_context, on_token, max_new_tokens) -> VLMAnswer:
+    def _generate(
+        self, question, image, user_context, on_token, max_new_tokens, person_key=None
+    ) -> VLMAnswer:
         import torch
 
         model, processor, info = self._model, self._processor, self._info
@@ -193,9 +242,17 @@ class VLMEngine:
         inputs = prepare_inputs(processor, question, image, user_context, self.config.max_question_chars)
         inputs = {key: value.to(info.device) for key, value in inputs.items()}
         inputs["pixel_values"] = inputs["pixel_values"].to(getattr(torch, info.dtype))
+        if self.config.prefix_mode != prefix.DEFAULT_PREFIX_MODE:
+            inputs["token_type_ids"] = prefix.make_token_type_ids(
+                inputs["input_ids"], inputs["token_type_ids"], self.config.prefix_mode,
+                model.config.image_token_id, processor.tokenizer.bos_token_id,
+            )
         preprocessed = time.perf_counter()
 
         streamer = _TimingStreamer(processor.tokenizer, on_token)
+        cache_state = "off"
+        if person_key is not None and self._image_cache.enabled:
+            cache_state = self._use_image_cache(model, inputs, person_key, image)
         with torch.inference_mode():
             output = model.generate(
                 **inputs,
@@ -221,7 +278,42 @@ class VLMEngine:
             total_seconds=time.perf_counter() - started,
             placeholder=info.placeholder,
             model=info.model_name,
+            image_cache=cache_state,
         )
+
+    def _use_image_cache(self, model, inputs: dict, person_key: str, image) -> str:
+        """Swap ``pixel_values`` in ``inputs`` for the person's cached image features (or, in
+        "cacheable" mode, for the image-block KV cache), computing and storing them on a miss.
+        Returns "hit" or "miss". Runs inside the prefill timing window."""
+        digest = image_cache.image_digest(image if image is not None else neutral_image())
+        entry = self._image_cache.lookup(person_key, digest)
+        cacheable = self.config.prefix_mode == "cacheable"
+        if cacheable:
+            length = prefix.cacheable_prefix_length(inputs["input_ids"], inputs["token_type_ids"])
+            prefix_ids = inputs["input_ids"][:, :length]
+            if entry is not None and (entry.prefix is None or not _same(entry.prefix_ids, prefix_ids)):
+                entry = None
+            state = "hit" if entry is not None else "miss"
+            if entry is None:
+                cache = prefix.build_prefix_cache(model, inputs["input_ids"], inputs["pixel_values"], length)
+                entry = image_cache.CacheEntry(digest, prefix=cache, prefix_ids=prefix_ids)
+                self._image_cache.store(person_key, entry)
+            inputs["past_key_values"] = prefix.fork_cache(entry.prefix)
+        else:
+            if entry is not None and entry.features is None:
+                entry = None
+            state = "hit" if entry is not None else "miss"
+            if entry is None:
+                features = image_cache.image_features(model, inputs["pixel_values"])
+                entry = image_cache.CacheEntry(digest, features=features)
+                self._image_cache.store(person_key, entry)
+            inputs["mm_encoder_outputs"] = image_cache.encoder_outputs(entry.features)
+        del inputs["pixel_values"]
+        return state
+
+
+def _same(a, b) -> bool:
+    return a is not None and a.shape == b.shape and bool((a == b).all())
 
 
 def _eos_ids(model, processor) -> set[int]:

@@ -13,7 +13,7 @@ import threading
 import time
 
 import numpy as np
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from std_msgs.msg import Bool
 
 from uservlm_ros.audio import ASR_SAMPLE_RATE, resample, to_mono
@@ -53,7 +53,6 @@ class ASRNode(EngineNode):
 
     def __init__(self, **kwargs):
         super().__init__("asr_node", **kwargs)
-        self._service = None
         self._stream_entities = []
         self._listener: StreamListener | None = None
         self._heard: queue.Queue = queue.Queue()
@@ -71,9 +70,7 @@ class ASRNode(EngineNode):
         return f"whisper {self.param('model')}" if self.engine is not None else "no engine"
 
     def create_interfaces(self) -> None:
-        self._service = self.create_service(
-            Transcribe, "uservlm/transcribe", self.on_transcribe,
-            qos_profile=qos.SERVICES, callback_group=ReentrantCallbackGroup())
+        self.serve(Transcribe, "uservlm/transcribe", self.on_transcribe)
         if self.param("listen"):
             segmenter = VoiceActivitySegmenter(
                 threshold=self.param("vad_threshold"), min_silence_ms=self.param("min_silence_ms"),
@@ -90,9 +87,7 @@ class ASRNode(EngineNode):
             self._worker.start()
 
     def destroy_interfaces(self) -> None:
-        if self._service is not None:
-            self.destroy_service(self._service)
-            self._service = None
+        super().destroy_interfaces()
         for entity in self._stream_entities:
             self.destroy_subscription(entity)
         self._stream_entities = []

@@ -140,12 +140,17 @@ class DialogueNode(Node):
         request = Ask.Request(question=utterance.text, user_id=self.param("user_id"), speak=self.param("speak"))
         if image is not None:
             request.image = rgb_to_image(image)
+        sent = time.time()
         try:
             response = call_with_timeout(self._ask, request, self.param("ask_timeout"))
         except (ServiceUnavailable, TimeoutError, RuntimeError) as error:
             record.success, record.error = False, f"cloud side: {error}"
             return self._finish(record)
-        record.speech_end_to_answer = max(0.0, time.time() - speech_end)
+        answered = time.time()
+        record.speech_end_to_answer = max(0.0, answered - speech_end)
+        record.ask_round_trip_seconds = answered - sent
+        record.server_seconds = response.total_seconds
+        record.review_seconds = response.review_seconds
         record.success, record.error = response.success, response.error
         record.answer, record.clarification = response.answer, response.clarification
         record.model, record.placeholder_model = response.model, response.placeholder_model

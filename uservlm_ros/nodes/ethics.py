@@ -15,7 +15,6 @@ from pathlib import Path
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 
 from uservlm_ros.engines.ethics import EthicsConfig, EthicsEngine
-from uservlm_ros.ros import qos
 from uservlm_ros.ros.engine_node import EngineNode
 from uservlm_ros.ros.runner import run_node
 from uservlm_ros.srv import Forget, Review
@@ -36,7 +35,6 @@ class EthicsNode(EngineNode):
 
     def __init__(self, **kwargs):
         super().__init__("ethics_node", **kwargs)
-        self._services = []
 
     def engine_config(self) -> EthicsConfig:
         return EthicsConfig(policy_path=self.param("policy_path") or None,
@@ -56,17 +54,8 @@ class EthicsNode(EngineNode):
     def create_interfaces(self) -> None:
         # One at a time: the engine's consent store is single-writer.
         group = MutuallyExclusiveCallbackGroup()
-        self._services = [
-            self.create_service(Review, "uservlm/review", self.on_review, qos_profile=qos.SERVICES,
-                                callback_group=group),
-            self.create_service(Forget, "uservlm/forget", self.on_forget, qos_profile=qos.SERVICES,
-                                callback_group=group),
-        ]
-
-    def destroy_interfaces(self) -> None:
-        for service in self._services:
-            self.destroy_service(service)
-        self._services = []
+        self.serve(Review, "uservlm/review", self.on_review, group)
+        self.serve(Forget, "uservlm/forget", self.on_forget, group)
 
     def on_review(self, request: Review.Request, response: Review.Response):
         started = time.perf_counter()

@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import time
 
-from rclpy.callback_groups import ReentrantCallbackGroup
-
 from uservlm_ros.engines.tts import TTSConfig, TTSEngine
-from uservlm_ros.ros import qos
 from uservlm_ros.ros.conversions import array_to_audio
 from uservlm_ros.ros.engine_node import EngineNode
 from uservlm_ros.ros.runner import run_node
@@ -32,7 +29,6 @@ class TTSNode(EngineNode):
 
     def __init__(self, **kwargs):
         super().__init__("tts_node", **kwargs)
-        self._service = None
 
     def load_engine(self, config: TTSConfig) -> TTSEngine:
         engine = TTSEngine(config)
@@ -43,14 +39,7 @@ class TTSNode(EngineNode):
         return getattr(self.engine, "voice", "no engine")
 
     def create_interfaces(self) -> None:
-        self._service = self.create_service(
-            Synthesize, "uservlm/synthesize", self.on_synthesize,
-            qos_profile=qos.SERVICES, callback_group=ReentrantCallbackGroup())
-
-    def destroy_interfaces(self) -> None:
-        if self._service is not None:
-            self.destroy_service(self._service)
-            self._service = None
+        self.serve(Synthesize, "uservlm/synthesize", self.on_synthesize)
 
     def on_synthesize(self, request: Synthesize.Request, response: Synthesize.Response):
         started = time.perf_counter()

@@ -39,6 +39,8 @@ class VLMNode(EngineNode):
         "max_new_tokens": "Greedy decoding stops after this many new tokens",
         "max_question_chars": "Longest question accepted (characters)",
         "suppress_location_tokens": "Never emit PaliGemma's <loc>/<seg> detection tokens in an answer",
+        "vision_cache_size": "People whose image features are kept to skip the vision tower on follow-up turns with the same image (0 = off)",
+        "prefix_mode": "bidirectional (PaliGemma's) | cacheable (image block bidirectional, text causal: needs adapters trained in that mode)",
     }
     EXTRA_PARAMETERS = {
         "busy_timeout": (20.0, "Seconds a request waits for the model while another is answered, before a 'busy' error"),
@@ -54,7 +56,6 @@ class VLMNode(EngineNode):
         self.frames = FrameBuffer(self.param("frame_history"))
         self._service_group = ReentrantCallbackGroup()
         self._camera_group = MutuallyExclusiveCallbackGroup()
-        self._ask_service = None
         self._subscriptions = []
         self._synthesize = self.create_client(Synthesize, "uservlm/synthesize",
                                               qos_profile=qos.SERVICES,
@@ -87,17 +88,13 @@ class VLMNode(EngineNode):
                                      self.on_compressed_image, qos.CAMERA,
                                      callback_group=self._camera_group),
         ]
-        self._ask_service = self.create_service(Ask, "uservlm/ask", self.on_ask,
-                                                qos_profile=qos.SERVICES,
-                                                callback_group=self._service_group)
+        self.serve(Ask, "uservlm/ask", self.on_ask, self._service_group)
 
     def destroy_interfaces(self) -> None:
         for subscription in self._subscriptions:
             self.destroy_subscription(subscription)
         self._subscriptions = []
-        if self._ask_service is not None:
-            self.destroy_service(self._ask_service)
-            self._ask_service = None
+        super().destroy_interfaces()
 
     # -- camera -------------------------------------------------------------------------------
     def _add_frame(self, msg, source: str, decode) -> None:
@@ -129,10 +126,10 @@ class VLMNode(EngineNode):
             self.get_logger().warning(f"newest frame on {frame.source} unusable ({error}); answering without an image")
             return None, "none"
 
-    def answer(self, question, image, user_context):
+    def answer(self, question, image, user_context, person_key: str = ""):
         try:
             return self.engine.answer(question, image, user_context=user_context,
-                                      lock_timeout=self.param("busy_timeout"))
+                                      lock_timeout=self.param("busy_timeout"), person_key=person_key or None)
         except vlm_engine.EngineBusy as error:
             raise turn.EngineBusyError(str(error)) from error
 
@@ -179,8 +176,9 @@ class VLMNode(EngineNode):
             result = turn.TurnResult(success=False, error=f"bad image: {error}", image_source="request")
             result.timings["total"] = time.perf_counter() - started
         else:
+            answer = lambda q, i, c: self.answer(q, i, c, person_key=request.user_id)  # noqa: E731
             result = turn.run_turn(
-                request.question, self.answer, image=image, image_source=source,
+                request.question, answer, image=image, image_source=source,
                 synthesize_fn=self.synthesize if request.speak else None,
                 review_fn=lambda question, has_image: self.review(question, has_image, request.user_id),
                 max_question_chars=self.param("max_question_chars"), started=started)

@@ -4,7 +4,7 @@
   engine's config dataclass (one source of truth), YAML files override them;
 - the engine loads in ``on_configure``; a failure returns FAILURE with the reason logged and shown
   on /diagnostics, and the node stays up so a fixed configuration can be retried;
-- services are created in ``on_activate`` and destroyed in ``on_deactivate``;
+- services are created in ``on_activate`` (``serve``) and destroyed in ``on_deactivate``;
 - /diagnostics once a second: lifecycle state, model, request and error counts, stage timings;
 - ``autostart`` (default true) configures and activates the node at start-up, so it works without
   a lifecycle manager (``uservlm up``); set it false to drive the transitions from outside.
@@ -18,6 +18,7 @@ from collections import deque
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
 from uservlm_ros.ros import qos
@@ -60,6 +61,7 @@ class EngineNode(LifecycleNode):
         self.last_error = ""
         self.stage_times = StageTimes()
         self._counter_lock = threading.Lock()
+        self._served = []
         self._declare(self.config_defaults())
         self._declare({name: value for name, value in self.EXTRA_PARAMETERS.items()})
         self._declare({"autostart": (True, "Configure and activate this node at start-up "
@@ -93,8 +95,17 @@ class EngineNode(LifecycleNode):
     def create_interfaces(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def destroy_interfaces(self) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def serve(self, srv_type, name: str, callback, callback_group=None):
+        """Create a service with the package's service QoS; destroyed on deactivate."""
+        service = self.create_service(srv_type, name, callback, qos_profile=qos.SERVICES,
+                                      callback_group=callback_group or ReentrantCallbackGroup())
+        self._served.append(service)
+        return service
+
+    def destroy_interfaces(self) -> None:
+        for service in self._served:
+            self.destroy_service(service)
+        self._served = []
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         started = time.perf_counter()

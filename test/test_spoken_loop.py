@@ -1,0 +1,28 @@
+"""The whole spoken loop across processes (the README's main job): a WAV and a video go in on
+the robot side, a clarifying question and then an answer come out as WAVs; the ethics review's
+clarify -> reply -> answer sequence runs through the real loop."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import wave
+
+from uservlm_ros.demo import PLACEHOLDER_WARNING
+
+
+def test_demo_runs_the_spoken_loop(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "uservlm_ros.cli", "demo", "--out", str(tmp_path),
+                             "--timeout", "240"], capture_output=True, text=True, timeout=600)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output + "".join(p.read_text()[-2000:] for p in (tmp_path / "logs").glob("*.log"))
+    assert "heard:    'What should I wear to a business meeting?'" in output
+    assert "robot asks (ethics review)" in output
+    assert "heard:    'Yes, please go ahead.'" in output
+    assert "robot answers:" in output and PLACEHOLDER_WARNING in output
+    assert "user image: camera/image_raw" in output  # consent given: the face is used
+    spoken = sorted((tmp_path / "speech").glob("*.wav"))
+    assert len(spoken) == 2, spoken
+    for path in spoken:
+        with wave.open(str(path)) as audio:
+            assert audio.getnframes() > audio.getframerate() // 2
+    assert "first audio out" in output
