@@ -139,3 +139,27 @@ def test_stage2_refuses_a_lora_adapter_as_its_start(tmp_path):
     run_stage("stage2", *stage_args("stage2", stage2, train={"max_steps": 1}))
     with pytest.raises(ValueError, match="stage-1 output"):
         run_stage("stage2", *stage_args("stage2", tmp_path / "again", adapter=stage2))
+
+
+def test_cacheable_prefix_mode_makes_only_the_question_causal():
+    """Stage 2's switch uses the engine's own token types: image block (+BOS) bidirectional."""
+    import numpy as np
+
+    from training.batches import make_sft_collate
+    from uservlm_ros.vlm.loading import load_model
+    from uservlm_ros.vlm.tiny import TINY_MODEL_ID
+
+    _, processor, _ = load_model(TINY_MODEL_ID, None)
+    row = {"image": np.full((64, 64, 3), 128, np.uint8), "question": "What should I cook?",
+           "answer": "A warm soup."}
+    plain = make_sft_collate(processor, "instruct")([row])
+    cacheable = make_sft_collate(processor, "instruct", prefix_mode="cacheable")([row])
+    image_id = processor.tokenizer.convert_tokens_to_ids("<image>")
+    ids, types = cacheable["input_ids"][0], cacheable["token_type_ids"][0]
+    image_positions = ids == image_id
+    assert (types[image_positions] == 0).all()
+    prompt_text = (plain["token_type_ids"][0] == 0) & ~image_positions
+    prompt_text[int(image_positions.nonzero().max()) + 1] = False  # the BOS after the image stays 0
+    assert (types[prompt_text] == 1).all(), "the question must be causal in cacheable mode"
+    assert (plain["token_type_ids"][0][prompt_text] == 0).all()
+    assert (cacheable["labels"] == plain["labels"]).all()

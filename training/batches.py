@@ -8,9 +8,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from uservlm_ros.vlm import prompt
+from uservlm_ros.vlm import prefix, prompt
 
-PREFIX_MODES = ("bidirectional", "cacheable")
+PREFIX_MODES = prefix.PREFIX_MODES
+
+
+def prefix_token_types(processor, input_ids, token_type_ids, mode: str):
+    """The token types of ``mode`` (uservlm_ros.vlm.prefix: the one switch inference uses too)."""
+    tokenizer = processor.tokenizer
+    image_token_id = getattr(processor, "image_token_id", None)
+    if image_token_id is None:
+        image_token_id = tokenizer.convert_tokens_to_ids("<image>")
+    return prefix.make_token_type_ids(input_ids, token_type_ids, mode, image_token_id=image_token_id,
+                                      bos_token_id=tokenizer.bos_token_id)
 
 
 def make_sft_collate(processor, kind: str, max_length: int | None = None, prefix_mode: str = "bidirectional"):
@@ -29,10 +39,11 @@ def make_sft_collate(processor, kind: str, max_length: int | None = None, prefix
 
     def collate(examples: list[dict]) -> dict:
         batch = prompt.collate_examples([build(example) for example in examples], pad_id)
-        if prefix_mode == "cacheable":
-            # Placeholder for the "cacheable prefix" issue: causal attention over the prefix too, so
-            # its KV cache could be reused. PaliGemma's own mode is "bidirectional" (token type 0).
-            batch["token_type_ids"].fill_(1)
+        if prefix_mode != "bidirectional":
+            # "cacheable": only the image block (+ BOS) stays bidirectional, the question is causal,
+            # so the image KV can be cached per person at inference (VLMConfig.prefix_mode).
+            batch["token_type_ids"] = prefix_token_types(processor, batch["input_ids"], batch["token_type_ids"],
+                                                         prefix_mode)
         return batch
 
     return collate

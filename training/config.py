@@ -57,7 +57,8 @@ class TrainArgs:
     save_steps: int = field(default=0, metadata={"help": "Checkpoint every N steps for --resume (0: only at the end)."})
     max_length: int | None = field(default=None, metadata={"help": "Truncate token sequences (None: no limit)."})
     prefix_mode: str = field(default="bidirectional", metadata={
-        "help": "bidirectional (PaliGemma's prefix-LM) | cacheable (causal prefix; placeholder, see README)."})
+        "help": "bidirectional (PaliGemma's prefix-LM) | cacheable (image block bidirectional, question causal: "
+                "deploy with vlm_node prefix_mode: cacheable to cache the image KV per person)."})
 
     def validate(self) -> None:
         if not self.output_dir:

@@ -9,7 +9,8 @@ always returns `labels`, which TRL then passes to the model a second time. This 
   vision collator appends none), `token_type_ids` = 1 (causal). With 0 PaliGemma's prefix-LM mask
   would let the prompt attend to the completion it is scored on;
 * drops `labels` when no `suffix` is given (TRL builds its own from `completion_mask`);
-* `prefix_mode="cacheable"`: token types 1 on the prompt as well (placeholder, see README).
+* `prefix_mode="cacheable"`: only the image block (+ BOS) keeps token type 0; the question is causal
+  (uservlm_ros.vlm.prefix, the same switch the VLM engine uses).
 """
 from __future__ import annotations
 
@@ -33,8 +34,11 @@ class PaliGemmaPreferenceProcessor(PaliGemmaProcessor):
         out = super().__call__(images=images, text=text, suffix=suffix, **kwargs)
         if suffix is None:
             out.pop("labels", None)
-        if self.prefix_mode == "cacheable" and "token_type_ids" in out:
-            out["token_type_ids"] = torch.ones_like(torch.as_tensor(out["token_type_ids"]))
+        if self.prefix_mode != "bidirectional" and "token_type_ids" in out:
+            from training.batches import prefix_token_types
+
+            out["token_type_ids"] = prefix_token_types(self, torch.as_tensor(out["input_ids"]),
+                                                       torch.as_tensor(out["token_type_ids"]), self.prefix_mode)
         return out
 
     def _completions(self, text, padding=False, padding_side="right", return_tensors=None, **_) -> BatchFeature:
