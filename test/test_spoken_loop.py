@@ -15,9 +15,10 @@ def test_demo_runs_the_spoken_loop(tmp_path):
                              "--timeout", "240"], capture_output=True, text=True, timeout=600)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output + "".join(p.read_text()[-2000:] for p in (tmp_path / "logs").glob("*.log"))
-    assert "heard:    'What should I wear to a business meeting?'" in output
+    heard = [line.split("heard:", 1)[1].strip().lower() for line in output.splitlines() if "heard:" in line]
+    assert len(heard) == 2, output
+    assert "business meeting" in heard[0] and "go ahead" in heard[1], heard
     assert "robot asks (ethics review)" in output
-    assert "heard:    'Yes, please go ahead.'" in output
     assert "robot answers:" in output and PLACEHOLDER_WARNING in output
     assert "user image: camera/image_raw" in output  # consent given: the face is used
     spoken = sorted((tmp_path / "speech").glob("*.wav"))

@@ -104,7 +104,10 @@ def test_sft_batches_have_eos_once_and_prefix_modes():
     prefix = (batch["labels"] == prompt.IGNORE_INDEX) & (batch["attention_mask"] == 1)
     assert bool((batch["token_type_ids"][prefix] == 0).all())
     cacheable = make_sft_collate(processor, "instruct", prefix_mode="cacheable")(items)
-    assert bool((cacheable["token_type_ids"] == 1).all())
+    # cacheable: only the image block and the BOS after it keep type 0 (uservlm_ros.vlm.prefix)
+    image = cacheable["input_ids"] == processor.tokenizer.convert_tokens_to_ids("<image>")
+    assert bool((cacheable["token_type_ids"][image] == 0).all())
+    assert torch.equal((cacheable["token_type_ids"] == 0).sum(dim=1), image.sum(dim=1) + 1)
     assert torch.equal(cacheable["labels"], batch["labels"])
 
 
