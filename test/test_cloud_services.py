@@ -197,3 +197,39 @@ def test_transcribe_bad_audio(client, request_kwargs, error):
     assert not response.success and error.lower() in response.error.lower(), response.error
     silence = client.call("transcribe", _transcribe_request(data=np.zeros(8000, np.int16)), 60).response
     assert silence.success, silence.error
+
+
+def test_streamed_speech_has_the_same_content_as_whole_speech(client, person):
+    """stream_audio: sentences go out on speech_audio while the turn runs; same words as speak."""
+    from uservlm_ros.msg import AudioChunk
+    from uservlm_ros.ros import qos
+
+    chunks = []
+    client.node.create_subscription(AudioChunk, "speech_audio", chunks.append, qos.EVENTS)
+    # With the face in view a food suggestion could lean on inferred attributes: the robot asks
+    # first, and that clarifying question (real words) is what is spoken here.
+    request = Ask.Request(question="What should I eat tonight?", user_id="stream-user", speak=True,
+                          stream_audio=True, turn_id="turn-stream", image=rgb_to_image(person))
+    streamed = ok(client.call("ask", request, 120))
+    assert streamed.clarification and len(streamed.audio.data) == 0, (streamed.review_decision, streamed.review_reason)
+    assert 0 < streamed.first_audio_seconds <= streamed.total_seconds
+    deadline_spin = lambda: client.executor.spin_once(timeout_sec=0.05)  # noqa: E731
+    for _ in range(200):
+        if len(chunks) >= 2:
+            break
+        deadline_spin()
+    assert len(chunks) >= 2, "a two-sentence question is spoken sentence by sentence"
+    assert all(chunk.header.frame_id == "turn-stream" for chunk in chunks)
+
+    whole = ok(client.ask("What should I eat tonight?", image=person, user_id="whole-user", speak=True,
+                          timeout=120))
+    assert whole.answer == streamed.answer and len(whole.audio.data)
+
+    def words(audio_chunks):
+        request = Transcribe.Request()
+        request.audio = audio_chunks[0]
+        request.audio.data = array.array("h", b"".join(np.asarray(c.data, np.int16).tobytes() for c in audio_chunks))
+        return ok(client.call("transcribe", request, 120)).text
+
+    assert word_error_rate(streamed.answer, words(chunks)) <= 0.25
+    assert word_error_rate(streamed.answer, words([whole.audio])) <= 0.25

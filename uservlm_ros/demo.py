@@ -52,6 +52,7 @@ class DemoObserver:
         self.interactions: list[Interaction] = []
         self.speaking = False
         self.spoke = 0
+        self.changed = time.monotonic()
         node = client.node
         node.create_subscription(Utterance, "speech", self.utterances.append, qos.EVENTS)
         node.create_subscription(Interaction, "interactions", self.interactions.append, qos.EVENTS)
@@ -60,7 +61,13 @@ class DemoObserver:
     def _on_speaking(self, msg: Bool) -> None:
         if msg.data and not self.speaking:
             self.spoke += 1
+        if bool(msg.data) != self.speaking:
+            self.changed = time.monotonic()
         self.speaking = bool(msg.data)
+
+    def quiet(self, seconds: float) -> bool:
+        """The robot has not spoken for ``seconds`` (a streamed answer pauses between sentences)."""
+        return not self.speaking and time.monotonic() - self.changed >= seconds
 
     def spin_until(self, predicate, timeout: float, graph: GraphProcesses | None = None) -> bool:
         deadline = time.monotonic() + timeout
@@ -94,7 +101,8 @@ def print_turn(record: Interaction, speech_dir: Path, out=sys.stdout) -> None:
           file=out)
     wavs = sorted(speech_dir.glob("*.wav"), key=lambda p: p.stat().st_mtime)
     if wavs:
-        print(f"  spoken:   {wavs[-1]}", file=out)
+        print(f"  spoken:   {wavs[-1]} (newest of {len(wavs)} WAVs: answers are spoken sentence by "
+              "sentence while the model writes)", file=out)
 
 
 def run_demo(out_dir: Path, startup_timeout: float = 600.0, turn_timeout: float = 300.0) -> int:
@@ -139,11 +147,11 @@ def run_demo(out_dir: Path, startup_timeout: float = 600.0, turn_timeout: float 
             if not record.clarification or reply is None:
                 break
             # The visitor answers once the robot has finished asking.
-            observer.spin_until(lambda: observer.spoke >= turn and not observer.speaking, turn_timeout, graph)
+            observer.spin_until(lambda: observer.spoke >= turn and observer.quiet(1.5), turn_timeout, graph)
             print(f"\n[demo] the visitor replies ({reply.name})", flush=True)
             graph.stop("microphone_node")
             graph.overrides["microphone_node"] = dict(overrides["microphone_node"], source=str(reply))
             graph.restart(microphone)
-        observer.spin_until(lambda: not observer.speaking, turn_timeout, graph)
+        observer.spin_until(lambda: observer.quiet(1.5), turn_timeout, graph)
     print(f"\n[demo] done in {time.monotonic() - started:.1f} s; WAVs in {out_dir / 'speech'}")
     return 0

@@ -35,6 +35,7 @@ from uservlm_ros.srv import Ask
 PARAMETERS = {
     "user_id": ("", "Who the robot is talking to (consent memory); empty = anonymous"),
     "speak": (True, "Speak the answers (false: text only, e.g. for a screen)"),
+    "stream_audio": (True, "Speak while the answer is written: the cloud side sends each sentence to the speaker as soon as it is synthesized"),
     "ask_timeout": (60.0, "Seconds to wait for /uservlm/ask before the turn ends with an error"),
     "audio_out_timeout": (10.0, "Seconds to wait for the speaker to report the first sample out"),
     "max_frame_skew": (2.0, "A camera frame further than this (seconds) from the end of speech is not used"),
@@ -137,7 +138,8 @@ class DialogueNode(Node):
                              speech_end=utterance.end, asr_seconds=utterance.asr_seconds)
         record.speech_end_to_transcript = max(0.0, stamp_to_seconds(utterance.header.stamp) - speech_end)
         image, record.image_source = self._user_image(speech_end)
-        request = Ask.Request(question=utterance.text, user_id=self.param("user_id"), speak=self.param("speak"))
+        request = Ask.Request(question=utterance.text, user_id=self.param("user_id"), speak=self.param("speak"),
+                              stream_audio=self.param("stream_audio"), turn_id=turn_id)
         if image is not None:
             request.image = rgb_to_image(image)
         sent = time.time()
@@ -158,11 +160,13 @@ class DialogueNode(Node):
         record.prefill_seconds = response.prefill_seconds
         record.generation_seconds = response.generation_seconds
         record.synthesis_seconds = response.synthesis_seconds
-        if response.success and len(response.audio.data):
-            audio = response.audio
-            audio.header.frame_id = turn_id
-            audio.header.stamp = self.get_clock().now().to_msg()
-            self._audio_out.publish(audio)
+        streamed = response.first_audio_seconds > 0  # the sentences went straight to the speaker
+        if response.success and (streamed or len(response.audio.data)):
+            if not streamed:
+                audio = response.audio
+                audio.header.frame_id = turn_id
+                audio.header.stamp = self.get_clock().now().to_msg()
+                self._audio_out.publish(audio)
             started = self._wait_started(turn_id, self.param("audio_out_timeout"))
             if started is None:
                 record.error = "the speaker did not report playing the answer"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from sensor_msgs.msg import CompressedImage, Image
 
@@ -21,6 +22,8 @@ from uservlm_ros.ros.engine_node import EngineNode
 from uservlm_ros.ros.frame_buffer import Frame, FrameBuffer
 from uservlm_ros.ros.runner import run_node
 from uservlm_ros.ros.service_client import call_with_timeout
+from uservlm_ros.msg import AudioChunk
+from uservlm_ros.speech_stream import SentenceSpeaker
 from uservlm_ros.srv import Ask, Review, Synthesize
 
 PLACEHOLDER_NOTE = ("tiny randomly initialised PaliGemma 2 stand-in: its answers are meaningless "
@@ -63,6 +66,9 @@ class VLMNode(EngineNode):
         self._review = self.create_client(Review, "uservlm/review", qos_profile=qos.SERVICES,
                                           callback_group=self._service_group)
         self._review_was_up: bool | None = None
+        self._review_seen = False
+        # stream_audio asks: each sentence goes straight to the robot's speaker.
+        self._speech_audio = self.create_publisher(AudioChunk, "speech_audio", qos.EVENTS)
 
     # -- lifecycle ----------------------------------------------------------------------------
     def load_engine(self, config):
@@ -126,27 +132,34 @@ class VLMNode(EngineNode):
             self.get_logger().warning(f"newest frame on {frame.source} unusable ({error}); answering without an image")
             return None, "none"
 
-    def answer(self, question, image, user_context, person_key: str = ""):
+    def answer(self, question, image, user_context, person_key: str = "", on_token=None):
         try:
-            return self.engine.answer(question, image, user_context=user_context,
+            return self.engine.answer(question, image, user_context=user_context, on_token=on_token,
                                       lock_timeout=self.param("busy_timeout"), person_key=person_key or None)
         except vlm_engine.EngineBusy as error:
             raise turn.EngineBusyError(str(error)) from error
 
     def review(self, question: str, has_image: bool, user_id: str) -> turn.ReviewOutcome | None:
-        """The ethics node's decision, or None (pass-through) when it is not running."""
-        up = self._review.service_is_ready()
+        """The ethics node's decision, or None (pass-through) when no ethics node runs.
+
+        Once an ethics node has been seen, its absence fails the ask (it crashed or is restarting:
+        never silently answer unreviewed); before that, a short wait covers DDS discovery."""
+        seen_before = bool(self._review_seen)
+        up = self._review.service_is_ready() or self._review.wait_for_service(
+            timeout_sec=self.param("review_timeout") if seen_before else 1.0)
         if up != self._review_was_up:
             self._review_was_up = up
             if up:
                 self.get_logger().info("ethics node found: every ask is reviewed (uservlm/review)")
-            elif self.param("require_review"):
-                self.get_logger().warning("no ethics node running: asks are refused (require_review)")
+            elif seen_before or self.param("require_review"):
+                self.get_logger().error("ethics node not reachable: asks are refused until it is back")
             else:
                 self.get_logger().warning("no ethics node running: answering without review")
-        if not up:
-            if self.param("require_review"):
-                raise RuntimeError("no ethics node is running (uservlm/review) and require_review is set")
+        if up:
+            self._review_seen = True
+        else:
+            if seen_before or self.param("require_review"):
+                raise RuntimeError("the ethics node (uservlm/review) is not reachable")
             return None
         # The VLM sees the face when there is an image: everything could be inferred (unknown).
         request = Review.Request(question=question, user_id=user_id, has_inferred=not has_image)
@@ -168,20 +181,46 @@ class VLMNode(EngineNode):
         return turn.Speech(samples=samples, sample_rate=int(response.audio.sample_rate),
                            seconds=float(response.synthesis_seconds))
 
+    def speak_sentence(self, sentence: str, turn_id: str) -> float:
+        """Synthesize one sentence and publish it for the robot's speaker at once."""
+        speech = self.synthesize(sentence)
+        self._speech_audio.publish(array_to_audio(speech.samples, speech.sample_rate,
+                                                  stamp=self.get_clock().now().to_msg(), frame_id=turn_id))
+        return speech.seconds
+
+    def finish_stream(self, speaker: SentenceSpeaker, text: str) -> turn.Speech:
+        """run_turn's synthesis step in stream_audio mode: the answer's sentences are already on
+        their way (a clarifying question is fed whole); wait for the last one."""
+        if not speaker.fed:
+            speaker.feed(text)
+        speaker.finish(self.param("synthesize_timeout"))
+        return turn.Speech(samples=np.zeros(0, np.int16), sample_rate=0, seconds=speaker.synthesis_seconds)
+
     def on_ask(self, request: Ask.Request, response: Ask.Response):
         started = time.perf_counter()
+        speaker = None
         try:
             image, source = self._request_image(request)
         except ValueError as error:
             result = turn.TurnResult(success=False, error=f"bad image: {error}", image_source="request")
             result.timings["total"] = time.perf_counter() - started
         else:
-            answer = lambda q, i, c: self.answer(q, i, c, person_key=request.user_id)  # noqa: E731
-            result = turn.run_turn(
-                request.question, answer, image=image, image_source=source,
-                synthesize_fn=self.synthesize if request.speak else None,
-                review_fn=lambda question, has_image: self.review(question, has_image, request.user_id),
-                max_question_chars=self.param("max_question_chars"), started=started)
+            synthesize_fn = self.synthesize if request.speak else None
+            if request.speak and request.stream_audio:
+                speaker = SentenceSpeaker(lambda sentence: self.speak_sentence(sentence, request.turn_id))
+                synthesize_fn = lambda text: self.finish_stream(speaker, text)  # noqa: E731
+            answer = lambda q, i, c: self.answer(q, i, c, person_key=request.user_id,  # noqa: E731
+                                                 on_token=speaker.feed if speaker else None)
+            try:
+                result = turn.run_turn(
+                    request.question, answer, image=image, image_source=source, synthesize_fn=synthesize_fn,
+                    review_fn=lambda question, has_image: self.review(question, has_image, request.user_id),
+                    max_question_chars=self.param("max_question_chars"), started=started)
+            finally:
+                if speaker is not None:
+                    speaker.close()
+        if speaker is not None and speaker.first_audio_at is not None:
+            result.timings["first_audio"] = speaker.first_audio_at - started
         self.fill_response(response, result)
         self.count_request(result.error)
         if result.success:
@@ -208,7 +247,8 @@ class VLMNode(EngineNode):
         response.generation_seconds = float(timings.get("generation", 0.0))
         response.synthesis_seconds = float(timings.get("synthesis", 0.0))
         response.total_seconds = float(timings.get("total", 0.0))
-        if result.speech is not None:
+        response.first_audio_seconds = float(timings.get("first_audio", 0.0))
+        if result.speech is not None and result.speech.samples.size:
             response.audio = array_to_audio(result.speech.samples, result.speech.sample_rate,
                                             stamp=self.get_clock().now().to_msg(), frame_id="tts")
 
