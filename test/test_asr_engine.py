@@ -244,3 +244,26 @@ def test_segmenter_ignores_silence_and_splits_long_speech(speech):
     assert len(pieces) >= 2
     assert all(p.end - p.start <= 16000 + 3200 + 512 for p in pieces)
     assert all(a.end <= b.start for a, b in zip(pieces, pieces[1:])), "utterances overlap"
+
+
+def test_segmenter_candidate_equals_the_utterance_it_becomes():
+    """The speculative candidate (offered while the end of speech is being confirmed) is exactly
+    the utterance feed() yields later: transcribing it early changes no result."""
+    import numpy as np
+
+    from uservlm_ros.audio import read_wav
+    from uservlm_ros.demo import demo_file
+    from uservlm_ros.engines.asr import VoiceActivitySegmenter
+
+    samples, rate, _ = read_wav(demo_file("question.wav"))
+    segmenter = VoiceActivitySegmenter()
+    candidates, finals = [], []
+    for i in range(0, samples.size, 640):
+        finals += list(segmenter.feed(samples[i:i + 640]))
+        candidate = segmenter.candidate()
+        if candidate is not None and not finals:
+            candidates.append(candidate)
+    assert len(finals) == 1 and candidates, "one utterance, announced before it was emitted"
+    last = candidates[-1]
+    assert (last.start, last.end) == (finals[0].start, finals[0].end)
+    assert np.array_equal(last.samples, finals[0].samples)

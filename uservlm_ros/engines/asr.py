@@ -463,6 +463,21 @@ class VoiceActivitySegmenter:
         if self._speech_start is None:
             self._trim(self._seen - self.pad - self.WINDOW)
 
+    def candidate(self) -> Optional[Utterance]:
+        """The utterance this segmenter will emit if the silence that has begun lasts, or None.
+
+        Offered once the silence is ``speech_pad_ms`` old, when its audio is exactly what
+        :meth:`feed` will yield ``min_silence_ms`` later (same start, end and samples), so it can be
+        transcribed speculatively while the end of speech is being confirmed."""
+        if self._speech_start is None or self._silence_start is None:
+            return None
+        end = self._silence_start + self.pad
+        if self._seen < end or end - self._speech_start < self.min_speech:
+            return None
+        start = max(self._speech_start - self.pad, self._last_end, self._kept_start)
+        audio = np.concatenate(self._kept) if self._kept else np.zeros(0, np.float32)
+        return Utterance(start=start, end=end, samples=audio[start - self._kept_start : end - self._kept_start].copy())
+
     def flush(self) -> Iterator[Utterance]:
         """End of stream: yield the utterance still open, if long enough; then reset."""
         if self._speech_start is not None:

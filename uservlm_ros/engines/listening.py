@@ -22,6 +22,10 @@ class HeardSpeech:
     end: float  # capture time just after the last sample
     samples: np.ndarray  # float32, 16 kHz mono
 
+    def same_as(self, other: "HeardSpeech | None") -> bool:
+        return (other is not None and abs(self.start - other.start) < 1e-6 and abs(self.end - other.end) < 1e-6
+                and self.samples.size == other.samples.size)
+
 
 class StreamListener:
     def __init__(self, segmenter: VoiceActivitySegmenter | None = None, gate: SelfSpeechGate | None = None):
@@ -59,6 +63,11 @@ class StreamListener:
         heard = [self._to_speech(u) for u in self.segmenter.feed(samples)]
         self._forget_before(self._fed - 60 * ASR_SAMPLE_RATE)
         return heard
+
+    def candidate(self) -> HeardSpeech | None:
+        """The utterance about to end (see VoiceActivitySegmenter.candidate), or None."""
+        utterance = self.segmenter.candidate()
+        return self._to_speech(utterance) if utterance is not None else None
 
     def flush(self) -> list[HeardSpeech]:
         heard = [self._to_speech(u) for u in self.segmenter.flush()]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
@@ -49,6 +50,7 @@ class ASRNode(EngineNode):
         "speech_pad_ms": (200, "Audio kept before and after the detected speech, milliseconds"),
         "max_utterance_seconds": (30.0, "An utterance is cut after this long"),
         "self_speech_tail": (0.3, "Audio captured this long after the robot stops speaking is ignored too (room echo), seconds"),
+        "speculative": (True, "Start transcribing an utterance as soon as the silence after it begins, while its end is being confirmed (same result, earlier)"),
     }
 
     def __init__(self, **kwargs):
@@ -59,7 +61,10 @@ class ASRNode(EngineNode):
         self._worker: threading.Thread | None = None
         self._speech_pub = None
         self.utterances = 0
+        self.speculative_hits = 0
         self._warned_rate = False
+        self._speculation: tuple[HeardSpeech, Future] | None = None
+        self._speculator = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asr_speculative")
 
     def load_engine(self, config: ASRConfig) -> ASREngine:
         engine = ASREngine(config)
@@ -120,15 +125,28 @@ class ASRNode(EngineNode):
             return
         stamp = stamp_to_seconds(msg.header.stamp) or time.time()
         for heard in self._listener.feed(samples, stamp):
-            self._heard.put(heard)
+            speculation = self._speculation
+            matched = speculation is not None and heard.same_as(speculation[0])
+            self._heard.put((heard, speculation[1] if matched else None))
+            self._speculation = None
+        if self.param("speculative"):
+            candidate = self._listener.candidate()
+            if candidate is not None and not candidate.same_as(self._speculation and self._speculation[0]):
+                future = self._speculator.submit(self.engine.transcribe, candidate.samples, ASR_SAMPLE_RATE)
+                self._speculation = (candidate, future)
 
     def _transcribe_stream(self) -> None:
         while True:
-            heard: HeardSpeech | None = self._heard.get()
-            if heard is None:
+            item = self._heard.get()
+            if item is None:
                 return
+            heard, speculation = item
             try:
-                transcript = self.engine.transcribe(heard.samples, ASR_SAMPLE_RATE)
+                if speculation is not None:  # already transcribed (or being) while the end was confirmed
+                    transcript = speculation.result()
+                    self.speculative_hits += 1
+                else:
+                    transcript = self.engine.transcribe(heard.samples, ASR_SAMPLE_RATE)
             except Exception as error:  # one bad utterance must not stop the stream
                 self.count_request(f"stream transcription failed: {error}")
                 self.get_logger().error(f"stream transcription failed: {type(error).__name__}: {error}")
@@ -143,12 +161,14 @@ class ASRNode(EngineNode):
             self._speech_pub.publish(msg)
             self.utterances += 1
             self.stage_times.add(asr=transcript.asr_seconds)
-            self.get_logger().info(f"heard ({heard.end - heard.start:.1f} s): {msg.text!r}")
+            self.get_logger().info(f"heard ({heard.end - heard.start:.1f} s{', speculative' if speculation else ''}): "
+                                   f"{msg.text!r}")
 
     def diagnostic_values(self) -> dict[str, str]:
         if self._listener is None:
             return {}
-        return {"utterances": str(self.utterances), "chunks_heard": str(self._listener.chunks_heard),
+        return {"utterances": str(self.utterances), "speculative_hits": str(self.speculative_hits),
+                "chunks_heard": str(self._listener.chunks_heard),
                 "chunks_ignored_self_speech": str(self._listener.chunks_ignored)}
 
     def on_transcribe(self, request: Transcribe.Request, response: Transcribe.Response):
