@@ -73,3 +73,19 @@ def test_audio_round_trip_and_validation():
         audio_to_array(msg)
     with pytest.raises(ValueError, match="int16"):
         array_to_audio(np.zeros(10, np.float32), 16000)
+
+
+def test_serialized_frames_keep_their_stamp_and_pixels(frame):
+    from builtin_interfaces.msg import Time
+    from rclpy.serialization import serialize_message
+
+    from uservlm_ros.ros.conversions import serialized_compressed_to_rgb, serialized_image_to_rgb
+    from uservlm_ros.ros.frame_buffer import cdr_header_stamp
+
+    raw = serialize_message(rgb_to_image(frame, stamp=Time(sec=1795320000, nanosec=250_000_000)))
+    assert cdr_header_stamp(raw) == pytest.approx(1795320000.25)
+    assert np.array_equal(serialized_image_to_rgb(raw), frame)
+    jpeg = serialize_message(rgb_to_compressed(frame, stamp=Time(sec=12, nanosec=5)))
+    assert cdr_header_stamp(jpeg) == pytest.approx(12.000000005)
+    assert serialized_compressed_to_rgb(jpeg).shape == frame.shape
+    assert cdr_header_stamp(b"\x00\x01") == 0.0

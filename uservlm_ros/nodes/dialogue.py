@@ -19,15 +19,14 @@ import time
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
-from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from uservlm_ros.msg import AudioChunk, Interaction, Utterance
 from uservlm_ros.ros import qos
 from uservlm_ros.ros.diagnostics import OK, WARN, publish_status
 from uservlm_ros.ros.parameters import declare
-from uservlm_ros.ros.conversions import compressed_to_rgb, image_to_rgb, rgb_to_image, stamp_to_seconds
-from uservlm_ros.ros.frame_buffer import Frame, FrameBuffer
+from uservlm_ros.ros.conversions import rgb_to_image, stamp_to_seconds
+from uservlm_ros.ros.frame_buffer import FrameBuffer, subscribe_camera
 from uservlm_ros.ros.runner import run_node
 from uservlm_ros.ros.service_client import ServiceUnavailable, call_with_timeout
 from uservlm_ros.srv import Ask
@@ -66,12 +65,7 @@ class DialogueNode(Node):
         self.create_subscription(Utterance, "speech", self.on_speech, qos.EVENTS, callback_group=events)
         self.create_subscription(Header, "speech_started", self.on_speech_started, qos.EVENTS,
                                  callback_group=events)
-        self.create_subscription(Image, "camera/image_raw",
-                                 lambda m: self._add_frame(m, "camera/image_raw", image_to_rgb),
-                                 qos.CAMERA, callback_group=events)
-        self.create_subscription(CompressedImage, "camera/image_raw/compressed",
-                                 lambda m: self._add_frame(m, "camera/image_raw/compressed", compressed_to_rgb),
-                                 qos.CAMERA, callback_group=events)
+        subscribe_camera(self, self.frames, callback_group=events)
         self.create_timer(1.0, self.tick, callback_group=events)
         self._worker = threading.Thread(target=self._work, name="dialogue_turns", daemon=True)
         self._stopping = threading.Event()
@@ -87,10 +81,6 @@ class DialogueNode(Node):
         return super().destroy_node()
 
     # -- inputs -------------------------------------------------------------------------------
-    def _add_frame(self, msg, source, decode) -> None:
-        stamp = stamp_to_seconds(msg.header.stamp) or time.time()
-        self.frames.add(Frame(stamp=stamp, received=time.monotonic(), message=msg, source=source, decode=decode))
-
     def on_speech(self, utterance: Utterance) -> None:
         if not utterance.text.strip():
             return

@@ -11,15 +11,13 @@ import time
 
 import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from sensor_msgs.msg import CompressedImage, Image
 
 from uservlm_ros import turn
 from uservlm_ros.engines import vlm as vlm_engine
 from uservlm_ros.ros import qos
-from uservlm_ros.ros.conversions import (array_to_audio, audio_to_array, compressed_to_rgb,
-                                         image_is_empty, image_to_rgb, stamp_to_seconds)
+from uservlm_ros.ros.conversions import array_to_audio, audio_to_array, image_is_empty, image_to_rgb
 from uservlm_ros.ros.engine_node import EngineNode
-from uservlm_ros.ros.frame_buffer import Frame, FrameBuffer
+from uservlm_ros.ros.frame_buffer import FrameBuffer, subscribe_camera
 from uservlm_ros.ros.runner import run_node
 from uservlm_ros.ros.service_client import call_with_timeout
 from uservlm_ros.msg import AudioChunk
@@ -87,13 +85,7 @@ class VLMNode(EngineNode):
         return f"{self.engine.model_name}{note}"
 
     def create_interfaces(self) -> None:
-        self._subscriptions = [
-            self.create_subscription(Image, "camera/image_raw", self.on_image, qos.CAMERA,
-                                     callback_group=self._camera_group),
-            self.create_subscription(CompressedImage, "camera/image_raw/compressed",
-                                     self.on_compressed_image, qos.CAMERA,
-                                     callback_group=self._camera_group),
-        ]
+        self._subscriptions = subscribe_camera(self, self.frames, self._camera_group)
         self.serve(Ask, "uservlm/ask", self.on_ask, self._service_group)
 
     def destroy_interfaces(self) -> None:
@@ -103,17 +95,6 @@ class VLMNode(EngineNode):
         super().destroy_interfaces()
 
     # -- camera -------------------------------------------------------------------------------
-    def _add_frame(self, msg, source: str, decode) -> None:
-        received = time.monotonic()
-        stamp = stamp_to_seconds(msg.header.stamp) or time.time()
-        self.frames.add(Frame(stamp=stamp, received=received, message=msg, source=source, decode=decode))
-
-    def on_image(self, msg: Image) -> None:
-        self._add_frame(msg, "camera/image_raw", image_to_rgb)
-
-    def on_compressed_image(self, msg: CompressedImage) -> None:
-        self._add_frame(msg, "camera/image_raw/compressed", compressed_to_rgb)
-
     def diagnostic_values(self) -> dict[str, str]:
         return {"frames_received": str(self.frames.received), "frames_dropped": str(self.frames.dropped),
                 "placeholder_model": str(bool(self.engine and self.engine.placeholder))}

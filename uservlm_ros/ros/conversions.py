@@ -111,6 +111,20 @@ def rgb_to_compressed(rgb: np.ndarray, quality: int = 80, stamp: Time | None = N
     return msg
 
 
+def serialized_image_to_rgb(data: bytes) -> np.ndarray:
+    """A serialized sensor_msgs/Image -> RGB (for subscriptions with raw=True)."""
+    from rclpy.serialization import deserialize_message
+
+    return image_to_rgb(deserialize_message(data, Image))
+
+
+def serialized_compressed_to_rgb(data: bytes) -> np.ndarray:
+    """A serialized sensor_msgs/CompressedImage -> RGB (for subscriptions with raw=True)."""
+    from rclpy.serialization import deserialize_message
+
+    return compressed_to_rgb(deserialize_message(data, CompressedImage))
+
+
 def read_image_file(path: str) -> np.ndarray:
     """An image file on disk -> HxWx3 uint8 RGB."""
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)

@@ -5,7 +5,9 @@ overwritten frame that was never used is counted as dropped, for /diagnostics.
 """
 from __future__ import annotations
 
+import struct
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -18,6 +20,22 @@ class Frame:
     message: Any
     source: str  # topic name it came from
     decode: Callable[[Any], Any]
+
+
+def cdr_header_stamp(data: bytes) -> float:
+    """The header stamp of a serialized message whose first field is std_msgs/Header (Image,
+    CompressedImage), read without deserializing the ~1 MB payload. 0.0 if unreadable."""
+    if len(data) < 12:
+        return 0.0
+    little = data[1] & 1  # CDR encapsulation: 0x0001 little endian, 0x0000 big endian
+    sec, nanosec = struct.unpack_from("<iI" if little else ">iI", data, 4)
+    return sec + nanosec * 1e-9
+
+
+def serialized_frame(data: bytes, source: str, decode: Callable[[bytes], Any]) -> Frame:
+    """A Frame from a raw (serialized) camera message: decoded only if a turn uses it."""
+    return Frame(stamp=cdr_header_stamp(data) or time.time(), received=time.monotonic(), message=data,
+                 source=source, decode=decode)
 
 
 class FrameBuffer:
@@ -53,3 +71,22 @@ class FrameBuffer:
     def __len__(self) -> int:
         with self._lock:
             return len(self._frames)
+
+
+def subscribe_camera(node, frames: FrameBuffer, callback_group=None) -> list:
+    """Keep the frames of ``camera/image_raw`` and ``camera/image_raw/compressed`` in ``frames``.
+
+    The subscriptions take the serialized bytes (raw=True): a 640x480 frame at 30 Hz is only
+    deserialized and decoded when a turn uses it (converting every frame to Python costs a
+    third of a core)."""
+    from sensor_msgs.msg import CompressedImage, Image
+
+    from uservlm_ros.ros import qos
+    from uservlm_ros.ros.conversions import serialized_compressed_to_rgb, serialized_image_to_rgb
+
+    topics = (("camera/image_raw", Image, serialized_image_to_rgb),
+              ("camera/image_raw/compressed", CompressedImage, serialized_compressed_to_rgb))
+    return [node.create_subscription(
+                msg_type, topic, lambda data, t=topic, d=decode: frames.add(serialized_frame(data, t, d)),
+                qos.CAMERA, callback_group=callback_group, raw=True)
+            for topic, msg_type, decode in topics]
