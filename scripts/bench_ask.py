@@ -6,7 +6,8 @@
 Brings the cloud side up (three processes, DDS on loopback), sends N asks about the bundled photo
 one after another, and prints the median of each stage, plus
   transport  = client round trip - server total            (DDS + (de)serialisation both ways)
-  overhead   = client round trip - engine stages            (everything that is not model compute)
+  overhead   = client round trip - engine stages            (everything that is not model compute:
+               DDS hops client->vlm_node->ethics_node/tts_node and back, (de)serialisation, glue)
 as median and p95. The offline VLM is the tiny random stand-in: its text is meaningless, and its
 compute times say nothing about PaliGemma 2 3B.
 """
@@ -58,8 +59,9 @@ def main() -> int:
                 if not r.success:
                     print(f"error: {r.error}")
                     return 1
-                engine = r.preprocess_seconds + r.prefill_seconds + r.generation_seconds + r.synthesis_seconds
-                rows.append(dict(preprocess=r.preprocess_seconds, prefill=r.prefill_seconds,
+                engine = (r.review_seconds + r.preprocess_seconds + r.prefill_seconds + r.generation_seconds
+                          + r.synthesis_seconds)
+                rows.append(dict(review=r.review_seconds, preprocess=r.preprocess_seconds, prefill=r.prefill_seconds,
                                  generation=r.generation_seconds, synthesis=r.synthesis_seconds,
                                  server_total=r.total_seconds, round_trip=reply.round_trip_seconds,
                                  transport=reply.round_trip_seconds - r.total_seconds,
@@ -73,7 +75,7 @@ def main() -> int:
     print(f"host: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
           f"{time.strftime('%Y-%m-%d %H:%M')}")
     print(f"{'stage':<14}{'median ms':>12}{'p95 ms':>10}")
-    for key in ("preprocess", "prefill", "generation", "synthesis", "server_total", "round_trip",
+    for key in ("review", "preprocess", "prefill", "generation", "synthesis", "server_total", "round_trip",
                 "transport", "overhead"):
         values = [row[key] * 1000 for row in rows]
         print(f"{key:<14}{statistics.median(values):>12.2f}{p95(values):>10.2f}")
