@@ -115,4 +115,6 @@ def dds_environment(env: dict | None = None) -> dict:
     (unless the caller already chose one)."""
     env = dict(os.environ if env is None else env)
     env.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(config_path("fastdds.xml")))
+    # Fast DDS 2.x (ROS 2 Jazzy's) reads only FASTRTPS_DEFAULT_PROFILES_FILE; 3.x (Kilted) the name above.
+    env.setdefault("FASTRTPS_DEFAULT_PROFILES_FILE", env["FASTDDS_DEFAULT_PROFILES_FILE"])
     return env

@@ -51,8 +51,8 @@ def generate(side: str):
         *(DeclareLaunchArgument(name, default_value=default, description=description)
           for name, (default, description) in arguments.items()),
         # 640x480 frames need the larger shared-memory segments of this profile (see the file).
-        SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE",
-                               EnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE",
-                                                   default_value=str(config_path("fastdds.xml")))),
+        # Fast DDS 2.x (Jazzy) reads FASTRTPS_DEFAULT_PROFILES_FILE, 3.x (Kilted) FASTDDS_...
+        *(SetEnvironmentVariable(name, EnvironmentVariable(name, default_value=str(config_path("fastdds.xml"))))
+          for name in ("FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FILE")),
         OpaqueFunction(function=nodes_for),
     ])
