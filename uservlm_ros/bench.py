@@ -24,6 +24,13 @@ at the end. ``--consent anonymous`` measures the generic path instead (empty use
 In ``--attach`` mode dialogue_node's ``user_id`` parameter is set to the bench user for the run
 and restored afterwards; no real user's consent is touched.
 
+Speech out. dialogue_node can have the cloud speak the answer sentence by sentence while it is
+still being written (its ``stream_audio`` parameter). The bench turns that off for its run by default
+— the answer is synthesized whole, then spoken — because the decomposition below needs the stages
+to run one after the other. ``--stream-audio`` measures streamed speech: the end-to-end times stay
+valid; ``middleware`` and the two hops after the answer are left empty (synthesis then overlaps
+generation, and the first audio goes out before the response arrives).
+
 Per turn, from the ``interactions`` record dialogue_node publishes (all seconds; "speech end" is
 the end of the utterance as the VAD placed it, in the audio's capture clock):
 
@@ -33,20 +40,26 @@ the end of the utterance as the VAD placed it, in the audio's capture clock):
 - engine compute: ``asr`` (Whisper), ``review`` (ethics), ``preprocess``, ``prefill``,
   ``generation`` (VLM), ``synthesis`` (TTS), each timed inside its engine.
 - ``vad_wait``: audio the VAD must still *hear* after the speech end before it can close the
-  utterance (its silence window, plus the chunking), = receive time of the chunk that completes
-  the utterance - speech end, both from the bag. Computed by running the same Silero segmenter
-  with asr_node's parameters over the bag's audio. Not compute, not middleware: it is time.
+  utterance (its silence window, plus the chunking) = receive time of the chunk that completes the
+  utterance - speech end, both from the bag. ``asr_start``: the same for the chunk from which
+  asr_node can start transcribing; earlier than ``vad_wait`` when asr_node transcribes
+  speculatively (its ``speculative`` parameter: it starts on the candidate utterance while the
+  end is being confirmed). Both computed by running asr_node's segmenter, with its parameters,
+  over the bag's audio (:class:`VadTrack`). Not compute, not middleware: it is time.
+- ``vad_exposed`` = max(vad_wait - asr, asr_start): the part of that wait ASR does not hide (the
+  transcript needs both the confirmed end and the transcription); = ``vad_wait`` without
+  speculation.
 
 **ROS middleware share** (``middleware``)::
 
-    middleware = speech_end_to_audio_out - vad_wait
+    middleware = speech_end_to_audio_out - vad_exposed
                  - (asr + review + preprocess + prefill + generation + synthesis)
 
 i.e. everything on the robot -> cloud -> robot path that is not an engine computing or the VAD
 waiting for audio: DDS transport of every hop, executor scheduling and queueing, message
 (de)serialisation and conversions in the nodes. It is split exactly into five parts that sum to it:
 
-- ``hop_audio_to_transcript`` = transcript - vad_wait - asr: ``audio`` topic (robot -> cloud) +
+- ``hop_audio_to_transcript`` = transcript - vad_exposed - asr: ``audio`` topic (robot -> cloud) +
   VAD inference per chunk + the ASR worker queue;
 - ``hop_transcript_to_ask`` = answer - transcript - ask_round_trip: ``speech`` topic (cloud ->
   robot) + dialogue_node picking and converting the frame and building the request;
@@ -73,7 +86,11 @@ cloud side run in two network namespaces joined by a veth pair shaped with ``tc 
 :mod:`uservlm_ros.netlink`. ``--uplink jpeg raw`` (the netns default) compares feeding the camera
 as JPEG (``camera/image_raw/compressed``) or raw rgb8 frames (``camera/image_raw``, decoded from
 the bag's JPEG before the replay) — vlm_node subscribes to the camera, so the stream crosses the
-link.
+link. The replaying process publishes in Fast DDS's asynchronous mode there
+(``RMW_FASTRTPS_PUBLICATION_MODE=ASYNCHRONOUS``): on the robot, camera and microphone are separate
+processes, and a synchronous ``publish()`` of a raw frame into the shaped link blocks (holding the
+GIL, measured up to 62 ms), which would delay the audio behind it. The link report adds the bytes
+through each shaper, its drops, and UDP datagrams dropped for a full socket receive buffer.
 
 Output: a table of median and p95 on stdout, ``bench[_<label>].csv`` (one row per turn),
 ``.png`` (per-turn stacked stages and latency CDFs), ``.json`` (everything, with hardware and
@@ -111,7 +128,8 @@ SUMMARY = (
     ("speech_end_to_transcript", "speech end -> transcript"),
     ("speech_end_to_answer", "speech end -> answer"),
     ("speech_end_to_audio_out", "speech end -> first audio out"),
-    ("vad_wait", "  VAD waiting for audio"),
+    ("vad_wait", "  VAD: audio to hear after speech end"),
+    ("vad_exposed", "  ... of it not hidden by ASR"),
     ("compute", "  engine compute (ASR+review+VLM+TTS)"),
     *((stage, f"    {stage}") for stage in COMPUTE_STAGES),
     ("middleware", "  ROS middleware share"),
@@ -155,6 +173,7 @@ class SessionConfig:
     probes: int = 5
     min_camera_subscribers: int = 2  # dialogue_node + vlm_node
     link: dict | None = None  # netns link (token, rate) for the shaper counters
+    stream_audio: bool = False  # dialogue_node's stream_audio for the run (see the module docstring)
 
 
 # -- hardware ----------------------------------------------------------------------------------
@@ -183,32 +202,64 @@ def hardware() -> dict:
 
 
 # -- the VAD, offline ----------------------------------------------------------------------------
-def vad_waits(bag: bags.Bag, params: dict) -> list[dict]:
-    """The utterances asr_node will find in one replay of ``bag``: for each, the speech end and
-    ``vad_wait`` = receive time of the audio chunk that completes it - speech end (bag clock).
-    Same segmenter and parameters as asr_node (its ``vad_threshold``, ``min_silence_ms``,
-    ``speech_pad_ms``, ``max_utterance_seconds``)."""
-    import numpy as np
+class VadTrack:
+    """asr_node's listening, replayed offline: the utterances it closes in each replay of the bag and,
+    for each (seconds after its speech end, from the bag's clock):
 
-    from uservlm_ros.audio import ASR_SAMPLE_RATE, resample, to_mono
-    from uservlm_ros.engines.asr import VoiceActivitySegmenter
-    from uservlm_ros.engines.listening import StreamListener
+    - ``vad_wait``: until the receive time of the audio chunk that completes the utterance;
+    - ``asr_start``: until the chunk from which asr_node can start transcribing it — the same chunk,
+      or, with asr_node's ``speculative`` transcription, the earlier chunk at which the segmenter
+      first offers the utterance as a candidate that then closes unchanged.
 
-    segmenter = VoiceActivitySegmenter(
-        threshold=float(params.get("vad_threshold", 0.5)), min_silence_ms=int(params.get("min_silence_ms", 500)),
-        speech_pad_ms=int(params.get("speech_pad_ms", 200)),
-        max_utterance_s=float(params.get("max_utterance_seconds", 30.0)))
-    listener = StreamListener(segmenter)
-    found = []
-    for message in bag.of(bags.AUDIO):
-        chunk = bag.deserialize(message)
-        samples = to_mono(np.asarray(chunk.data, dtype=np.int16).reshape(-1), int(chunk.channels))
-        if int(chunk.sample_rate) != ASR_SAMPLE_RATE:
-            samples = resample(samples, int(chunk.sample_rate), ASR_SAMPLE_RATE)
-        stamp = chunk.header.stamp.sec + chunk.header.stamp.nanosec * 1e-9
-        for heard in listener.feed(samples, stamp):
-            found.append({"start": heard.start, "end": heard.end, "vad_wait": message.log_time / 1e9 - heard.end})
-    return found
+    Same Silero segmenter and parameters as asr_node (``vad_threshold``, ``min_silence_ms``,
+    ``speech_pad_ms``, ``max_utterance_seconds``, ``speculative``), fed the same chunk sequence.
+    asr_node's segmenter keeps its state from one replay to the next, so :meth:`next_replay` is
+    called once per replay, warm-ups included, in order. Exact for a graph the bench started
+    (asr_node heard nothing else); an approximation with ``--attach``."""
+
+    def __init__(self, bag: bags.Bag, params: dict):
+        import numpy as np
+
+        from uservlm_ros.audio import ASR_SAMPLE_RATE, resample, to_mono
+        from uservlm_ros.engines.asr import VoiceActivitySegmenter
+        from uservlm_ros.engines.listening import StreamListener
+
+        segmenter = VoiceActivitySegmenter(
+            threshold=float(params.get("vad_threshold") or 0.5),
+            min_silence_ms=int(params.get("min_silence_ms") or 500),
+            speech_pad_ms=int(params.get("speech_pad_ms") if params.get("speech_pad_ms") is not None else 200),
+            max_utterance_s=float(params.get("max_utterance_seconds") or 30.0))
+        self.listener = StreamListener(segmenter)
+        # Older graphs have no speculative transcription (the parameter is then not declared).
+        self.speculative = bool(params.get("speculative")) and hasattr(self.listener, "candidate")
+        self.chunks = []
+        for message in bag.of(bags.AUDIO):
+            chunk = bag.deserialize(message)
+            samples = to_mono(np.asarray(chunk.data, dtype=np.int16).reshape(-1), int(chunk.channels))
+            if int(chunk.sample_rate) != ASR_SAMPLE_RATE:
+                samples = resample(samples, int(chunk.sample_rate), ASR_SAMPLE_RATE)
+            stamp = chunk.header.stamp.sec + chunk.header.stamp.nanosec * 1e-9
+            self.chunks.append((stamp, message.log_time / 1e9, samples))
+        self._shift = 0.0
+        self._candidate = None  # (HeardSpeech, receive time of the chunk that offered it)
+
+    def next_replay(self) -> list[dict]:
+        found = []
+        # Later replays continue the stream: shift the stamps past the previous replay's end.
+        for stamp, received, samples in self.chunks:
+            for heard in self.listener.feed(samples, stamp + self._shift):
+                end = heard.end - self._shift
+                early = self._candidate if self._candidate and heard.same_as(self._candidate[0]) else None
+                found.append({"end": end, "vad_wait": received - end,
+                              "asr_start": (early[1] if early else received) - end, "speculative": bool(early)})
+                self._candidate = None
+            if self.speculative:  # as asr_node.on_audio: a new candidate replaces the previous one
+                candidate = self.listener.candidate()
+                if candidate is not None and not candidate.same_as(self._candidate and self._candidate[0]):
+                    self._candidate = (candidate, received)
+        if self.chunks:
+            self._shift += self.chunks[-1][1] - self.chunks[0][0] + 1.0
+        return found
 
 
 def bag_audio(bag: bags.Bag):
@@ -262,6 +313,7 @@ class Session:
         self.alive = alive or (lambda: None)
         self.log = log
         self.bag = bags.read_bag(config.bag)
+        bags.use_package_dds_profile()
         self.context = Context()
         rclpy.init(context=self.context)
         self.node = rclpy.create_node(f"uservlm_bench_{os.getpid()}", namespace="/" + config.namespace.strip("/"),
@@ -291,7 +343,8 @@ class Session:
         self.get_parameters = {name: node.create_client(GetParameters, f"{name}/get_parameters")
                                for name in (*CLOUD_NODES, "dialogue_node")}
         self.set_dialogue_parameters = node.create_client(SetParameters, "dialogue_node/set_parameters")
-        self._restore_user: str | None = None
+        self._restore: dict = {}  # dialogue_node parameters changed for the run (attach mode)
+        self.streaming = False
 
     # -- plumbing ---------------------------------------------------------------------------
     def _on_speaking(self, msg) -> None:
@@ -300,10 +353,17 @@ class Session:
             self.spoke += int(self.speaking)
             self.speaking_changed = time.monotonic()
 
+    def _fq(self, node_name: str) -> str:
+        """Fully qualified name of a graph node (diagnostics are keyed by it: /diagnostics is global)."""
+        return "/" + "/".join(p for p in (self.config.namespace.strip("/"), node_name) if p)
+
+    def diag(self, node_name: str, default=None):
+        return self.diagnostics.get(self._fq(node_name), default)
+
     def _on_diagnostics(self, msg) -> None:
         now = time.time()
         for status in msg.status:
-            name = status.name.rsplit("/", 1)[-1]
+            name = status.name.split(": ", 1)[-1]
             self.diagnostics[name] = (now, int.from_bytes(status.level, "little") if isinstance(status.level, bytes)
                                       else int(status.level), status.message,
                                       {kv.key: kv.value for kv in status.values})
@@ -331,15 +391,24 @@ class Session:
         response = self.call(self.get_parameters[node_name], GetParameters.Request(names=names), 30.0)
         return {name: parameter_value_to_python(value) for name, value in zip(names, response.values)}
 
-    def set_dialogue_user(self, user_id: str) -> None:
-        from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    def set_dialogue_parameter(self, name: str, value) -> None:
         from rcl_interfaces.srv import SetParameters
+        from rclpy.parameter import Parameter
 
-        value = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=user_id)
-        response = self.call(self.set_dialogue_parameters,
-                             SetParameters.Request(parameters=[Parameter(name="user_id", value=value)]), 30.0)
+        request = SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()])
+        response = self.call(self.set_dialogue_parameters, request, 30.0)
         if not response.results or not response.results[0].successful:
-            raise BenchError(f"could not set dialogue_node user_id: {response.results[0].reason if response.results else '?'}")
+            raise BenchError(f"could not set dialogue_node {name}: "
+                             f"{response.results[0].reason if response.results else 'no answer'}")
+
+    def override_dialogue(self, name: str, value) -> None:
+        """Set a dialogue_node parameter for the run (attach mode) and remember the old value;
+        a parameter the node does not declare is left alone."""
+        current = self.parameters("dialogue_node", [name])[name]
+        if current is None or current == value:
+            return
+        self._restore.setdefault(name, current)
+        self.set_dialogue_parameter(name, value)
 
     def probe(self) -> float:
         """One idle service round trip to vlm_node (get_parameters: no engine work), seconds."""
@@ -351,10 +420,10 @@ class Session:
 
     def fresh_counters(self, since: float) -> dict[str, dict[str, int]]:
         """Wait for a /diagnostics status newer than ``since`` from each counting node; their counters."""
-        nodes = [n for n in DIAG_COUNTERS if n in self.diagnostics or not self.config.attach]
-        self.spin_until(lambda: all(self.diagnostics.get(n, (0,))[0] > since for n in nodes), 15.0,
+        nodes = [n for n in DIAG_COUNTERS if self.diag(n) is not None or not self.config.attach]
+        self.spin_until(lambda: all(self.diag(n, (0,))[0] > since for n in nodes), 15.0,
                         "fresh /diagnostics from " + ", ".join(nodes))
-        return {n: {key: int(float(self.diagnostics[n][3].get(key, 0) or 0)) for key in DIAG_COUNTERS[n]}
+        return {n: {key: int(float(self.diag(n)[3].get(key, 0) or 0)) for key in DIAG_COUNTERS[n]}
                 for n in nodes}
 
     def link_stats(self):
@@ -375,7 +444,7 @@ class Session:
             self.spin_until(client.service_is_ready, timeout, f"/uservlm/{name} up (see the node logs)")
         for name, client in self.get_parameters.items():
             self.spin_until(client.service_is_ready, timeout, f"{name} up")
-        self.spin_until(lambda: self.diagnostics.get("dialogue_node", (0, 1))[1] == 0, timeout,
+        self.spin_until(lambda: self.diag("dialogue_node", (0, 1))[1] == 0, timeout,
                         "dialogue_node reporting the cloud side reachable (/diagnostics OK)")
         self.spin_until(lambda: self.node.count_publishers("speech") >= 1 and self.node.count_subscribers("speech") >= 2
                         and self.node.count_subscribers("speech_audio") >= 2
@@ -385,14 +454,17 @@ class Session:
         params = {
             "asr_node": self.parameters("asr_node", ["model", "device", "compute_type", "beam_size", "vad_threshold",
                                                      "min_silence_ms", "speech_pad_ms", "max_utterance_seconds",
-                                                     "self_speech_tail"]),
+                                                     "self_speech_tail", "speculative"]),
             "vlm_node": self.parameters("vlm_node", ["base_model", "adapter", "device", "dtype", "max_new_tokens",
                                                      "offline_fallback"]),
             "tts_node": self.parameters("tts_node", ["backend", "piper_voice", "coqui_model"]),
             "ethics_node": self.parameters("ethics_node", ["use_embeddings"]),
-            "dialogue_node": self.parameters("dialogue_node", ["user_id", "speak", "max_frame_skew"]),
+            "dialogue_node": self.parameters("dialogue_node", ["user_id", "speak", "stream_audio",
+                                                               "max_frame_skew"]),
         }
         self.echo_tail = float(params["asr_node"].get("self_speech_tail") or 0.0)
+        # What each engine node says it loaded (e.g. "active: piper:en_US-joe-medium").
+        params["engines"] = {name: self.diag(name)[2] for name in CLOUD_NODES if self.diag(name) is not None}
         return params
 
     def prepare_user(self) -> tuple[str, str, str]:
@@ -409,8 +481,8 @@ class Session:
         question = response.text.strip()
         user = "" if self.config.consent == "anonymous" else self.config.user_id
         if self.config.attach:
-            self._restore_user = str(self.parameters("dialogue_node", ["user_id"])["user_id"])
-            self.set_dialogue_user(user)
+            self.override_dialogue("user_id", user)
+            self.override_dialogue("stream_audio", self.config.stream_audio)
         if not user:
             return question, user, "anonymous (no consent memory)"
         self.call(self.services["forget"], Forget.Request(user_id=user))
@@ -431,26 +503,29 @@ class Session:
         try:
             if user:
                 self.call(self.services["forget"], Forget.Request(user_id=user), 10.0)
-            if self._restore_user is not None:
-                self.set_dialogue_user(self._restore_user)
+            for name, value in self._restore.items():
+                self.set_dialogue_parameter(name, value)
         except BenchError as error:
             self.log(f"[bench] warning: clean-up: {error}")
 
     def run(self) -> dict:
         params = self.wait_ready()
-        question, user, decision = self.prepare_user()
-        self.log(f"[bench] question (transcribed from the bag): {question!r}; user "
-                 f"{user or '(anonymous)'}: review says {decision}")
-        utterances = vad_waits(self.bag, params["asr_node"])
-        if not utterances:
-            raise BenchError(f"the VAD (asr_node's parameters) finds no complete utterance in {self.bag.path}: "
-                             "it needs speech followed by at least min_silence_ms of silence")
-        phases = []
+        user = "" if self.config.consent == "anonymous" else self.config.user_id
         try:
-            for uplink in self.config.uplinks:
-                phases.append(self.run_phase(uplink, utterances))
+            question, user, decision = self.prepare_user()
+            # Does dialogue_node stream the answer sentence by sentence (a parameter newer graphs have)?
+            self.streaming = bool(self.parameters("dialogue_node", ["stream_audio"])["stream_audio"])
+            params["dialogue_node"]["stream_audio"] = self.streaming
+            self.log(f"[bench] question (transcribed from the bag): {question!r}; user "
+                     f"{user or '(anonymous)'}: review says {decision}")
+            utterances = VadTrack(self.bag, params["asr_node"]).next_replay()
+            if not utterances:
+                raise BenchError(f"the VAD (asr_node's parameters) finds no complete utterance in {self.bag.path}: "
+                                 "it needs speech followed by at least min_silence_ms of silence")
+            self.vad = VadTrack(self.bag, params["asr_node"])
+            phases = [self.run_phase(uplink, utterances) for uplink in self.config.uplinks]
         finally:
-            self.cleanup_user(user)
+            self.cleanup_user(user)  # forget the bench user; restore dialogue_node's parameters
         return {"params": params, "question": question, "user_id": user, "review_decision": decision,
                 "utterances_per_replay": len(utterances), "phases": phases,
                 "bag": {"path": str(self.bag.path), "messages": len(self.bag.messages),
@@ -464,7 +539,7 @@ class Session:
                   name.endswith(bags.CAMERA_JPEG)]
         need = {name: 1 for name in replayer.names.values()}
         need.update({name: self.config.min_camera_subscribers for name in camera})
-        replayer.wait_for_subscribers(self.executor, self.config.startup_timeout, need)
+        replayer.wait_for_subscribers(self.executor, self.config.startup_timeout, need, settle=1.0)
         link_before = self.link_stats()
         phase_started = time.monotonic()
         rows = []
@@ -476,7 +551,8 @@ class Session:
             self.log(f"[bench] {uplink} {'warm-up' if warm else 'turn'} {index + 1 - (0 if warm else self.config.warmup)}"
                      f"/{self.config.warmup if warm else self.config.turns}: "
                      + (f"audio out {row['speech_end_to_audio_out']:.2f} s, middleware "
-                        f"{row['middleware'] * 1000:.0f} ms" if row.get("success") else f"FAILED: {row.get('error')}"))
+                        + ("n/a (streamed)" if math.isnan(row["middleware"]) else f"{row['middleware'] * 1000:.0f} ms")
+                        if row.get("success") else f"FAILED: {row.get('error')}"))
         seconds = time.monotonic() - phase_started
         link_after = self.link_stats()
         replayer.destroy()
@@ -493,6 +569,7 @@ class Session:
         n_interactions, n_utterances, n_spoken = len(self.interactions), len(self.utterances), len(self.spoken)
         spoke = self.spoke
         report = replayer.play(self.executor, rate=self.config.speed)
+        utterances = self.vad.next_replay() or utterances
         expected = len(utterances)
         self.spin_until(lambda: len(self.interactions) >= n_interactions + expected, timeout,
                         f"{expected} interaction record(s) for this replay")
@@ -524,6 +601,12 @@ class Session:
                    "speech_end_to_answer": record.speech_end_to_answer,
                    "speech_end_to_audio_out": record.speech_end_to_audio_out,
                    "vad_wait": utterances[min(position, len(utterances) - 1)]["vad_wait"],
+                   "asr_start": utterances[min(position, len(utterances) - 1)]["asr_start"],
+                   "speculative_asr": utterances[min(position, len(utterances) - 1)]["speculative"],
+                   # online speech end - where the offline VAD put it (restamped): ~0 when they agree
+                   "speech_end_error": (record.speech_end.sec + record.speech_end.nanosec * 1e-9)
+                                       - (report.started_wall + utterances[min(position, len(utterances) - 1)]["end"]
+                                          - replayer.messages[0].log_time / 1e9),
                    "asr": record.asr_seconds, "review": record.review_seconds,
                    "preprocess": record.preprocess_seconds, "prefill": record.prefill_seconds,
                    "generation": record.generation_seconds, "synthesis": record.synthesis_seconds,
@@ -534,7 +617,8 @@ class Session:
                    "frames_published": published_frames, "frames_received_vlm": delta("vlm_node"),
                    "frames_received_dialogue": delta("dialogue_node"),
                    "chunks_published": published_chunks, "chunks_received_asr": delta("asr_node"),
-                   "replay_error_median_ms": report.median_error_ms, "replay_error_max_ms": report.max_error_ms}
+                   "replay_error_median_ms": report.median_error_ms, "replay_error_max_ms": report.max_error_ms,
+                   "streamed": self.streaming or 0 < record.speech_end_to_audio_out < record.speech_end_to_answer}
             fill_derived(row)
             rows.append(row)
         return rows
@@ -548,21 +632,29 @@ class Session:
 
 
 def fill_derived(row: dict) -> dict:
-    """compute, middleware and its five hops (see the module docstring) from a row's record fields."""
+    """compute, vad_exposed, middleware and its five hops (see the module docstring) from a row."""
     compute = sum(row[stage] for stage in COMPUTE_STAGES)
     cloud_compute = compute - row["asr"]
     row["compute"] = compute
+    # The VAD's wait that ASR does not hide: transcription (from asr_start) and the VAD's
+    # confirmation of the end (vad_wait) run side by side; the transcript needs both.
+    row["vad_exposed"] = max(row["vad_wait"] - row["asr"], row.get("asr_start", row["vad_wait"]))
     if not row["success"]:
         for name in ("middleware", *HOPS):
             row[name] = math.nan
         return row
-    row["middleware"] = row["speech_end_to_audio_out"] - row["vad_wait"] - compute
-    row["hop_audio_to_transcript"] = row["speech_end_to_transcript"] - row["vad_wait"] - row["asr"]
+    row["middleware"] = row["speech_end_to_audio_out"] - row["vad_exposed"] - compute
+    row["hop_audio_to_transcript"] = row["speech_end_to_transcript"] - row["vad_exposed"] - row["asr"]
     row["hop_transcript_to_ask"] = (row["speech_end_to_answer"] - row["speech_end_to_transcript"]
                                     - row["ask_round_trip"])
     row["hop_ask_transport"] = row["ask_round_trip"] - row["server"]
     row["hop_cloud_internal"] = row["server"] - cloud_compute
     row["hop_answer_to_audio_out"] = row["speech_end_to_audio_out"] - row["speech_end_to_answer"]
+    if row.get("streamed"):
+        # Sentences were spoken while the answer was still being written: synthesis overlaps
+        # generation and the first audio precedes the response, so these are not defined.
+        for name in ("middleware", "hop_cloud_internal", "hop_answer_to_audio_out"):
+            row[name] = math.nan
     return row
 
 
@@ -590,7 +682,7 @@ def plot(phases: list[dict], path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    stages = ("vad_wait", *COMPUTE_STAGES, "middleware")
+    stages = ("vad_exposed", *COMPUTE_STAGES, "middleware")
     colours = dict(zip(stages, plt.get_cmap("tab10").colors))
     figure, (bars, cdf) = plt.subplots(1, 2, figsize=(13, 5))
     x = 0
@@ -605,14 +697,16 @@ def plot(phases: list[dict], path: Path, title: str) -> None:
                          label=stage if x == 0 else None)
                 bottom += value
             ticks.append(x)
-            labels.append(f"{phase['uplink']}{row['turn']}" if len(phases) > 1 else str(row["turn"]))
+            labels.append(f"{phase['uplink'][0].upper()}{row['turn']}" if len(phases) > 1 else str(row["turn"]))
             x += 1
         x += 1
     bars.set_xticks(ticks, labels, fontsize=7)
     bars.set_ylabel("seconds from end of speech to first audio out")
-    bars.set_xlabel("turn")
+    bars.set_xlabel("turn" + (" (" + ", ".join(f"{p['uplink'][0].upper()} = {p['uplink']}" for p in phases) + ")"
+                              if len(phases) > 1 else ""))
     bars.set_title("per-turn stages (stacked)")
-    bars.legend(fontsize=7, loc="upper right")
+    bars.set_ylim(0, bars.get_ylim()[1] * 1.4)
+    bars.legend(fontsize=7, loc="upper left", ncol=4)
     for phase in phases:
         rows = [r for r in phase["rows"] if not r["warmup"] and r["success"]]
         for column, style in (("speech_end_to_transcript", ":"), ("speech_end_to_answer", "--"),
@@ -623,12 +717,16 @@ def plot(phases: list[dict], path: Path, title: str) -> None:
             fractions = [(i + 1) / len(values) for i in range(len(values))]
             cdf.step(values, fractions, where="post", linestyle=style,
                      label=f"{column.replace('speech_end_to_', 'to ')}" + (f" ({phase['uplink']})" if len(phases) > 1 else ""))
-    cdf.set_xlabel("seconds")
+    cdf.set_xscale("log")
+    cdf.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    cdf.set_xlabel("seconds (log scale)")
     cdf.set_ylabel("fraction of turns")
     cdf.set_title("latency CDF")
     cdf.grid(alpha=0.3)
     cdf.legend(fontsize=7, loc="lower right")
-    figure.suptitle(title, fontsize=9)
+    import textwrap
+
+    figure.suptitle("\n".join(textwrap.wrap(title, 150)), fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
@@ -661,6 +759,10 @@ def format_report(result: dict) -> str:
              f"Linux {hw['kernel']}, Python {hw['python']}, {hw['rmw']}"]
     lines.append("models: " + meta["models_text"])
     lines.append("link: " + meta["link_text"])
+    streaming = bool(result["session"]["params"].get("dialogue_node", {}).get("stream_audio"))
+    lines.append("speech out: " + ("streamed sentence by sentence (stream_audio on): end-to-end times only, the "
+                                   "middleware share is not defined when synthesis overlaps generation"
+                                   if streaming else "the whole answer once synthesized (stream_audio off)"))
     session = result["session"]
     bag = session["bag"]
     lines.append(f"bag: {bag['path']} ({bag['messages']} messages, {bag['duration']:.2f} s); question "
@@ -699,7 +801,11 @@ def format_report(result: dict) -> str:
             lines.append(f"  link: uplink {up / 1e6:.1f} MB ({up * 8 / phase['seconds'] / 1e6:.1f} Mbit/s average), "
                          f"downlink {down / 1e6:.1f} MB in {phase['seconds']:.0f} s; shaper drops up "
                          f"{after['robot']['dropped'] - before['robot']['dropped']}, down "
-                         f"{after['cloud']['dropped'] - before['cloud']['dropped']}")
+                         f"{after['cloud']['dropped'] - before['cloud']['dropped']}; UDP datagrams dropped for "
+                         f"a full socket receive buffer: cloud side "
+                         f"{after['cloud'].get('udp_rcvbuf_errors', 0) - before['cloud'].get('udp_rcvbuf_errors', 0)}, "
+                         f"robot side "
+                         f"{after['robot'].get('udp_rcvbuf_errors', 0) - before['robot'].get('udp_rcvbuf_errors', 0)}")
     if meta.get("placeholder"):
         lines.append("")
         lines.append("NOTE: the VLM is the tiny RANDOMLY INITIALISED PaliGemma 2 stand-in (meaningless answers, "
@@ -713,13 +819,19 @@ def describe_models(session: dict) -> tuple[str, bool]:
     answered_by = sorted({r["model"] for r in rows if r["model"]})
     placeholder = any(r["placeholder_model"] for r in rows)
     asr, vlm, tts, ethics = params["asr_node"], params["vlm_node"], params["tts_node"], params["ethics_node"]
+    engines = params.get("engines", {})
+
+    def loaded(node: str) -> str:
+        message = engines.get(node, "")
+        return f" [{node}: {message}]" if message else ""
+
     text = (f"ASR Whisper {asr['model']} ({asr['device']}, beam {asr['beam_size']}); "
             f"VLM answered by {', '.join(answered_by) or '?'}"
             + (" = tiny RANDOM stand-in" if placeholder else "")
             + f" (configured: base {vlm['base_model']}, adapter {vlm['adapter'] or '-'}, {vlm['device']}, "
               f"max_new_tokens {vlm['max_new_tokens']}); TTS {tts['backend']}"
             + (f" {Path(tts['piper_voice']).name}" if tts.get("piper_voice") else "")
-            + f"; ethics rules{' + MiniLM' if ethics['use_embeddings'] else ''}")
+            + loaded("tts_node") + f"; ethics rules{' + MiniLM' if ethics['use_embeddings'] else ''}")
     return text, placeholder
 
 
@@ -762,12 +874,14 @@ class BenchOptions:
     startup_timeout: float = 600.0
     turn_timeout: float = 180.0
     label: str = ""
+    stream_audio: bool = False
 
 
 def graph_overrides(options: BenchOptions, out_dir: Path) -> dict:
     overrides = {
         "speaker_node": {"mode": "file", "output_dir": str(out_dir / "speech"), "realtime": True},
-        "dialogue_node": {"user_id": "" if options.consent == "anonymous" else options.user_id},
+        "dialogue_node": {"user_id": "" if options.consent == "anonymous" else options.user_id,
+                          "stream_audio": options.stream_audio},
         "ethics_node": {"store_dir": str(out_dir / "consent")},
     }
     for node, values in options.overrides.items():
@@ -789,7 +903,7 @@ def _session_config(options: BenchOptions, link=None) -> SessionConfig:
                          uplinks=list(options.uplinks), speed=options.speed, namespace=options.namespace,
                          user_id=options.user_id, consent=options.consent, attach=options.attach,
                          startup_timeout=options.startup_timeout, turn_timeout=options.turn_timeout,
-                         min_camera_subscribers=1 if options.attach else 2,
+                         min_camera_subscribers=1 if options.attach else 2, stream_audio=options.stream_audio,
                          link={"token": link.token, "rate": link.rate} if link is not None else None)
 
 
@@ -863,6 +977,11 @@ def _run_netns(options: BenchOptions, out_dir: Path, meta: dict, log) -> dict:
         worker = None
         try:
             env = dict(robot.env)
+            # On the robot the camera and the microphone are separate processes. In one replaying
+            # process, Fast DDS's default synchronous publication would block (holding the GIL)
+            # while a 921,600-byte raw frame squeezes through the shaped link, delaying the audio
+            # behind it; asynchronous publication hands the frame to Fast DDS's sender thread.
+            env["RMW_FASTRTPS_PUBLICATION_MODE"] = "ASYNCHRONOUS"
             env["PYTHONPATH"] = os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[1]),
                                                             env.get("PYTHONPATH", "")) if p)
             worker = subprocess.Popen([*link.exec_prefix("robot"), sys.executable, "-m", "uservlm_ros.bench",
@@ -898,7 +1017,8 @@ def options_from_args(args) -> BenchOptions:
                         out=Path(args.out), link=args.link, link_rate=args.rate,
                         params_file=Path(args.params_file) if args.params_file else None, overrides=overrides,
                         consent=args.consent, user_id=args.user_id, startup_timeout=args.startup_timeout,
-                        turn_timeout=args.turn_timeout, label=args.label or (args.link if args.link != "loopback" else ""))
+                        turn_timeout=args.turn_timeout, stream_audio=args.stream_audio,
+                        label=args.label or (args.link if args.link != "loopback" else ""))
 
 
 def cmd_bench(args) -> int:
@@ -943,6 +1063,9 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
                         help="grant: a pre-consented bench user (full personalised path); anonymous: empty user id "
                              "(the review answers generically, the face is withheld)")
     parser.add_argument("--user-id", default=DEFAULT_USER, help="the bench's user (forgotten at the end)")
+    parser.add_argument("--stream-audio", action="store_true",
+                        help="speak each sentence as soon as it is synthesized (dialogue_node stream_audio); "
+                             "default off: the answer is spoken whole, which keeps the stage decomposition exact")
     parser.add_argument("--params-file", help="parameter YAML applied after config/*.yaml")
     parser.add_argument("--out", default="out/bench", help="folder for CSV, PNG, JSON, logs and spoken WAVs")
     parser.add_argument("--label", default="", help="suffix of the output file names")
@@ -972,7 +1095,7 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--session"] and len(argv) == 3:
         return _session_main(argv[1], argv[2])
-    parser = argparse.ArgumentParser(prog="python -m uservlm_ros.bench")
+    parser = argparse.ArgumentParser(prog="uservlm")
     add_bench_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["bench", *argv])
     return args.func(args)

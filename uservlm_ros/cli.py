@@ -3,6 +3,7 @@
     uservlm ask "What should I wear to a business meeting?" --image face.jpg [--speak]
     uservlm up [--cloud | --robot] [--params-file F] [--namespace NS]
     uservlm demo
+    uservlm record OUT | play BAG | bench [BAG]
 
 Exit codes: 0 success, 1 the service answered with an error, 2 the service was unreachable or
 timed out, 3 a node failed to start.
@@ -158,6 +159,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--startup-timeout", type=float, default=600.0,
                       help="seconds to wait for the services (the first run builds the tiny model)")
     demo.set_defaults(func=cmd_demo)
+
+    from uservlm_ros.bags import add_play_parser, add_record_parser
+    from uservlm_ros.bench import add_bench_parser
+
+    add_record_parser(sub)
+    add_play_parser(sub)
+    add_bench_parser(sub)
     return parser
 
 

@@ -156,7 +156,20 @@ class Link:
             stats[side] = ({"bytes": int(match.group(1)), "packets": int(match.group(2)),
                             "dropped": int(match.group(3)), "overlimits": int(match.group(4))}
                            if match else {"bytes": 0, "packets": 0, "dropped": 0, "overlimits": 0})
+            stats[side].update(udp_counters(ns))
         return stats
+
+
+def udp_counters(ns: str) -> dict[str, int]:
+    """UDP counters of a namespace (/proc/net/snmp): datagrams the receivers' socket buffers had no
+    room for (``udp_rcvbuf_errors``) are lost before DDS sees them."""
+    text = _run(["ip", "netns", "exec", ns, "cat", "/proc/net/snmp"]).stdout
+    rows = [line.split()[1:] for line in text.splitlines() if line.startswith("Udp:")]
+    if len(rows) < 2:
+        return {}
+    values = dict(zip(rows[0], rows[1]))
+    return {"udp_in": int(values.get("InDatagrams", 0)), "udp_rcvbuf_errors": int(values.get("RcvbufErrors", 0)),
+            "udp_in_errors": int(values.get("InErrors", 0))}
 
 
 def tbf_arguments(bits_per_second: int) -> list[str]:
