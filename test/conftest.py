@@ -48,3 +48,16 @@ def cloud(tmp_path_factory):
     graph = start_cloud(tmp_path_factory.mktemp("cloud_logs"))
     yield graph
     graph.stop()
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    """The ethics engine's MiniLM encoder, loaded once, on one torch thread (fastest for one
+    sentence at a time) for the module using it; torch's thread count is restored afterwards."""
+    torch = pytest.importorskip("torch")
+    from uservlm_ros.ethics.embedding import shared_embedder
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield shared_embedder()
+    torch.set_num_threads(threads)

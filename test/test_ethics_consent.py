@@ -10,19 +10,9 @@ import pytest
 from uservlm_ros.engines.ethics import ALLOW, CLARIFY, EthicsConfig, EthicsEngine
 from uservlm_ros.ethics import consent as consent_module
 from uservlm_ros.ethics.consent import Consent, ConsentStore, StoreError, user_key
-from uservlm_ros.ethics.embedding import shared_embedder
 
 FACE = {"age": "60-69", "gender": "female", "ethnicity": "latino", "emotion": "sad"}
 RECORD = re.compile(r"^[0-9a-f]{64}\.json$")
-
-
-@pytest.fixture(scope="module")
-def embedder():
-    torch = pytest.importorskip("torch")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield shared_embedder()
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

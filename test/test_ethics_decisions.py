@@ -3,18 +3,8 @@ import numpy as np
 import pytest
 
 from uservlm_ros.engines.ethics import ALLOW, CLARIFY, GENERIC, EthicsConfig, EthicsEngine
-from uservlm_ros.ethics.embedding import shared_embedder
 
 FACE = {"age": "30-39", "gender": "female", "ethnicity": "east asian", "emotion": "happy"}
-
-
-@pytest.fixture(scope="module")
-def embedder():
-    torch = pytest.importorskip("torch")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # one sentence at a time: fastest on one thread (2-core CI)
-    yield shared_embedder()
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

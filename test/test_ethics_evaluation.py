@@ -5,19 +5,9 @@ from pathlib import Path
 import pytest
 
 from uservlm_ros.engines.ethics import EthicsConfig, EthicsEngine
-from uservlm_ros.ethics.embedding import shared_embedder
 from uservlm_ros.ethics.evaluation import evaluate, load_questions
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "evaluate_ethics.py"
-
-
-@pytest.fixture(scope="module")
-def embedder():
-    torch = pytest.importorskip("torch")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield shared_embedder()
-    torch.set_num_threads(threads)
 
 
 def test_heldout_meets_the_target(embedder, tmp_path):

@@ -2,7 +2,6 @@
 import pytest
 
 from uservlm_ros.engines.ethics import ALLOW, CLARIFY, GENERIC, EthicsConfig, EthicsEngine
-from uservlm_ros.ethics.embedding import shared_embedder
 
 FACE = {"age": "30-39", "gender": "male", "ethnicity": "middle eastern", "emotion": "neutral"}
 DAY = 86400.0
@@ -14,15 +13,6 @@ class Clock:
 
     def __call__(self):
         return self.now
-
-
-@pytest.fixture(scope="module")
-def embedder():
-    torch = pytest.importorskip("torch")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield shared_embedder()
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture
