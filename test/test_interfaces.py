@@ -17,11 +17,13 @@ def test_ask_fields():
     from uservlm_ros.srv import Ask
 
     request = Ask.Request()
-    assert set(request.get_fields_and_field_types()) == {"question", "image", "user_id", "speak"}
+    assert set(request.get_fields_and_field_types()) == {"question", "image", "user_id", "speak",
+                                                         "stream_audio", "turn_id"}
     assert request.get_fields_and_field_types()["image"] == "sensor_msgs/Image"
     response_fields = Ask.Response.get_fields_and_field_types()
     for field in ("success", "error", "answer", "clarification", "preprocess_seconds", "prefill_seconds",
-                  "generation_seconds", "synthesis_seconds", "total_seconds", "placeholder_model", "audio"):
+                  "generation_seconds", "synthesis_seconds", "total_seconds", "placeholder_model", "audio",
+                  "review_decision", "review_seconds", "first_audio_seconds"):
         assert field in response_fields, field
 
 
