@@ -20,8 +20,10 @@ sys.path.insert(0, str(REPO / "test"))
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 200)))
 os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(REPO / "config" / "fastdds.xml"))
-# Fast DDS 2.x (ROS 2 Jazzy's) reads only this name; 3.x (Kilted) the one above.
-os.environ.setdefault("FASTRTPS_DEFAULT_PROFILES_FILE", os.environ["FASTDDS_DEFAULT_PROFILES_FILE"])
+# The nodes the tests start load the profile (graph.dds_environment sets the Fast DDS 2.x name,
+# FASTRTPS_DEFAULT_PROFILES_FILE, too). The test process itself keeps Jazzy's default transports:
+# with the profile loaded here as well, one of four concurrent test clients went unanswered in 2
+# of 5 runs (under investigation, see the issue notes).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # Node subprocesses started by the tests import the package from this checkout.

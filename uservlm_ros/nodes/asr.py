@@ -50,7 +50,7 @@ class ASRNode(EngineNode):
         "speech_pad_ms": (200, "Audio kept before and after the detected speech, milliseconds"),
         "max_utterance_seconds": (30.0, "An utterance is cut after this long"),
         "self_speech_tail": (0.3, "Audio captured this long after the robot stops speaking is ignored too (room echo), seconds"),
-        "speculative": (True, "Start transcribing an utterance as soon as the silence after it begins, while its end is being confirmed (same result, earlier)"),
+        "speculative": (False, "Experimental: start transcribing an utterance as soon as the silence after it begins, while its end is being confirmed (same result, earlier)"),
     }
 
     def __init__(self, **kwargs):
