@@ -3,6 +3,7 @@ the robot side, a clarifying question and then an answer come out as WAVs; the e
 clarify -> reply -> answer sequence runs through the real loop."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import wave
@@ -11,8 +12,11 @@ from uservlm_ros.demo import PLACEHOLDER_WARNING
 
 
 def test_demo_runs_the_spoken_loop(tmp_path):
+    # A DDS domain of its own: the session's cloud graph (conftest `cloud`) serves the same names.
+    domain = str(int(os.environ["ROS_DOMAIN_ID"]) % 200 + 1)
     result = subprocess.run([sys.executable, "-m", "uservlm_ros.cli", "demo", "--out", str(tmp_path),
-                             "--timeout", "240"], capture_output=True, text=True, timeout=600)
+                             "--timeout", "240"], capture_output=True, text=True, timeout=600,
+                            env=dict(os.environ, ROS_DOMAIN_ID=domain))
     output = result.stdout + result.stderr
     assert result.returncode == 0, output + "".join(p.read_text()[-2000:] for p in (tmp_path / "logs").glob("*.log"))
     heard = [line.split("heard:", 1)[1].strip().lower() for line in output.splitlines() if "heard:" in line]
