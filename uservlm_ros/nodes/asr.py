@@ -172,7 +172,7 @@ class ASRNode(EngineNode):
                 "chunks_ignored_self_speech": str(self._listener.chunks_ignored)}
 
     def on_transcribe(self, request: Transcribe.Request, response: Transcribe.Response):
-        try:
+        with self.answering(response, "ASR"):
             audio = request.audio
             if len(request.float_samples):
                 samples = np.asarray(request.float_samples, dtype=np.float32)
@@ -191,14 +191,7 @@ class ASRNode(EngineNode):
             response.confidence = float(transcript.confidence)
             response.audio_seconds = float(transcript.audio_seconds)
             response.asr_seconds = float(transcript.asr_seconds)
-            response.success = True
             self.stage_times.add(asr=transcript.asr_seconds)
-        except ValueError as error:
-            response.success, response.error = False, f"bad request: {error}"
-        except Exception as error:  # engine fault: report it, keep serving
-            response.success, response.error = False, f"ASR engine failed: {type(error).__name__}: {error}"
-            self.get_logger().error(response.error)
-        self.count_request(response.error)
         return response
 
 

@@ -59,7 +59,7 @@ class EthicsNode(EngineNode):
 
     def on_review(self, request: Review.Request, response: Review.Response):
         started = time.perf_counter()
-        try:
+        with self.answering(response, "ethics", bad_request=(ValueError, TypeError)):
             if "\ufffd" in request.question or "\ufffd" in request.user_id:
                 raise ValueError("question or user_id is not valid UTF-8")
             resolution = self.engine.resolve_reply(request.user_id, request.question)
@@ -81,28 +81,14 @@ class EthicsNode(EngineNode):
                 response.attributes = list(review.attributes)
                 response.sensitive = list(review.sensitive)
                 response.user_context = review.user_context
-            response.success = True
-        except (ValueError, TypeError) as error:
-            response.success, response.error = False, f"bad request: {error}"
-        except Exception as error:  # store or model fault: report it, keep serving
-            response.success, response.error = False, f"ethics engine failed: {type(error).__name__}: {error}"
-            self.get_logger().error(response.error)
         response.review_seconds = time.perf_counter() - started
-        self.count_request(response.error)
         if response.success:
             self.stage_times.add(review=response.review_seconds)
         return response
 
     def on_forget(self, request: Forget.Request, response: Forget.Response):
-        try:
+        with self.answering(response, "ethics", bad_request=(ValueError, TypeError)):
             response.existed = bool(self.engine.forget(request.user_id))
-            response.success = True
-        except (ValueError, TypeError) as error:
-            response.success, response.error = False, f"bad request: {error}"
-        except Exception as error:
-            response.success, response.error = False, f"ethics engine failed: {type(error).__name__}: {error}"
-            self.get_logger().error(response.error)
-        self.count_request(response.error)
         return response
 
 

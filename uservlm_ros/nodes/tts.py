@@ -44,21 +44,14 @@ class TTSNode(EngineNode):
     def on_synthesize(self, request: Synthesize.Request, response: Synthesize.Response):
         started = time.perf_counter()
         response.voice = self.describe_engine()
-        try:
+        with self.answering(response, "TTS"):
             if "\ufffd" in request.text:
                 raise ValueError("text is not valid UTF-8 (undecodable bytes were received)")
             speech = self.engine.synthesize(request.text)
             response.audio = array_to_audio(speech.samples, speech.sample_rate,
                                             stamp=self.get_clock().now().to_msg(), frame_id="tts")
             response.synthesis_seconds = speech.synthesis_seconds
-            response.success = True
             self.stage_times.add(synthesis=speech.synthesis_seconds)
-        except ValueError as error:
-            response.success, response.error = False, f"bad request: {error}"
-        except Exception as error:  # engine fault: report it, keep serving
-            response.success, response.error = False, f"TTS engine failed: {type(error).__name__}: {error}"
-            self.get_logger().error(response.error)
-        self.count_request(response.error)
         self.get_logger().debug(f"synthesize: {time.perf_counter() - started:.3f} s")
         return response
 

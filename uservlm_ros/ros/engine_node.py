@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import statistics
 import threading
+from contextlib import contextmanager
 import time
 from collections import deque
 from typing import Any
@@ -156,6 +157,21 @@ class EngineNode(LifecycleNode):
             if error:
                 self.errors += 1
                 self.last_error = error
+
+    @contextmanager
+    def answering(self, response, engine: str, bad_request=(ValueError,)):
+        """Run a service callback's work: success on return; a ``bad_request`` exception becomes
+        "bad request: ..."; any other one "<engine> engine failed: ..." (logged). Never raises, so
+        the node keeps serving; every request is counted."""
+        try:
+            yield
+            response.success = True
+        except bad_request as error:
+            response.success, response.error = False, f"bad request: {error}"
+        except Exception as error:  # engine fault: report it, keep serving
+            response.success, response.error = False, f"{engine} engine failed: {type(error).__name__}: {error}"
+            self.get_logger().error(response.error)
+        self.count_request(response.error)
 
     def describe_engine(self) -> str:
         return type(self.engine).__name__ if self.engine is not None else "no engine"
