@@ -24,6 +24,12 @@ def test_ask_prints_answer_and_timings(cloud):
     assert "prefill" in result.stdout and "round trip" in result.stdout
 
 
+def test_ask_sends_a_jpeg_file_as_it_is(cloud):
+    result = uservlm("ask", "What do you see in this picture?", "--image", str(bundled_photo()))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "image: request/compressed" in result.stdout, result.stdout
+
+
 def test_ask_speak_writes_wav(cloud, tmp_path):
     wav = tmp_path / "answer.wav"
     result = uservlm("ask", "Recommend me a movie", "--speak", "--wav", str(wav))

@@ -15,7 +15,7 @@ from sensor_msgs.msg import Image
 from uservlm_ros.audio import word_error_rate
 from uservlm_ros.cli import bundled_photo
 from uservlm_ros.client import UserVLMClient
-from uservlm_ros.ros.conversions import read_image_file, rgb_to_compressed, rgb_to_image
+from uservlm_ros.ros.conversions import compressed_to_rgb, read_image_file, rgb_to_compressed, rgb_to_image
 from uservlm_ros.srv import Ask, Transcribe
 
 SENTENCE = "Please tell me what I should wear to a business meeting tomorrow."
@@ -130,6 +130,49 @@ def test_ask_bad_images(client, person, image, error):
     request = Ask.Request(question="What do you see?", image=image)
     response = client.call("ask", request, 60).response
     assert not response.success and error in response.error, response.error
+    check_served(client, person)
+
+
+def test_ask_with_a_jpeg_uses_it_undecoded_on_the_uplink(client, person):
+    jpeg = rgb_to_compressed(person)
+    assert len(jpeg.data) < person.nbytes / 10
+    response = ok(client.ask("What do you see in this picture?", image=bytes(jpeg.data)))
+    assert response.image_source == "request/compressed"
+    assert response.preprocess_seconds > 0 and response.generated_tokens > 0
+
+
+def test_ask_with_a_jpeg_answers_as_with_its_pixels(client, person):
+    """Sent as a JPEG or as the decoded pixels of that JPEG: the model sees the same image."""
+    jpeg = rgb_to_compressed(person)
+    as_jpeg = ok(client.ask("Describe this person.", image=bytes(jpeg.data)))
+    as_pixels = ok(client.ask("Describe this person.", image=compressed_to_rgb(jpeg)))
+    assert as_jpeg.image_source == "request/compressed" and as_pixels.image_source == "request"
+    assert as_jpeg.answer == as_pixels.answer
+
+
+@pytest.mark.parametrize("image_format, data, error", [
+    ("", b"", None),  # nothing filled in: no image in the request (answered)
+    ("jpeg", b"", "has no data"),
+    ("gif", b"GIF89a" + bytes(100), "neither JPEG nor PNG"),
+    ("jpeg", b"\xff\xd8\xff\xe0" + bytes(100), "could not be decoded"),  # JPEG signature, corrupt body
+])
+def test_ask_bad_compressed_images(client, person, image_format, data, error):
+    request = Ask.Request(question="What do you see?")
+    request.compressed_image.format = image_format
+    request.compressed_image.data = data
+    response = client.call("ask", request, 60).response
+    if error is None:
+        assert response.success, response.error
+    else:
+        assert not response.success and error in response.error, response.error
+    check_served(client, person)
+
+
+def test_ask_with_both_image_fields_is_refused(client, person):
+    request = Ask.Request(question="What do you see?", image=rgb_to_image(person),
+                          compressed_image=rgb_to_compressed(person))
+    response = client.call("ask", request, 60).response
+    assert not response.success and "at most one of image and compressed_image" in response.error
     check_served(client, person)
 
 

@@ -15,7 +15,7 @@ from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 
 from uservlm_ros.ros import qos
-from uservlm_ros.ros.conversions import array_to_audio, rgb_to_image
+from uservlm_ros.ros.conversions import array_to_audio, encoded_image_message, rgb_to_image
 from uservlm_ros.srv import Ask, Forget, Review, Synthesize, Transcribe
 
 
@@ -89,10 +89,14 @@ class UserVLMClient:
             raise ServiceError(f"service {client.srv_name} did not answer within {timeout:.0f} s")
         return Reply(future.result(), time.perf_counter() - sent)
 
-    def ask(self, question: str, image: np.ndarray | None = None, user_id: str = "",
+    def ask(self, question: str, image: np.ndarray | bytes | None = None, user_id: str = "",
             speak: bool = False, timeout: float = 60.0) -> Reply:
+        """``image``: an RGB array (sent as rgb8) or the bytes of a JPEG/PNG file (sent as they
+        are, in ``compressed_image``)."""
         request = Ask.Request(question=question, user_id=user_id, speak=speak)
-        if image is not None:
+        if isinstance(image, (bytes, bytearray)):
+            request.compressed_image = encoded_image_message(bytes(image))
+        elif image is not None:
             request.image = rgb_to_image(image)
         return self.call("ask", request, timeout)
 

@@ -1,7 +1,8 @@
 """dialogue_node (robot side): the spoken loop. speech -> /uservlm/ask -> speech_audio.
 
 For each utterance on ``speech`` it picks the camera frame nearest the end of the utterance (kept
-locally, so one frame per turn crosses the uplink instead of a 30 Hz stream), calls
+locally, so one frame per turn crosses the uplink instead of a 30 Hz stream; a JPEG frame is sent
+as it came, undecoded), calls
 ``uservlm/ask`` with ``speak: true`` — the same path as any other ask, ethics review included —
 publishes the answer's audio on ``speech_audio`` for the speaker, and, once the speaker reports
 the first sample out on ``speech_started``, one ``interactions`` record with every stage's time.
@@ -25,7 +26,7 @@ from uservlm_ros.msg import AudioChunk, Interaction, Utterance
 from uservlm_ros.ros import qos
 from uservlm_ros.ros.diagnostics import OK, WARN, publish_status
 from uservlm_ros.ros.parameters import declare
-from uservlm_ros.ros.conversions import rgb_to_image, stamp_to_seconds
+from uservlm_ros.ros.conversions import check_compressed, image_to_rgb, stamp_to_seconds
 from uservlm_ros.ros.frame_buffer import FrameBuffer, subscribe_camera
 from uservlm_ros.ros.runner import run_node
 from uservlm_ros.ros.service_client import ServiceUnavailable, call_with_timeout
@@ -110,15 +111,23 @@ class DialogueNode(Node):
             except Exception as error:  # a bug in one turn must not end the loop
                 self.get_logger().error(f"turn failed: {type(error).__name__}: {error}")
 
-    def _user_image(self, speech_end: float):
+    def _user_image(self, speech_end: float, request: Ask.Request) -> str:
+        """Put the camera frame nearest the end of speech into ``request`` as it arrived (a JPEG
+        stays a JPEG: no decoding here, ~40 KB instead of 900 KB on the uplink); its source."""
         frame = self.frames.nearest(speech_end)
         if frame is None or abs(frame.stamp - speech_end) > self.param("max_frame_skew"):
-            return None, "none"
+            return "none"
         try:
-            return frame.decode(frame.message), frame.source
+            message = frame.to_message()
+            if frame.compressed:
+                request.compressed_image = check_compressed(message)
+            else:
+                image_to_rgb(message)  # validates size, step and encoding (no copy for rgb8)
+                request.image = message
         except ValueError as error:
             self.get_logger().warning(f"unusable frame on {frame.source}: {error}")
-            return None, "none"
+            return "none"
+        return frame.source
 
     def take_turn(self, utterance: Utterance) -> Interaction:
         turn_id = f"turn-{next(self._counter)}"
@@ -127,11 +136,9 @@ class DialogueNode(Node):
                              language=utterance.language, speech_start=utterance.start,
                              speech_end=utterance.end, asr_seconds=utterance.asr_seconds)
         record.speech_end_to_transcript = max(0.0, stamp_to_seconds(utterance.header.stamp) - speech_end)
-        image, record.image_source = self._user_image(speech_end)
         request = Ask.Request(question=utterance.text, user_id=self.param("user_id"), speak=self.param("speak"),
                               stream_audio=self.param("stream_audio"), turn_id=turn_id)
-        if image is not None:
-            request.image = rgb_to_image(image)
+        record.image_source = self._user_image(speech_end, request)
         sent = time.time()
         try:
             response = call_with_timeout(self._ask, request, self.param("ask_timeout"))

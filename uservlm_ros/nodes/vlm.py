@@ -15,11 +15,12 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallb
 from uservlm_ros import turn
 from uservlm_ros.engines import vlm as vlm_engine
 from uservlm_ros.ros import qos
-from uservlm_ros.ros.conversions import array_to_audio, audio_to_array, image_is_empty, image_to_rgb
+from uservlm_ros.ros.conversions import (array_to_audio, audio_to_array, check_compressed, compressed_is_empty,
+                                         compressed_to_rgb, image_is_empty, image_to_rgb)
 from uservlm_ros.ros.engine_node import EngineNode
 from uservlm_ros.ros.frame_buffer import FrameBuffer, subscribe_camera
 from uservlm_ros.ros.runner import run_node
-from uservlm_ros.ros.service_client import call_with_timeout
+from uservlm_ros.ros.service_client import call_with_timeout, wait_for_server
 from uservlm_ros.msg import AudioChunk
 from uservlm_ros.speech_stream import SentenceSpeaker
 from uservlm_ros.srv import Ask, Review, Synthesize
@@ -102,13 +103,18 @@ class VLMNode(EngineNode):
     # -- ask ----------------------------------------------------------------------------------
     def _request_image(self, request: Ask.Request):
         """(image or None, source). ValueError for a malformed request image."""
-        if not image_is_empty(request.image):
+        has_raw, has_compressed = not image_is_empty(request.image), not compressed_is_empty(request.compressed_image)
+        if has_raw and has_compressed:
+            raise ValueError("set at most one of image and compressed_image")
+        if has_raw:
             return image_to_rgb(request.image), "request"
+        if has_compressed:
+            return compressed_to_rgb(check_compressed(request.compressed_image)), "request/compressed"
         frame = self.frames.newest(max_age=self.param("max_frame_age"), now=time.monotonic())
         if frame is None:
             return None, "none"
         try:
-            return frame.decode(frame.message), frame.source
+            return frame.rgb(), frame.source
         except ValueError as error:
             self.get_logger().warning(f"newest frame on {frame.source} unusable ({error}); answering without an image")
             return None, "none"
@@ -126,8 +132,7 @@ class VLMNode(EngineNode):
         Once an ethics node has been seen, its absence fails the ask (it crashed or is restarting:
         never silently answer unreviewed); before that, a short wait covers DDS discovery."""
         seen_before = bool(self._review_seen)
-        up = self._review.service_is_ready() or self._review.wait_for_service(
-            timeout_sec=self.param("review_timeout") if seen_before else 1.0)
+        up = wait_for_server(self._review, self.param("review_timeout") if seen_before else 1.0)
         if up != self._review_was_up:
             self._review_was_up = up
             if up:
@@ -186,6 +191,8 @@ class VLMNode(EngineNode):
             result = turn.TurnResult(success=False, error=f"bad image: {error}", image_source="request")
             result.timings["total"] = time.perf_counter() - started
         else:
+            # Decoding the image is image preprocessing: counted with the VLM's own preprocess.
+            decode_seconds = time.perf_counter() - started
             synthesize_fn = self.synthesize if request.speak else None
             if request.speak and request.stream_audio:
                 speaker = SentenceSpeaker(lambda sentence: self.speak_sentence(sentence, request.turn_id))
@@ -200,6 +207,7 @@ class VLMNode(EngineNode):
             finally:
                 if speaker is not None:
                     speaker.close()
+            result.timings["preprocess"] = result.timings.get("preprocess", 0.0) + decode_seconds
         if speaker is not None and speaker.first_audio_at is not None:
             result.timings["first_audio"] = speaker.first_audio_at - started
         self.fill_response(response, result)

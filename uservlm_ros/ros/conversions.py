@@ -84,6 +84,29 @@ def rgb_to_image(rgb: np.ndarray, stamp: Time | None = None, frame_id: str = "ca
     return msg
 
 
+_IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")
+
+
+def compressed_is_empty(msg: CompressedImage) -> bool:
+    return len(msg.data) == 0 and not msg.format
+
+
+def check_compressed(msg: CompressedImage) -> CompressedImage:
+    """Cheap validity check without decoding: data present and a JPEG or PNG signature."""
+    if len(msg.data) == 0:
+        raise ValueError("compressed image has no data")
+    head = bytes(msg.data[:8])
+    if not any(head.startswith(signature) for signature in _IMAGE_SIGNATURES):
+        raise ValueError(f"compressed image (format {msg.format!r}) is neither JPEG nor PNG")
+    return msg
+
+
+def encoded_image_message(data: bytes) -> CompressedImage:
+    """The bytes of a JPEG or PNG file -> sensor_msgs/CompressedImage (ValueError otherwise)."""
+    msg = CompressedImage(format="png" if data.startswith(_IMAGE_SIGNATURES[1]) else "jpeg", data=data)
+    return check_compressed(msg)
+
+
 def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
     """sensor_msgs/CompressedImage (jpeg/png) -> HxWx3 uint8 RGB."""
     if len(msg.data) == 0:

@@ -17,9 +17,24 @@ from typing import Any, Callable
 class Frame:
     stamp: float  # seconds, the message header stamp (receive time when the header is empty)
     received: float  # seconds, monotonic receive time
-    message: Any
+    message: Any  # the serialized message
     source: str  # topic name it came from
-    decode: Callable[[Any], Any]
+    decode: Callable[[Any], Any]  # serialized message -> RGB array (ValueError if unusable)
+    msg_type: Any = None  # sensor_msgs Image or CompressedImage
+
+    @property
+    def compressed(self) -> bool:
+        return self.source.endswith("/compressed")
+
+    def rgb(self):
+        """The frame as an HxWx3 RGB array (ValueError for an unusable frame)."""
+        return self.decode(self.message)
+
+    def to_message(self):
+        """The frame as its ROS message, undecoded (e.g. to forward a JPEG as it is)."""
+        from rclpy.serialization import deserialize_message
+
+        return deserialize_message(self.message, self.msg_type)
 
 
 def cdr_header_stamp(data: bytes) -> float:
@@ -32,10 +47,10 @@ def cdr_header_stamp(data: bytes) -> float:
     return sec + nanosec * 1e-9
 
 
-def serialized_frame(data: bytes, source: str, decode: Callable[[bytes], Any]) -> Frame:
+def serialized_frame(data: bytes, source: str, decode: Callable[[bytes], Any], msg_type=None) -> Frame:
     """A Frame from a raw (serialized) camera message: decoded only if a turn uses it."""
     return Frame(stamp=cdr_header_stamp(data) or time.time(), received=time.monotonic(), message=data,
-                 source=source, decode=decode)
+                 source=source, decode=decode, msg_type=msg_type)
 
 
 class FrameBuffer:
@@ -87,6 +102,7 @@ def subscribe_camera(node, frames: FrameBuffer, callback_group=None) -> list:
     topics = (("camera/image_raw", Image, serialized_image_to_rgb),
               ("camera/image_raw/compressed", CompressedImage, serialized_compressed_to_rgb))
     return [node.create_subscription(
-                msg_type, topic, lambda data, t=topic, d=decode: frames.add(serialized_frame(data, t, d)),
+                msg_type, topic,
+                lambda data, t=topic, d=decode, m=msg_type: frames.add(serialized_frame(data, t, d, m)),
                 qos.CAMERA, callback_group=callback_group, raw=True)
             for topic, msg_type, decode in topics]

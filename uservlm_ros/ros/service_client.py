@@ -6,17 +6,32 @@ is what makes a nested call safe. The caller's callback group must be reentrant.
 from __future__ import annotations
 
 import threading
+import time
+
+# rclpy's Client.wait_for_service() sleeps in 0.25 s steps (ros2/rclpy#58): a server that is
+# momentarily not "ready" in the graph cache (seen when another participant joins or leaves)
+# cost a whole turn 250 ms. Poll finely instead.
+READY_POLL_SECONDS = 0.002
 
 
 class ServiceUnavailable(RuntimeError):
     pass
 
 
+def wait_for_server(client, timeout: float, poll: float = READY_POLL_SECONDS) -> bool:
+    """True as soon as ``client``'s server is ready, False after ``timeout`` seconds."""
+    deadline = time.monotonic() + max(0.0, timeout)
+    while not client.service_is_ready():
+        if time.monotonic() >= deadline or not client.context.ok():
+            return client.service_is_ready()
+        time.sleep(poll)
+    return True
+
+
 def call_with_timeout(client, request, timeout: float):
     """Send ``request`` and wait at most ``timeout`` seconds for the response."""
-    if not client.service_is_ready():
-        if not client.wait_for_service(timeout_sec=min(timeout, 2.0)):
-            raise ServiceUnavailable(f"service {client.srv_name} is not available")
+    if not wait_for_server(client, min(timeout, 2.0)):
+        raise ServiceUnavailable(f"service {client.srv_name} is not available")
     done = threading.Event()
     future = client.call_async(request)
     future.add_done_callback(lambda _: done.set())
