@@ -108,6 +108,19 @@ def test_report_csv_and_plot_from_rows(tmp_path):
     assert "LOSSES" in bench.format_report(result)
 
 
+def test_pipeline_comparison_reports_the_ratio_of_medians():
+    def phase(pipeline, seconds):
+        rows = [_row(turn=i, speech_end_to_audio_out=value) for i, value in enumerate(seconds, 1)]
+        return {"uplink": "jpeg", "label": pipeline, "pipeline": pipeline, "rows": rows}
+
+    lines = bench.compare_pipelines([phase("sequential", [3.0, 3.2, 2.8]), phase("streamed", [1.5, 1.4, 1.6])])
+    assert "sequential 3000 ms median" in lines[1] and "streamed 1500 ms" in lines[1]
+    assert "2.00x faster at the median" in lines[2] and "target >= 1.5x: met" in lines[2]
+    lines = bench.compare_pipelines([phase("sequential", [2.0]), phase("streamed", [1.9])])
+    assert "NOT met" in lines[2]
+    assert bench.compare_pipelines([phase("", [2.0])]) == []  # nothing to compare
+
+
 def test_link_rates():
     assert netlink.parse_rate("100mbit") == 100_000_000
     assert netlink.parse_rate("1.5Gbit") == 1_500_000_000
@@ -127,19 +140,29 @@ def _run_cli(argv) -> int:
 
 
 def test_bench_runs_the_bundled_bag_end_to_end(tmp_path, capsys):
-    """Brings the graph up (cloud side + speaker + dialogue), one measured turn."""
+    """Brings the graph up (cloud side + speaker + dialogue), one measured turn per pipeline
+    (--compare: sequential, then streamed, in the same graph)."""
     params = tmp_path / "params.yaml"
     params.write_text(PARAMS)
     # A namespace of its own: other tests' graphs may share this session's ROS domain.
     code = _run_cli(["--turns", "1", "--warmup", "0", "--namespace", "benchtest", "--out", str(tmp_path / "out"),
-                     "--params-file", str(params), "--startup-timeout", "240", "--turn-timeout", "120"])
+                     "--params-file", str(params), "--startup-timeout", "240", "--turn-timeout", "120",
+                     "--compare"])
     output = capsys.readouterr()
     assert code == 0, output.out[-3000:] + output.err[-3000:]
     rows = list(csv.DictReader((tmp_path / "out" / "bench.csv").open()))
-    assert len(rows) == 1 and rows[0]["success"] == "True" and rows[0]["clarification"] == "False"
-    assert rows[0]["transcript"].lower().startswith("what should i wear")
-    assert rows[0]["image_source"] == "camera/image_raw/compressed"  # consented: the face is used
-    assert 0 < float(rows[0]["middleware"]) < float(rows[0]["speech_end_to_audio_out"])
+    assert [(r["pipeline"], r["success"], r["clarification"]) for r in rows] == \
+        [("sequential", "True", "False"), ("streamed", "True", "False")]
+    for row in rows:
+        assert row["transcript"].lower().startswith("what should i wear")
+        assert row["image_source"] == "camera/image_raw/compressed"  # consented: the face is used
+    sequential, streamed = rows
+    assert 0 < float(sequential["middleware"]) < float(sequential["speech_end_to_audio_out"])
+    assert sequential["streamed"] == "False" and sequential["speculative_asr"] == "False"
+    # streamed: dialogue_node and asr_node ran with stream_audio and speculative on for the phase
+    assert streamed["streamed"] == "True" and streamed["speculative_asr"] == "True"
+    assert float(streamed["speech_end_to_audio_out"]) > 0
+    assert "time to first audio (jpeg), one run: sequential" in output.out
     assert (tmp_path / "out" / "bench.png").stat().st_size > 10_000
     assert "no frame or audio chunk lost" in output.out
     assert "tiny RANDOM" in output.out and "cores" in output.out

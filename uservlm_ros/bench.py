@@ -141,6 +141,16 @@ SUMMARY = (
     ("speech_hop", "  speech topic hop (measured)"),
     ("probe_rtt", "  idle service round trip (probe)"),
 )
+# --compare: the same graph, the same bag, one phase each (node parameters set for the phase).
+PIPELINES = {
+    # The paper's pipeline: transcribe once the end of speech is confirmed, answer whole,
+    # synthesize whole, then play.
+    "sequential": {"dialogue_node": {"stream_audio": False}, "asr_node": {"speculative": False}},
+    # Ours: transcription starts when the silence begins (speculative), each sentence is
+    # synthesized and played while the model writes the rest (stream_audio).
+    "streamed": {"dialogue_node": {"stream_audio": True}, "asr_node": {"speculative": True}},
+}
+TTFA_TARGET = 1.5  # issue 6: time to first audio at least 1.5x better than the sequential pipeline
 DIAG_COUNTERS = {"asr_node": ("chunks_heard", "chunks_ignored_self_speech"),
                  "vlm_node": ("frames_received",), "dialogue_node": ("frames_received",)}
 
@@ -174,6 +184,7 @@ class SessionConfig:
     min_camera_subscribers: int = 2  # dialogue_node + vlm_node
     link: dict | None = None  # netns link (token, rate) for the shaper counters
     stream_audio: bool = False  # dialogue_node's stream_audio for the run (see the module docstring)
+    pipelines: list = field(default_factory=lambda: [""])  # "" = as configured; else keys of PIPELINES
 
 
 # -- hardware ----------------------------------------------------------------------------------
@@ -342,8 +353,9 @@ class Session:
                                             ("review", Review), ("forget", Forget))}
         self.get_parameters = {name: node.create_client(GetParameters, f"{name}/get_parameters")
                                for name in (*CLOUD_NODES, "dialogue_node")}
-        self.set_dialogue_parameters = node.create_client(SetParameters, "dialogue_node/set_parameters")
-        self._restore: dict = {}  # dialogue_node parameters changed for the run (attach mode)
+        self.set_parameters_clients = {name: node.create_client(SetParameters, f"{name}/set_parameters")
+                                       for name in ("asr_node", "dialogue_node")}
+        self._restore: dict = {}  # {(node, parameter): value before the run} (attach mode, --compare)
         self.streaming = False
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -391,24 +403,24 @@ class Session:
         response = self.call(self.get_parameters[node_name], GetParameters.Request(names=names), 30.0)
         return {name: parameter_value_to_python(value) for name, value in zip(names, response.values)}
 
-    def set_dialogue_parameter(self, name: str, value) -> None:
+    def set_parameter(self, node_name: str, name: str, value) -> None:
         from rcl_interfaces.srv import SetParameters
         from rclpy.parameter import Parameter
 
         request = SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()])
-        response = self.call(self.set_dialogue_parameters, request, 30.0)
+        response = self.call(self.set_parameters_clients[node_name], request, 30.0)
         if not response.results or not response.results[0].successful:
-            raise BenchError(f"could not set dialogue_node {name}: "
+            raise BenchError(f"could not set {node_name} {name}: "
                              f"{response.results[0].reason if response.results else 'no answer'}")
 
-    def override_dialogue(self, name: str, value) -> None:
-        """Set a dialogue_node parameter for the run (attach mode) and remember the old value;
+    def override(self, node_name: str, name: str, value) -> None:
+        """Set a node's parameter for the run and remember the old value (restored at the end);
         a parameter the node does not declare is left alone."""
-        current = self.parameters("dialogue_node", [name])[name]
+        current = self.parameters(node_name, [name])[name]
         if current is None or current == value:
             return
-        self._restore.setdefault(name, current)
-        self.set_dialogue_parameter(name, value)
+        self._restore.setdefault((node_name, name), current)
+        self.set_parameter(node_name, name, value)
 
     def probe(self) -> float:
         """One idle service round trip to vlm_node (get_parameters: no engine work), seconds."""
@@ -481,8 +493,8 @@ class Session:
         question = response.text.strip()
         user = "" if self.config.consent == "anonymous" else self.config.user_id
         if self.config.attach:
-            self.override_dialogue("user_id", user)
-            self.override_dialogue("stream_audio", self.config.stream_audio)
+            self.override("dialogue_node", "user_id", user)
+            self.override("dialogue_node", "stream_audio", self.config.stream_audio)
         if not user:
             return question, user, "anonymous (no consent memory)"
         self.call(self.services["forget"], Forget.Request(user_id=user))
@@ -503,8 +515,8 @@ class Session:
         try:
             if user:
                 self.call(self.services["forget"], Forget.Request(user_id=user), 10.0)
-            for name, value in self._restore.items():
-                self.set_dialogue_parameter(name, value)
+            for (node_name, name), value in self._restore.items():
+                self.set_parameter(node_name, name, value)
         except BenchError as error:
             self.log(f"[bench] warning: clean-up: {error}")
 
@@ -523,7 +535,8 @@ class Session:
                 raise BenchError(f"the VAD (asr_node's parameters) finds no complete utterance in {self.bag.path}: "
                                  "it needs speech followed by at least min_silence_ms of silence")
             self.vad = VadTrack(self.bag, params["asr_node"])
-            phases = [self.run_phase(uplink, utterances) for uplink in self.config.uplinks]
+            phases = [self.run_phase(uplink, utterances, pipeline)
+                      for uplink in self.config.uplinks for pipeline in self.config.pipelines]
         finally:
             self.cleanup_user(user)  # forget the bench user; restore dialogue_node's parameters
         return {"params": params, "question": question, "user_id": user, "review_decision": decision,
@@ -532,7 +545,21 @@ class Session:
                         "duration": self.bag.duration,
                         "topics": {t.name: {"type": t.msgtype, "count": t.count} for t in self.bag.topics.values()}}}
 
-    def run_phase(self, uplink: str, utterances: list[dict]) -> dict:
+    def set_pipeline(self, pipeline: str) -> dict:
+        """Set the nodes' parameters of a PIPELINES entry ("" = leave them); what the phase runs with."""
+        for node_name, values in PIPELINES.get(pipeline, {}).items():
+            for name, value in values.items():
+                self.override(node_name, name, value)
+        state = {"stream_audio": bool(self.parameters("dialogue_node", ["stream_audio"])["stream_audio"]),
+                 "speculative": bool(self.parameters("asr_node", ["speculative"])["speculative"])}
+        self.streaming = state["stream_audio"]
+        self.vad.speculative = state["speculative"]  # asr_start follows asr_node's setting
+        return state
+
+    def run_phase(self, uplink: str, utterances: list[dict], pipeline: str = "") -> dict:
+        state = self.set_pipeline(pipeline)
+        label = " ".join(part for part in (uplink if len(self.config.uplinks) > 1 or not pipeline else "", pipeline)
+                         if part)
         messages = bags.camera_uplink(self.bag, uplink)
         replayer = bags.Replayer(self.node, self.bag, messages=messages)
         camera = [name for name in replayer.names.values() if name.endswith(bags.CAMERA_RAW) or
@@ -548,7 +575,7 @@ class Session:
             warm = index < self.config.warmup
             rows += self.take_turn(replayer, uplink, index - self.config.warmup + 1, warm, utterances, camera)
             row = rows[-1]
-            self.log(f"[bench] {uplink} {'warm-up' if warm else 'turn'} {index + 1 - (0 if warm else self.config.warmup)}"
+            self.log(f"[bench] {label} {'warm-up' if warm else 'turn'} {index + 1 - (0 if warm else self.config.warmup)}"
                      f"/{self.config.warmup if warm else self.config.turns}: "
                      + (f"audio out {row['speech_end_to_audio_out']:.2f} s, middleware "
                         + ("n/a (streamed)" if math.isnan(row["middleware"]) else f"{row['middleware'] * 1000:.0f} ms")
@@ -556,8 +583,8 @@ class Session:
         seconds = time.monotonic() - phase_started
         link_after = self.link_stats()
         replayer.destroy()
-        return {"uplink": uplink, "rows": rows, "seconds": seconds, "link_before": link_before,
-                "link_after": link_after}
+        return {"uplink": uplink, "label": label, "pipeline": pipeline, **state, "rows": rows, "seconds": seconds,
+                "link_before": link_before, "link_after": link_after}
 
     def take_turn(self, replayer, uplink: str, turn: int, warm: bool, utterances: list[dict],
                   camera: list[str]) -> list[dict]:
@@ -592,7 +619,7 @@ class Session:
         for position, (received, record) in enumerate(self.interactions[n_interactions:n_interactions + expected]):
             spoken = [t - (s.sec + s.nanosec * 1e-9) for t, s, frame in self.spoken[n_spoken:] if frame == record.turn_id]
             heard = [t - (u.header.stamp.sec + u.header.stamp.nanosec * 1e-9) for t, u in new_utterances]
-            row = {"uplink": uplink, "turn": turn, "warmup": warm, "turn_id": record.turn_id,
+            row = {"uplink": uplink, "pipeline": pipeline_label(self.streaming, self.vad.speculative), "turn": turn, "warmup": warm, "turn_id": record.turn_id,
                    "success": bool(record.success) and record.speech_end_to_audio_out > 0,
                    "error": record.error, "transcript": record.transcript, "answer": record.answer[:80],
                    "clarification": bool(record.clarification), "image_source": record.image_source,
@@ -697,12 +724,12 @@ def plot(phases: list[dict], path: Path, title: str) -> None:
                          label=stage if x == 0 else None)
                 bottom += value
             ticks.append(x)
-            labels.append(f"{phase['uplink'][0].upper()}{row['turn']}" if len(phases) > 1 else str(row["turn"]))
+            labels.append(f"{_label(phase)[0].upper()}{row['turn']}" if len(phases) > 1 else str(row["turn"]))
             x += 1
         x += 1
     bars.set_xticks(ticks, labels, fontsize=7)
     bars.set_ylabel("seconds from end of speech to first audio out")
-    bars.set_xlabel("turn" + (" (" + ", ".join(f"{p['uplink'][0].upper()} = {p['uplink']}" for p in phases) + ")"
+    bars.set_xlabel("turn" + (" (" + ", ".join(f"{_label(p)[0].upper()} = {_label(p)}" for p in phases) + ")"
                               if len(phases) > 1 else ""))
     bars.set_title("per-turn stages (stacked)")
     bars.set_ylim(0, bars.get_ylim()[1] * 1.4)
@@ -716,7 +743,7 @@ def plot(phases: list[dict], path: Path, title: str) -> None:
                 continue
             fractions = [(i + 1) / len(values) for i in range(len(values))]
             cdf.step(values, fractions, where="post", linestyle=style,
-                     label=f"{column.replace('speech_end_to_', 'to ')}" + (f" ({phase['uplink']})" if len(phases) > 1 else ""))
+                     label=f"{column.replace('speech_end_to_', 'to ')}" + (f" ({_label(phase)})" if len(phases) > 1 else ""))
     cdf.set_xscale("log")
     cdf.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     cdf.set_xlabel("seconds (log scale)")
@@ -730,6 +757,46 @@ def plot(phases: list[dict], path: Path, title: str) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
+
+
+def _label(phase: dict) -> str:
+    return phase.get("label") or phase["uplink"]
+
+
+def pipeline_label(stream_audio: bool, speculative: bool) -> str:
+    return "streamed" if stream_audio and speculative else "sequential" if not (stream_audio or speculative) \
+        else f"stream_audio {'on' if stream_audio else 'off'}, speculative ASR {'on' if speculative else 'off'}"
+
+
+def describe_phase(phase: dict) -> str:
+    if "stream_audio" not in phase:  # a result written before phases said what they ran
+        return "uplink " + phase["uplink"]
+    speech = ("each sentence spoken as soon as it is synthesized (stream_audio on): the middleware share is "
+              "not defined when synthesis overlaps generation" if phase["stream_audio"]
+              else "the whole answer once synthesized (stream_audio off)")
+    asr = ("transcription starts when the silence begins (speculative on)" if phase["speculative"]
+           else "transcription starts when the end of speech is confirmed (speculative off)")
+    return f"uplink {phase['uplink']}; speech out: {speech}; ASR: {asr}"
+
+
+def compare_pipelines(phases: list[dict]) -> list[str]:
+    """Time to first audio of the sequential pipeline vs the streamed one, per uplink (--compare)."""
+    lines = []
+    for uplink in dict.fromkeys(p["uplink"] for p in phases):
+        by_pipeline = {p.get("pipeline"): summarize(p["rows"]) for p in phases if p["uplink"] == uplink}
+        if "sequential" not in by_pipeline or "streamed" not in by_pipeline:
+            continue
+        before, after = (by_pipeline[k]["speech_end_to_audio_out"] for k in ("sequential", "streamed"))
+        lines.append("")
+        lines.append(f"time to first audio ({uplink}), one run: sequential {_ms(before['median']).strip()} ms median "
+                     f"(p95 {_ms(before['p95']).strip()}) -> streamed {_ms(after['median']).strip()} ms "
+                     f"(p95 {_ms(after['p95']).strip()})")
+        ratio = before["median"] / after["median"] if after["median"] else math.nan
+        ratio95 = before["p95"] / after["p95"] if after["p95"] else math.nan
+        verdict = "met" if ratio >= TTFA_TARGET else "NOT met"
+        lines.append(f"  {ratio:.2f}x faster at the median, {ratio95:.2f}x at p95 "
+                     f"(target >= {TTFA_TARGET}x: {verdict})")
+    return lines
 
 
 def _ms(value: float) -> str:
@@ -759,10 +826,6 @@ def format_report(result: dict) -> str:
              f"Linux {hw['kernel']}, Python {hw['python']}, {hw['rmw']}"]
     lines.append("models: " + meta["models_text"])
     lines.append("link: " + meta["link_text"])
-    streaming = bool(result["session"]["params"].get("dialogue_node", {}).get("stream_audio"))
-    lines.append("speech out: " + ("streamed sentence by sentence (stream_audio on): end-to-end times only, the "
-                                   "middleware share is not defined when synthesis overlaps generation"
-                                   if streaming else "the whole answer once synthesized (stream_audio off)"))
     session = result["session"]
     bag = session["bag"]
     lines.append(f"bag: {bag['path']} ({bag['messages']} messages, {bag['duration']:.2f} s); question "
@@ -774,10 +837,11 @@ def format_report(result: dict) -> str:
         ok = [r for r in measured if r["success"]]
         summary = summarize(rows)
         lines.append("")
-        lines.append(f"uplink {phase['uplink']}: {len(ok)}/{len(measured)} turns answered and spoken "
+        lines.append(f"{_label(phase)}: {len(ok)}/{len(measured)} turns answered and spoken "
                      f"(+{len(rows) - len(measured)} warm-up); clarifications: "
                      f"{sum(1 for r in ok if r['clarification'])}; user image: "
                      f"{', '.join(sorted({r['image_source'] for r in ok})) or '-'}")
+        lines.append("  " + describe_phase(phase))
         lines.append(f"  {'':40s} {'median':>8s} {'p95':>8s}   (ms, n={summary['speech_end_to_audio_out']['n']})")
         for column, label in SUMMARY:
             lines.append(f"  {label:40s} {_ms(summary[column]['median'])} {_ms(summary[column]['p95'])}")
@@ -806,6 +870,7 @@ def format_report(result: dict) -> str:
                          f"{after['cloud'].get('udp_rcvbuf_errors', 0) - before['cloud'].get('udp_rcvbuf_errors', 0)}, "
                          f"robot side "
                          f"{after['robot'].get('udp_rcvbuf_errors', 0) - before['robot'].get('udp_rcvbuf_errors', 0)}")
+    lines += compare_pipelines(session["phases"])
     if meta.get("placeholder"):
         lines.append("")
         lines.append("NOTE: the VLM is the tiny RANDOMLY INITIALISED PaliGemma 2 stand-in (meaningless answers, "
@@ -848,7 +913,7 @@ def finish(result: dict, out_dir: Path, label: str) -> str:
              f"{result['meta']['hardware']['cpu']} x{result['meta']['hardware']['cores']}"
              + ("; VLM = tiny random stand-in" if result["meta"]["placeholder"] else ""))
     plot(session["phases"], paths["png"], title)
-    result["summary"] = {phase["uplink"]: summarize(phase["rows"]) for phase in session["phases"]}
+    result["summary"] = {_label(phase): summarize(phase["rows"]) for phase in session["phases"]}
     paths["json"].write_text(json.dumps(result, indent=1, default=str))
     report = format_report(result)
     return report + "\n\nwrote " + ", ".join(str(p) for p in paths.values())
@@ -875,6 +940,7 @@ class BenchOptions:
     turn_timeout: float = 180.0
     label: str = ""
     stream_audio: bool = False
+    compare: bool = False  # one phase per PIPELINES entry
 
 
 def graph_overrides(options: BenchOptions, out_dir: Path) -> dict:
@@ -904,6 +970,7 @@ def _session_config(options: BenchOptions, link=None) -> SessionConfig:
                          user_id=options.user_id, consent=options.consent, attach=options.attach,
                          startup_timeout=options.startup_timeout, turn_timeout=options.turn_timeout,
                          min_camera_subscribers=1 if options.attach else 2, stream_audio=options.stream_audio,
+                         pipelines=list(PIPELINES) if options.compare else [""],
                          link={"token": link.token, "rate": link.rate} if link is not None else None)
 
 
@@ -1017,7 +1084,7 @@ def options_from_args(args) -> BenchOptions:
                         out=Path(args.out), link=args.link, link_rate=args.rate,
                         params_file=Path(args.params_file) if args.params_file else None, overrides=overrides,
                         consent=args.consent, user_id=args.user_id, startup_timeout=args.startup_timeout,
-                        turn_timeout=args.turn_timeout, stream_audio=args.stream_audio,
+                        turn_timeout=args.turn_timeout, stream_audio=args.stream_audio, compare=args.compare,
                         label=args.label or (args.link if args.link != "loopback" else ""))
 
 
@@ -1066,6 +1133,11 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--stream-audio", action="store_true",
                         help="speak each sentence as soon as it is synthesized (dialogue_node stream_audio); "
                              "default off: the answer is spoken whole, which keeps the stage decomposition exact")
+    parser.add_argument("--compare", action="store_true",
+                        help="one phase with the sequential pipeline (whole answer, then speech; transcription "
+                             "after the end of speech is confirmed) and one with the streamed one (speculative "
+                             "transcription, each sentence spoken as soon as it is synthesized): time to first "
+                             "audio of both, in one run")
     parser.add_argument("--params-file", help="parameter YAML applied after config/*.yaml")
     parser.add_argument("--out", default="out/bench", help="folder for CSV, PNG, JSON, logs and spoken WAVs")
     parser.add_argument("--label", default="", help="suffix of the output file names")
