@@ -19,6 +19,19 @@ def test_split_ready_cuts_sentences_and_long_clauses():
     assert pieces == ["x" * 60, "x" * 60] and rest == "x" * 10  # no space: a hard cut
 
 
+def test_the_first_piece_is_cut_at_a_clause_and_shorter():
+    text = "For a business meeting, wear a dark suit and a white shirt. Polish your shoes and bring a"
+    pieces, rest = split_ready(text, first_max_chars=60)
+    assert pieces == ["For a business meeting,", "wear a dark suit and a white shirt."]
+    assert rest == "Polish your shoes and bring a"
+    pieces, _ = split_ready("word " * 40, first_max_chars=30)
+    assert len(pieces[0]) <= 30 and all(len(p) <= 120 for p in pieces[1:]) and len(pieces[1]) > 30
+    assert split_ready("x" * 70, first_max_chars=60) == (["x" * 60], "x" * 10)
+    # later pieces: sentences only (no cut at a comma)
+    assert split_ready("Yes, this is long enough. And then, after that, more", min_chars=10,
+                       first_max_chars=60) == (["Yes, this is long enough."], "And then, after that, more")
+
+
 def test_sentences_are_spoken_in_order_as_they_complete():
     spoken, first_ready = [], threading.Event()
 
@@ -28,12 +41,13 @@ def test_sentences_are_spoken_in_order_as_they_complete():
         return 0.1
 
     speaker = SentenceSpeaker(speak, min_chars=5)
-    for piece in ["Wear a ", "dark suit. ", "Add a ", "tie! And ", "polish your shoes"]:
+    for piece in ["Wear a ", "dark suit. ", "Add a ", "tie, and ", "polish your shoes"]:
         speaker.feed(piece)
     assert first_ready.wait(5), "the first sentence must be spoken before the answer is complete"
     speaker.finish(5)
-    assert spoken == ["Wear a dark suit.", "Add a tie!", "And polish your shoes"]
-    assert speaker.synthesis_seconds == pytest.approx(0.3) and speaker.first_audio_at is not None
+    # the first piece is cut at a clause boundary; a comma does not cut the later ones
+    assert spoken == ["Wear a dark suit.", "Add a tie, and polish your shoes"]
+    assert speaker.synthesis_seconds == pytest.approx(0.2) and speaker.first_audio_at is not None
 
 
 def test_a_synthesis_failure_is_reported_by_finish():
