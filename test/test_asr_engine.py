@@ -5,7 +5,7 @@ import shutil
 import numpy as np
 import pytest
 
-from uservlm_ros.audio import float_to_int16, resample, word_error_rate
+from uservlm_ros.audio import float_to_int16, normalize_text, resample, word_error_rate
 from uservlm_ros.engines import asr
 from uservlm_ros.engines.asr import (
     ASRConfig,
@@ -13,6 +13,7 @@ from uservlm_ros.engines.asr import (
     ASRLoadError,
     ChecksumError,
     VoiceActivitySegmenter,
+    encoder_window,
     ensure_whisper_base,
     verify_model_dir,
     whisper_base_sources,
@@ -58,6 +59,67 @@ def test_round_trip_transcribes_synthesised_sentence(engine, speech):
 def test_language_detection(engine, speech):
     result = engine.transcribe(speech.samples, speech.sample_rate, language="")
     assert result.language == "en"
+
+
+def sharing(engine, **config):
+    """An engine with another configuration on the same loaded model (no second load)."""
+    other = ASREngine(ASRConfig(language="en", **config))
+    other._model = engine._model
+    return other
+
+
+def test_short_window_transcribes_like_the_standard_window(engine, speech):
+    assert engine.config.window_seconds == 10  # the default
+    short = engine.transcribe(speech.samples, speech.sample_rate)
+    standard = sharing(engine, window_seconds=0).transcribe(speech.samples, speech.sample_rate)
+    assert (short.window_seconds, standard.window_seconds) == (10, 30)
+    assert engine._model.feature_extractor.nb_max_frames == 3000  # the standard window is restored
+    short_wer, standard_wer = word_error_rate(SENTENCE, short.text), word_error_rate(SENTENCE, standard.text)
+    assert short_wer <= MAX_WER, short.text
+    same_words = normalize_text(short.text) == normalize_text(standard.text)
+    assert same_words or short_wer <= standard_wer, (short.text, standard.text)
+
+
+def test_window_grows_to_cover_a_long_utterance(engine, tts):
+    last = "Finally, which restaurant near the station serves vegetarian food?"
+    text = f"{SENTENCE} {OTHER_SENTENCE} I would also like to visit the old harbour this afternoon. {last}"
+    spoken = tts.synthesize(text)
+    assert spoken.seconds > 9, spoken.seconds
+    result = sharing(engine, window_seconds=5).transcribe(spoken.samples, spoken.sample_rate)
+    assert result.window_seconds >= result.audio_seconds + asr.WINDOW_MARGIN_SECONDS
+    assert word_error_rate(text, result.text) <= MAX_WER, result.text
+    heard = normalize_text(result.text)
+    assert word_error_rate(last, " ".join(heard[-len(normalize_text(last)):])) <= MAX_WER, result.text
+
+
+@pytest.mark.parametrize(
+    "audio_seconds, window_seconds, window",
+    [(3.4, 10, 10), (3.4, 0, 30), (3.4, 5, 7), (8.5, 10, 12), (12.0, 5, 15), (29.5, 10, 30), (3.0, 7.5, 8)],
+)
+def test_encoder_window(audio_seconds, window_seconds, window):
+    assert encoder_window(audio_seconds, window_seconds) == window
+
+
+def test_language_detection_encodes_once(engine, speech, monkeypatch):
+    forced = engine.transcribe(speech.samples, speech.sample_rate)
+    frames = []  # encoder output frames (50 per second) of each encoder pass
+    original = engine._model.encode
+
+    def encode(features):
+        output = original(features)
+        frames.append(output.shape[1])
+        return output
+
+    monkeypatch.setattr(engine._model, "encode", encode)
+    detected = engine.transcribe(speech.samples, speech.sample_rate, language="")
+    assert detected.language == "en"
+    assert detected.text == forced.text
+    assert frames == [50 * detected.window_seconds], "one encoder pass, over the short window"
+
+
+def test_detection_on_silence_reports_no_language(engine):
+    result = sharing(engine, vad=True).transcribe(np.zeros(32000, np.int16), 16000, language="")
+    assert (result.text, result.language, result.segments) == ("", "", [])
 
 
 def test_48k_stereo_is_downmixed_and_resampled(engine, tts):
@@ -200,7 +262,13 @@ def test_incomplete_model_dir(tmp_path):
 
 @pytest.mark.parametrize(
     "kwargs, message",
-    [({"device": "tpu"}, "device"), ({"beam_size": 0}, "beam_size"), ({"max_seconds": 0}, "max_seconds")],
+    [
+        ({"device": "tpu"}, "device"),
+        ({"beam_size": 0}, "beam_size"),
+        ({"max_seconds": 0}, "max_seconds"),
+        ({"window_seconds": -1}, "window_seconds"),
+        ({"window_seconds": 30.5}, "window_seconds"),
+    ],
 )
 def test_config_is_validated(kwargs, message):
     with pytest.raises(ValueError, match=message):

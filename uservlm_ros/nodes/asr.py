@@ -41,6 +41,7 @@ class ASRNode(EngineNode):
         "vad": "Drop non-speech with the Silero VAD bundled with faster-whisper",
         "language": "ISO 639-1 code to force, or empty to detect per request",
         "max_seconds": "Longest audio accepted in one request (seconds)",
+        "window_seconds": "Shortest Whisper encoder window, seconds, grown to cover each request (0 = the standard 30 s; shorter is faster on a CPU)",
     }
 
     EXTRA_PARAMETERS = {
