@@ -8,6 +8,7 @@ publishes it on ``speech`` (uservlm_ros/msg/Utterance) with its capture-time sta
 """
 from __future__ import annotations
 
+import dataclasses
 import queue
 import threading
 import time
@@ -66,6 +67,20 @@ class ASRNode(EngineNode):
         self._warned_rate = False
         self._speculation: tuple[HeardSpeech, Future] | None = None
         self._speculator = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asr_speculative")
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+    def _on_set_parameters(self, parameters):
+        """window_seconds applies to the loaded engine at once (no reload); it is validated first."""
+        from rcl_interfaces.msg import SetParametersResult
+
+        for parameter in parameters:
+            if parameter.name == "window_seconds" and self.engine is not None:
+                try:
+                    dataclasses.replace(self.engine.config, window_seconds=float(parameter.value))
+                except (TypeError, ValueError) as error:
+                    return SetParametersResult(successful=False, reason=str(error))
+                self.engine.config.window_seconds = float(parameter.value)
+        return SetParametersResult(successful=True)
 
     def load_engine(self, config: ASRConfig) -> ASREngine:
         engine = ASREngine(config)
