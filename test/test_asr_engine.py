@@ -335,3 +335,15 @@ def test_segmenter_candidate_equals_the_utterance_it_becomes():
     last = candidates[-1]
     assert (last.start, last.end) == (finals[0].start, finals[0].end)
     assert np.array_equal(last.samples, finals[0].samples)
+
+
+def test_a_repeated_tail_is_recognised():
+    """The short window's failure mode (the sentence decoded again into the padding) is what
+    sends a request back to the standard window."""
+    from uservlm_ros.engines.asr import repeats_its_tail
+
+    assert repeats_its_tail("Or say no and I will keep it general. I will keep it general.")
+    assert repeats_its_tail("What should I wear? What should I wear?")
+    assert not repeats_its_tail("What should I wear to a business meeting?")
+    assert not repeats_its_tail("No, no, no. Very very good.")  # short repeats are speech
+    assert not repeats_its_tail("")

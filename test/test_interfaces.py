@@ -17,9 +17,10 @@ def test_ask_fields():
     from uservlm_ros.srv import Ask
 
     request = Ask.Request()
-    assert set(request.get_fields_and_field_types()) == {"question", "image", "user_id", "speak",
-                                                         "stream_audio", "turn_id"}
+    assert set(request.get_fields_and_field_types()) == {"question", "image", "compressed_image", "user_id",
+                                                         "speak", "stream_audio", "turn_id"}
     assert request.get_fields_and_field_types()["image"] == "sensor_msgs/Image"
+    assert request.get_fields_and_field_types()["compressed_image"] == "sensor_msgs/CompressedImage"
     response_fields = Ask.Response.get_fields_and_field_types()
     for field in ("success", "error", "answer", "clarification", "preprocess_seconds", "prefill_seconds",
                   "generation_seconds", "synthesis_seconds", "total_seconds", "placeholder_model", "audio",

@@ -444,26 +444,13 @@ class ASREngine:
             and audio_seconds + WINDOW_MARGIN_SECONDS <= window
         )
         with self._lock:  # also guards the model's per-request state (window, first output)
-            model.first_encoder_output = None
-            segments_iter, info = model.transcribe(
-                audio,
-                language="en" if detect_once else lang,
-                multilingual=detect_once,
-                chunk_length=window,  # always passed: faster-whisper keeps the last one otherwise
-                beam_size=self.config.beam_size,
-                vad_filter=self.config.vad,
-                condition_on_previous_text=False,
-            )
-            segments = [
-                TranscriptSegment(s.start, s.end, s.text.strip(), s.avg_logprob, s.no_speech_prob)
-                for s in segments_iter
-            ]
-            encoded, model.first_encoder_output = model.first_encoder_output, None
-            language = info.language
-            if detect_once:
-                # The decoder's top language token (~30-90 ms); nothing was encoded when the VAD
-                # found no speech, and then there is no language to report.
-                language = "" if encoded is None else model.model.detect_language(encoded)[0][0][0][2:-2]
+            segments, language = self._decode(audio, lang, window, detect_once)
+            if window < WHISPER_WINDOW_SECONDS and repeats_its_tail(" ".join(s.text for s in segments)):
+                # The short window's known failure: the sentence decoded again into the padding.
+                # Rare (see encoder_window); the standard window then decides.
+                _LOG.info("ASR: repeated tail in a %d s window; decoding again in the standard window", window)
+                window = WHISPER_WINDOW_SECONDS
+                segments, language = self._decode(audio, lang, window, False)
         return Transcript(
             text=" ".join(s.text for s in segments if s.text).strip(),
             language=language,
@@ -473,6 +460,39 @@ class ASREngine:
             segments=segments,
             window_seconds=window,
         )
+
+    def _decode(self, audio: np.ndarray, lang: Optional[str], window: int, detect_once: bool):
+        """(segments, language) of one faster-whisper pass with an encoder window of ``window`` s."""
+        model = self._model
+        model.first_encoder_output = None
+        segments_iter, info = model.transcribe(
+            audio,
+            language="en" if detect_once else lang,
+            multilingual=detect_once,
+            chunk_length=window,  # always passed: faster-whisper keeps the last one otherwise
+            beam_size=self.config.beam_size,
+            vad_filter=self.config.vad,
+            condition_on_previous_text=False,
+        )
+        segments = [
+            TranscriptSegment(s.start, s.end, s.text.strip(), s.avg_logprob, s.no_speech_prob)
+            for s in segments_iter
+        ]
+        encoded, model.first_encoder_output = model.first_encoder_output, None
+        language = info.language
+        if detect_once:
+            # The decoder's top language token (~30-90 ms); nothing was encoded when the VAD
+            # found no speech, and then there is no language to report.
+            language = "" if encoded is None else model.model.detect_language(encoded)[0][0][0][2:-2]
+        return segments, language
+
+
+def repeats_its_tail(text: str, min_words: int = 3) -> bool:
+    """True when ``text`` ends with a run of at least ``min_words`` words said twice in a row
+    ("... keep it general. I will keep it general.")."""
+    words = ["".join(ch for ch in word.lower() if ch.isalnum()) for word in text.split()]
+    words = [word for word in words if word]
+    return any(words[-k:] == words[-2 * k:-k] for k in range(min_words, len(words) // 2 + 1))
 
 
 def _confidence(segments: Sequence[TranscriptSegment]) -> float:
