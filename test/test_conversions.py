@@ -89,3 +89,19 @@ def test_serialized_frames_keep_their_stamp_and_pixels(frame):
     assert cdr_header_stamp(jpeg) == pytest.approx(12.000000005)
     assert serialized_compressed_to_rgb(jpeg).shape == frame.shape
     assert cdr_header_stamp(b"\x00\x01") == 0.0
+
+
+def test_image_checks_without_decoding(frame):
+    from uservlm_ros.ros.conversions import check_image, encoded_image_format, encoded_image_message
+
+    image = rgb_to_image(frame)
+    assert check_image(image) is image
+    image.step -= 1
+    with pytest.raises(ValueError, match="smaller than width"):
+        check_image(image)
+    jpeg = bytes(rgb_to_compressed(frame).data)
+    assert encoded_image_format(jpeg) == "jpeg" and encoded_image_format(b"\x89PNG\r\n\x1a\n...") == "png"
+    assert encoded_image_format(b"GIF89a") == "" and encoded_image_format(b"") == ""
+    assert encoded_image_message(jpeg).format == "jpeg"
+    with pytest.raises(ValueError, match="neither JPEG nor PNG"):
+        encoded_image_message(b"GIF89a" + bytes(10))

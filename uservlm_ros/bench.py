@@ -1150,10 +1150,11 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
                         help="speak each sentence as soon as it is synthesized (dialogue_node stream_audio); "
                              "default off: the answer is spoken whole, which keeps the stage decomposition exact")
     parser.add_argument("--compare", action="store_true",
-                        help="one phase with the sequential pipeline (whole answer, then speech; transcription "
-                             "after the end of speech is confirmed) and one with the streamed one (speculative "
-                             "transcription, each sentence spoken as soon as it is synthesized): time to first "
-                             "audio of both, in one run")
+                        help="three phases in one run: sequential (Whisper's standard 30 s window once the end "
+                             "of speech is confirmed, whole answer, then speech), short-window (the same with "
+                             "asr_node's shorter encoder window) and streamed (short window, speculative "
+                             "transcription, each sentence spoken as soon as it is synthesized); prints each "
+                             "one's time to first audio and its ratio to sequential")
     parser.add_argument("--params-file", help="parameter YAML applied after config/*.yaml")
     parser.add_argument("--out", default="out/bench", help="folder for CSV, PNG, JSON, logs and spoken WAVs")
     parser.add_argument("--label", default="", help="suffix of the output file names")

@@ -86,15 +86,13 @@ def print_ask_response(reply, wav_path: Path | None = None, out=sys.stdout) -> i
 
 def cmd_ask(args) -> int:
     from uservlm_ros.client import ServiceError, UserVLMClient
-    from uservlm_ros.ros.conversions import encoded_image_message, read_image_file
+    from uservlm_ros.ros.conversions import encoded_image_format, read_image_file
 
     image = None
     if args.image:
         try:
             image = Path(args.image).read_bytes()
-            try:  # a JPEG or PNG goes as it is (compressed_image); anything else is decoded here
-                encoded_image_message(image)
-            except ValueError:
+            if not encoded_image_format(image):  # a JPEG or PNG goes as it is (compressed_image)
                 image = read_image_file(args.image)
         except (OSError, ValueError) as error:
             print(f"error: {error}", file=sys.stderr)

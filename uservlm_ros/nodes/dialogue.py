@@ -26,7 +26,7 @@ from uservlm_ros.msg import AudioChunk, Interaction, Utterance
 from uservlm_ros.ros import qos
 from uservlm_ros.ros.diagnostics import OK, WARN, publish_status
 from uservlm_ros.ros.parameters import declare
-from uservlm_ros.ros.conversions import check_compressed, image_to_rgb, stamp_to_seconds
+from uservlm_ros.ros.conversions import check_compressed, check_image, stamp_to_seconds
 from uservlm_ros.ros.frame_buffer import FrameBuffer, subscribe_camera
 from uservlm_ros.ros.runner import run_node
 from uservlm_ros.ros.service_client import ServiceUnavailable, call_with_timeout
@@ -122,8 +122,7 @@ class DialogueNode(Node):
             if frame.compressed:
                 request.compressed_image = check_compressed(message)
             else:
-                image_to_rgb(message)  # validates size, step and encoding (no copy for rgb8)
-                request.image = message
+                request.image = check_image(message)
         except ValueError as error:
             self.get_logger().warning(f"unusable frame on {frame.source}: {error}")
             return "none"

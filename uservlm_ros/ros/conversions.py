@@ -38,8 +38,8 @@ def image_is_empty(msg: Image) -> bool:
     return msg.width == 0 and msg.height == 0 and len(msg.data) == 0 and not msg.encoding
 
 
-def image_to_rgb(msg: Image) -> np.ndarray:
-    """sensor_msgs/Image -> HxWx3 uint8 RGB (a copy only when a colour conversion is needed)."""
+def check_image(msg: Image) -> Image:
+    """Validate a sensor_msgs/Image without touching its pixels (ValueError naming the problem)."""
     encoding = msg.encoding.lower()
     if encoding not in _IMAGE_ENCODINGS:
         raise ValueError(
@@ -49,8 +49,7 @@ def image_to_rgb(msg: Image) -> np.ndarray:
         raise ValueError(f"image has zero size ({msg.width}x{msg.height})")
     if msg.width > MAX_IMAGE_SIDE or msg.height > MAX_IMAGE_SIDE:
         raise ValueError(f"image {msg.width}x{msg.height} exceeds {MAX_IMAGE_SIDE} px per side")
-    channels, conversion = _IMAGE_ENCODINGS[encoding]
-    row_bytes = msg.width * channels
+    row_bytes = msg.width * _IMAGE_ENCODINGS[encoding][0]
     if msg.step < row_bytes:
         raise ValueError(f"image step {msg.step} is smaller than width x channels = {row_bytes}")
     if len(msg.data) != msg.height * msg.step:
@@ -58,6 +57,14 @@ def image_to_rgb(msg: Image) -> np.ndarray:
             f"image data has {len(msg.data)} bytes, expected height x step = {msg.height} x {msg.step}"
             f" = {msg.height * msg.step}"
         )
+    return msg
+
+
+def image_to_rgb(msg: Image) -> np.ndarray:
+    """sensor_msgs/Image -> HxWx3 uint8 RGB (a copy only when a colour conversion is needed)."""
+    check_image(msg)
+    channels, conversion = _IMAGE_ENCODINGS[msg.encoding.lower()]
+    row_bytes = msg.width * channels
     buffer = np.frombuffer(msg.data, dtype=np.uint8).reshape(msg.height, msg.step)
     pixels = buffer[:, :row_bytes].reshape(msg.height, msg.width, channels)
     if conversion is None:
@@ -84,7 +91,13 @@ def rgb_to_image(rgb: np.ndarray, stamp: Time | None = None, frame_id: str = "ca
     return msg
 
 
-_IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")
+_IMAGE_SIGNATURES = {"jpeg": b"\xff\xd8\xff", "png": b"\x89PNG\r\n\x1a\n"}
+
+
+def encoded_image_format(data) -> str:
+    """"jpeg" or "png" from the file signature at the start of ``data``; "" for anything else."""
+    head = bytes(data[:8])
+    return next((name for name, signature in _IMAGE_SIGNATURES.items() if head.startswith(signature)), "")
 
 
 def compressed_is_empty(msg: CompressedImage) -> bool:
@@ -95,16 +108,14 @@ def check_compressed(msg: CompressedImage) -> CompressedImage:
     """Cheap validity check without decoding: data present and a JPEG or PNG signature."""
     if len(msg.data) == 0:
         raise ValueError("compressed image has no data")
-    head = bytes(msg.data[:8])
-    if not any(head.startswith(signature) for signature in _IMAGE_SIGNATURES):
+    if not encoded_image_format(msg.data):
         raise ValueError(f"compressed image (format {msg.format!r}) is neither JPEG nor PNG")
     return msg
 
 
 def encoded_image_message(data: bytes) -> CompressedImage:
     """The bytes of a JPEG or PNG file -> sensor_msgs/CompressedImage (ValueError otherwise)."""
-    msg = CompressedImage(format="png" if data.startswith(_IMAGE_SIGNATURES[1]) else "jpeg", data=data)
-    return check_compressed(msg)
+    return check_compressed(CompressedImage(format=encoded_image_format(data), data=data))
 
 
 def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
