@@ -418,3 +418,20 @@ def test_device_and_dtype_are_checked(tiny_dir):
             load_model(str(tiny_dir), None, device="cuda:1")
     model, _, info = load_model(str(tiny_dir), None, device="auto", dtype="bfloat16")
     assert info.dtype == "bfloat16" and next(model.parameters()).dtype == torch.bfloat16
+
+
+def test_control_characters_are_never_generated(engine):
+    """Byte tokens that decode to control characters are suppressed (TTS refuses them, and the
+    random stand-in did emit one); tab and newline stay allowed."""
+    import unicodedata
+
+    from uservlm_ros.engines.vlm import _control_byte_token_ids
+
+    tokenizer = engine._processor.tokenizer
+    ids = _control_byte_token_ids(tokenizer)
+    assert len(ids) == 30 and tokenizer.convert_tokens_to_ids("<0x17>") in ids
+    assert tokenizer.convert_tokens_to_ids("<0x0A>") not in ids
+    assert set(ids) <= set(engine._suppressed)
+    for image in (None, photo(), photo(3, 5), photo(7, 11)):
+        text = engine.answer(QUESTION, image=image).text
+        assert not any(unicodedata.category(ch) == "Cc" and ch not in "\t\n\r" for ch in text), repr(text)

@@ -137,8 +137,9 @@ class VLMEngine:
                 local_files_only=cfg.local_files_only,
                 tiny_cache_dir=cfg.tiny_cache_dir,
             )
-            self._suppressed = _location_token_ids(self._processor.tokenizer) \
-                if cfg.suppress_location_tokens else []
+            tokenizer = self._processor.tokenizer
+            self._suppressed = sorted(set(_control_byte_token_ids(tokenizer)) | set(
+                _location_token_ids(tokenizer) if cfg.suppress_location_tokens else []))
             if cfg.prefix_mode != prefix.DEFAULT_PREFIX_MODE:
                 self._info.warnings.append(
                     f"prefix_mode={cfg.prefix_mode!r} changes the model's attention: answers are only "
@@ -327,6 +328,16 @@ def _location_token_ids(tokenizer) -> list[int]:
     names = [f"<loc{i:04d}>" for i in range(1024)] + [f"<seg{i:03d}>" for i in range(128)]
     vocab = tokenizer.get_vocab()
     return sorted(vocab[name] for name in names if name in vocab)
+
+
+def _control_byte_token_ids(tokenizer) -> list[int]:
+    """Ids of the byte-fallback tokens <0x00>..<0x1F>, <0x7F> (tab, newline, carriage return
+    excepted) present in this tokenizer (Gemma's, the tiny stand-in's). They decode to control
+    characters, which an answer to be shown or spoken never contains and TTS refuses; the random
+    stand-in emitted one (U+0017) and its spoken answer failed. Always suppressed."""
+    codes = [code for code in [*range(0x20), 0x7F] if chr(code) not in "\t\n\r"]
+    vocab = tokenizer.get_vocab()
+    return sorted(vocab[name] for name in (f"<0x{code:02X}>" for code in codes) if name in vocab)
 
 
 class _TimingStreamer:
