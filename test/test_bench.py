@@ -49,6 +49,21 @@ def test_middleware_is_end_to_end_minus_vad_wait_and_compute_and_its_hops_add_up
     assert math.isnan(failed["middleware"]) and all(math.isnan(failed[h]) for h in bench.HOPS)
 
 
+def test_published_audio_splits_the_spoken_path_at_the_speech_audio_stamp():
+    # publish_audio: vlm_node published the audio 0.37 s after the request arrived, 2.11 s after
+    # the speech end; the request had left 1.71 s after it (2.10 - 0.39); the response came
+    # back beside the audio and is off the spoken path.
+    row = _row(first_audio=0.37, speech_end_to_speech_audio=2.11)
+    compute = 1.30 + 0.02 + 0.01 + 0.02 + 0.05 + 0.25
+    assert row["middleware"] == pytest.approx(2.12 - 0.34 - compute)
+    assert sum(row[h] for h in bench.HOPS) == pytest.approx(row["middleware"])
+    assert row["hop_ask_transport"] == pytest.approx(2.11 - 1.71 - 0.37)
+    assert row["hop_cloud_internal"] == pytest.approx(0.37 - (compute - 1.30))
+    assert row["hop_answer_to_audio_out"] == pytest.approx(0.01)
+    streamed = _row(first_audio=0.2, speech_end_to_speech_audio=1.9, streamed=True)
+    assert math.isnan(streamed["middleware"]) and math.isnan(streamed["hop_cloud_internal"])
+
+
 def test_speculative_asr_hides_the_vad_wait_it_overlaps():
     # ASR started 0.04 s after the speech end, while the VAD still confirmed the end (0.34 s):
     # only max(0.34 - asr, 0.04) of the wait is on the critical path.

@@ -268,6 +268,22 @@ def test_streamed_speech_has_the_same_content_as_whole_speech(client, person):
                           timeout=120))
     assert whole.answer == streamed.answer and len(whole.audio.data)
 
+    # publish_audio: the whole answer goes to the speaker in one chunk, not into the response.
+    streamed_chunks = list(chunks)
+    request = Ask.Request(question="What should I eat tonight?", user_id="publish-user", speak=True,
+                          publish_audio=True, turn_id="turn-publish", image=rgb_to_image(person))
+    published = ok(client.call("ask", request, 120))
+    assert published.answer == whole.answer and len(published.audio.data) == 0
+    assert 0 < published.first_audio_seconds <= published.total_seconds
+    for _ in range(200):
+        if any(chunk.header.frame_id == "turn-publish" for chunk in chunks):
+            break
+        deadline_spin()
+    published_chunks = [chunk for chunk in chunks if chunk.header.frame_id == "turn-publish"]
+    assert len(published_chunks) == 1 and published_chunks[0].sample_rate == whole.audio.sample_rate
+    assert abs(len(published_chunks[0].data) - len(whole.audio.data)) <= 0.1 * len(whole.audio.data)
+    chunks[:] = streamed_chunks
+
     def words(audio_chunks):
         request = Transcribe.Request()
         request.audio = audio_chunks[0]

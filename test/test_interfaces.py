@@ -18,7 +18,7 @@ def test_ask_fields():
 
     request = Ask.Request()
     assert set(request.get_fields_and_field_types()) == {"question", "image", "compressed_image", "user_id",
-                                                         "speak", "stream_audio", "turn_id"}
+                                                         "speak", "publish_audio", "stream_audio", "turn_id"}
     assert request.get_fields_and_field_types()["image"] == "sensor_msgs/Image"
     assert request.get_fields_and_field_types()["compressed_image"] == "sensor_msgs/CompressedImage"
     response_fields = Ask.Response.get_fields_and_field_types()

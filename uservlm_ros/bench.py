@@ -63,13 +63,17 @@ waiting for audio: DDS transport of every hop, executor scheduling and queueing,
   VAD inference per chunk + the ASR worker queue;
 - ``hop_transcript_to_ask`` = answer - transcript - ask_round_trip: ``speech`` topic (cloud ->
   robot) + dialogue_node picking and converting the frame and building the request;
-- ``hop_ask_transport`` = ask_round_trip - server: the /uservlm/ask service's own transport,
-  request (question + a 640x480 rgb8 image) robot -> cloud and response (with the spoken audio)
-  cloud -> robot (``ask_round_trip`` and ``server`` = Ask ``total_seconds`` come from the record);
-- ``hop_cloud_internal`` = server - (review + preprocess + prefill + generation + synthesis): the
-  /uservlm/review and /uservlm/synthesize round trips inside the cloud, request checks;
-- ``hop_answer_to_audio_out`` = audio_out - answer: ``speech_audio`` topic dialogue -> speaker
-  and the speaker starting the utterance.
+- ``hop_ask_transport``: the /uservlm/ask service's own transport. dialogue_node asks with
+  ``publish_audio`` (vlm_node publishes the spoken answer on ``speech_audio`` itself, the response
+  travels back beside it): the request's way robot -> cloud (question + the camera's JPEG) =
+  speech_audio publish stamp - request sent - ``first_audio`` (Ask first_audio_seconds: request
+  received -> audio published). For a cloud that returns the audio in the response instead:
+  ask_round_trip - server (request and response, with the audio);
+- ``hop_cloud_internal`` = first_audio (resp. server = Ask ``total_seconds``) - (review +
+  preprocess + prefill + generation + synthesis): the /uservlm/review and /uservlm/synthesize
+  round trips inside the cloud, request checks;
+- ``hop_answer_to_audio_out`` = audio_out - the speech_audio publish stamp (resp. audio_out -
+  answer): the ``speech_audio`` topic to speaker_node and the speaker starting the utterance.
 
 Measured directly, besides: ``speech_hop`` (an Utterance's publish stamp -> its arrival at the
 bench, which sits on the robot side), ``probe_rtt`` (median of 5 idle ``get_parameters`` service
@@ -627,6 +631,9 @@ class Session:
         new_utterances = self.utterances[n_utterances:]
         for position, (received, record) in enumerate(self.interactions[n_interactions:n_interactions + expected]):
             spoken = [t - (s.sec + s.nanosec * 1e-9) for t, s, frame in self.spoken[n_spoken:] if frame == record.turn_id]
+            speech_end = record.speech_end.sec + record.speech_end.nanosec * 1e-9
+            published = [s.sec + s.nanosec * 1e-9 - speech_end for _, s, frame in self.spoken[n_spoken:]
+                         if frame == record.turn_id]
             heard = [t - (u.header.stamp.sec + u.header.stamp.nanosec * 1e-9) for t, u in new_utterances]
             row = {"uplink": uplink, "pipeline": self.pipeline, "turn": turn, "warmup": warm, "turn_id": record.turn_id,
                    "success": bool(record.success) and record.speech_end_to_audio_out > 0,
@@ -649,12 +656,14 @@ class Session:
                    "ask_round_trip": record.ask_round_trip_seconds, "server": record.server_seconds,
                    "speech_hop": heard[position] if position < len(heard) else math.nan,
                    "speech_audio_hop": spoken[0] if spoken else math.nan,
+                   "first_audio": record.first_audio_seconds,
+                   "speech_end_to_speech_audio": published[0] if published else math.nan,
                    "probe_rtt": statistics.median(probes) if probes else math.nan,
                    "frames_published": published_frames, "frames_received_vlm": delta("vlm_node"),
                    "frames_received_dialogue": delta("dialogue_node"),
                    "chunks_published": published_chunks, "chunks_received_asr": delta("asr_node"),
                    "replay_error_median_ms": report.median_error_ms, "replay_error_max_ms": report.max_error_ms,
-                   "streamed": self.streaming or 0 < record.speech_end_to_audio_out < record.speech_end_to_answer}
+                   "streamed": self.streaming}
             fill_derived(row)
             rows.append(row)
         return rows
@@ -683,9 +692,17 @@ def fill_derived(row: dict) -> dict:
     row["hop_audio_to_transcript"] = row["speech_end_to_transcript"] - row["vad_exposed"] - row["asr"]
     row["hop_transcript_to_ask"] = (row["speech_end_to_answer"] - row["speech_end_to_transcript"]
                                     - row["ask_round_trip"])
-    row["hop_ask_transport"] = row["ask_round_trip"] - row["server"]
-    row["hop_cloud_internal"] = row["server"] - cloud_compute
-    row["hop_answer_to_audio_out"] = row["speech_end_to_audio_out"] - row["speech_end_to_answer"]
+    if row.get("first_audio", 0) > 0 and not math.isnan(row.get("speech_end_to_speech_audio", math.nan)):
+        # publish_audio: vlm_node published the audio for the speaker itself; the spoken path is
+        # request -> cloud -> speech_audio -> speaker, the response travels back beside it.
+        sent = row["speech_end_to_answer"] - row["ask_round_trip"]
+        row["hop_ask_transport"] = row["speech_end_to_speech_audio"] - sent - row["first_audio"]
+        row["hop_cloud_internal"] = row["first_audio"] - cloud_compute
+        row["hop_answer_to_audio_out"] = row["speech_end_to_audio_out"] - row["speech_end_to_speech_audio"]
+    else:  # the audio came back in the response and dialogue_node published it
+        row["hop_ask_transport"] = row["ask_round_trip"] - row["server"]
+        row["hop_cloud_internal"] = row["server"] - cloud_compute
+        row["hop_answer_to_audio_out"] = row["speech_end_to_audio_out"] - row["speech_end_to_answer"]
     if row.get("streamed"):
         # Sentences were spoken while the answer was still being written: synthesis overlaps
         # generation and the first audio precedes the response, so these are not defined.
@@ -842,6 +859,8 @@ def format_report(result: dict) -> str:
              f"Linux {hw['kernel']}, Python {hw['python']}, {hw['rmw']}"]
     lines.append("models: " + meta["models_text"])
     lines.append("link: " + meta["link_text"])
+    if "cloud_processes" in meta:
+        lines.append("cloud nodes: " + meta["cloud_processes"])
     session = result["session"]
     bag = session["bag"]
     lines.append(f"bag: {bag['path']} ({bag['messages']} messages, {bag['duration']:.2f} s); question "
@@ -957,6 +976,7 @@ class BenchOptions:
     label: str = ""
     stream_audio: bool = False
     compare: bool = False  # one phase per PIPELINES entry
+    compose: bool = False  # the cloud nodes in one process (uservlm_ros/nodes/cloud.py)
 
 
 def graph_overrides(options: BenchOptions, out_dir: Path) -> dict:
@@ -971,12 +991,13 @@ def graph_overrides(options: BenchOptions, out_dir: Path) -> dict:
     return overrides
 
 
-def bench_specs(side: str):
-    """The nodes the bench starts: the cloud side, and the robot side minus camera/microphone."""
-    from uservlm_ros.graph import nodes
+def bench_specs(side: str, compose: bool = False):
+    """The nodes the bench starts: the cloud side (``compose``: as one process), and the robot
+    side minus camera/microphone."""
+    from uservlm_ros.graph import compose_cloud, nodes
 
     if side == "cloud":
-        return nodes("cloud")
+        return compose_cloud(nodes("cloud")) if compose else nodes("cloud")
     return [spec for spec in nodes("robot") if spec.name in ROBOT_NODES]
 
 
@@ -1011,6 +1032,8 @@ def run_bench(options: BenchOptions, log=print) -> tuple[dict, str]:
     bags.read_bag(options.bag)  # fail early on a bad bag
     meta = {"hardware": hardware(), "started": time.strftime("%Y-%m-%d %H:%M:%S"), "options": {
         k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()}}
+    meta["cloud_processes"] = ("one process (cloud_node, --compose): review and synthesis called in-process"
+                               if options.compose else "one process per node")
     started = time.monotonic()
     if options.link == "loopback":
         os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
@@ -1018,7 +1041,7 @@ def run_bench(options: BenchOptions, log=print) -> tuple[dict, str]:
                              "(config/fastdds.xml)" + (", attached to a running graph" if options.attach else ""))
         graphs = []
         if not options.attach:
-            graph = GraphProcesses(bench_specs("cloud") + bench_specs("robot"), params_file=options.params_file,
+            graph = GraphProcesses(bench_specs("cloud", options.compose) + bench_specs("robot"), params_file=options.params_file,
                                    namespace=options.namespace, log_dir=out_dir / "logs",
                                    overrides=graph_overrides(options, out_dir))
             log(f"[bench] starting {', '.join(s.name for s in graph.specs)} (logs in {out_dir / 'logs'})")
@@ -1045,7 +1068,7 @@ def _run_netns(options: BenchOptions, out_dir: Path, meta: dict, log) -> dict:
                              "way, no added delay (netem unavailable); DDS over UDPv4, discovery to static peers")
         log(f"[bench] link up: {meta['link_text']}")
         overrides = graph_overrides(options, out_dir)
-        cloud = GraphProcesses(bench_specs("cloud"), params_file=options.params_file, namespace=options.namespace,
+        cloud = GraphProcesses(bench_specs("cloud", options.compose), params_file=options.params_file, namespace=options.namespace,
                                log_dir=out_dir / "logs", overrides=overrides, env=link.environment("cloud"),
                                command_prefix=link.exec_prefix("cloud"))
         robot = GraphProcesses(bench_specs("robot"), params_file=options.params_file, namespace=options.namespace,
@@ -1101,6 +1124,7 @@ def options_from_args(args) -> BenchOptions:
                         params_file=Path(args.params_file) if args.params_file else None, overrides=overrides,
                         consent=args.consent, user_id=args.user_id, startup_timeout=args.startup_timeout,
                         turn_timeout=args.turn_timeout, stream_audio=args.stream_audio, compare=args.compare,
+                        compose=args.compose,
                         label=args.label or (args.link if args.link != "loopback" else ""))
 
 
@@ -1155,6 +1179,9 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
                              "asr_node's shorter encoder window) and streamed (short window, speculative "
                              "transcription, each sentence spoken as soon as it is synthesized); prints each "
                              "one's time to first audio and its ratio to sequential")
+    parser.add_argument("--compose", action="store_true",
+                        help="run the cloud nodes in one process (cloud_node): vlm_node calls the ethics review "
+                             "and TTS in-process instead of over DDS")
     parser.add_argument("--params-file", help="parameter YAML applied after config/*.yaml")
     parser.add_argument("--out", default="out/bench", help="folder for CSV, PNG, JSON, logs and spoken WAVs")
     parser.add_argument("--label", default="", help="suffix of the output file names")

@@ -108,11 +108,13 @@ def cmd_ask(args) -> int:
 
 
 def cmd_up(args) -> int:
-    from uservlm_ros.graph import model_overrides, nodes
+    from uservlm_ros.graph import compose_cloud, model_overrides, nodes
     from uservlm_ros.launcher import GraphProcesses
 
     side = "cloud" if args.cloud else "robot" if args.robot else "all"
     specs = nodes(side, naoqi=args.naoqi, naoqi_prefix=args.naoqi_prefix)
+    if args.compose:
+        specs = compose_cloud(specs)
     overrides = model_overrides({name: getattr(args, name) for name in MODEL_ARGUMENTS})
     graph = GraphProcesses(specs, params_file=Path(args.params_file) if args.params_file else None,
                            namespace=args.namespace, overrides=overrides)
@@ -151,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--naoqi", action="store_true",
                     help="a Pepper running naoqi_driver2 supplies camera and microphones")
     up.add_argument("--naoqi-prefix", default="/naoqi_driver", help="namespace of naoqi_driver2's topics")
+    up.add_argument("--compose", action="store_true",
+                    help="run the cloud nodes in one process (cloud_node): the review and synthesis calls of "
+                         "vlm_node stay in-process; separate processes (default) isolate crashes")
     for argument, (_, _, help_text) in MODEL_ARGUMENTS.items():
         up.add_argument(f"--{argument.replace('_', '-')}", dest=argument, default="", help=help_text)
     up.set_defaults(func=cmd_up)

@@ -24,6 +24,7 @@ class NodeSpec:
     params_file: str  # file name in config/
     when: str = "always"  # "always", "own_sensors" (not on a naoqi Pepper) or "naoqi"
     remaps: tuple[tuple[str, str], ...] = ()
+    members: tuple[str, ...] = ()  # a composed process: the nodes it runs (see compose_cloud)
 
     @property
     def executable(self) -> str:
@@ -81,6 +82,18 @@ def nodes(side: str = "all", naoqi: bool = False, naoqi_prefix: str = "/naoqi_dr
             continue
         chosen.append(replace(spec, remaps=naoqi_remaps(spec, naoqi_prefix)) if naoqi else spec)
     return chosen
+
+
+def compose_cloud(specs: list[NodeSpec]) -> list[NodeSpec]:
+    """``specs`` with their cloud nodes run as one composed process (uservlm_ros/nodes/cloud.py,
+    calls between them in-process); their remaps become node-specific (``node:from:=to``)."""
+    cloud = [spec for spec in specs if spec.side == "cloud" and not spec.members]
+    if not cloud:
+        return list(specs)
+    remaps = tuple((f"{spec.name}:{source}", target) for spec in cloud for source, target in spec.remaps)
+    container = NodeSpec("cloud_node", "cloud", "cloud", "cloud.yaml", remaps=remaps,
+                         members=tuple(spec.name for spec in cloud))
+    return [container, *(spec for spec in specs if spec not in cloud)]
 
 
 def model_overrides(choices: dict[str, str]) -> dict[str, dict[str, str]]:

@@ -17,9 +17,18 @@ from uservlm_ros.graph import NodeSpec, config_path, dds_environment
 
 def node_command(spec: NodeSpec, params_file: Path | None = None, namespace: str = "",
                  overrides: dict | None = None) -> list[str]:
-    """The command line of one node: its own config file, then ``params_file`` (overrides)."""
-    command = [sys.executable, "-m", spec.python_module, "--ros-args",
-               "-r", f"__node:={spec.name}", "--params-file", str(config_path(spec.params_file))]
+    """The command line of one node: its own config file, then ``params_file`` (overrides).
+    A composed process (``spec.members``) takes ``overrides`` per member node:
+    ``--set node.parameter:=value`` before ``--ros-args``."""
+    if spec.members:
+        command = [sys.executable, "-m", spec.python_module, "--members", ",".join(spec.members)]
+        for node, values in (overrides or {}).items():
+            command += [item for name, value in values.items() for item in ("--set", f"{node}.{name}:={yaml_value(value)}")]
+        command += ["--ros-args", "--params-file", str(config_path(spec.params_file))]
+        overrides = None
+    else:
+        command = [sys.executable, "-m", spec.python_module, "--ros-args",
+                   "-r", f"__node:={spec.name}", "--params-file", str(config_path(spec.params_file))]
     if params_file:
         command += ["--params-file", str(params_file)]
     if namespace:
@@ -71,7 +80,9 @@ class GraphProcesses:
             output = open(self.log_dir / f"{spec.name}.log", "a")
             self._logs.append(output)
         command = [*self.command_prefix,
-                   *node_command(spec, self.params_file, self.namespace, self.overrides.get(spec.name))]
+                   *node_command(spec, self.params_file, self.namespace,
+                                 {member: self.overrides.get(member, {}) for member in spec.members}
+                                 if spec.members else self.overrides.get(spec.name))]
         self.processes[spec.name] = subprocess.Popen(
             command, env=self.env, stdout=output, stderr=subprocess.STDOUT if output else None,
             stdin=subprocess.DEVNULL, start_new_session=True)

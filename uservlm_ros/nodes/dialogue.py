@@ -4,7 +4,8 @@ For each utterance on ``speech`` it picks the camera frame nearest the end of th
 locally, so one frame per turn crosses the uplink instead of a 30 Hz stream; a JPEG frame is sent
 as it came, undecoded), calls
 ``uservlm/ask`` with ``speak: true`` — the same path as any other ask, ethics review included —
-publishes the answer's audio on ``speech_audio`` for the speaker, and, once the speaker reports
+has the cloud publish the answer's audio on ``speech_audio`` for the speaker (``publish_audio``: it
+does not come back through this node), and, once the speaker reports
 the first sample out on ``speech_started``, one ``interactions`` record with every stage's time.
 
 The cloud side may be down or restarted at any time: the node keeps running, says so in its log
@@ -135,8 +136,10 @@ class DialogueNode(Node):
                              language=utterance.language, speech_start=utterance.start,
                              speech_end=utterance.end, asr_seconds=utterance.asr_seconds)
         record.speech_end_to_transcript = max(0.0, stamp_to_seconds(utterance.header.stamp) - speech_end)
+        # The cloud publishes the answer's audio for the speaker itself (publish_audio): it does
+        # not travel back through this node first.
         request = Ask.Request(question=utterance.text, user_id=self.param("user_id"), speak=self.param("speak"),
-                              stream_audio=self.param("stream_audio"), turn_id=turn_id)
+                              publish_audio=True, stream_audio=self.param("stream_audio"), turn_id=turn_id)
         record.image_source = self._user_image(speech_end, request)
         sent = time.time()
         try:
@@ -156,9 +159,10 @@ class DialogueNode(Node):
         record.prefill_seconds = response.prefill_seconds
         record.generation_seconds = response.generation_seconds
         record.synthesis_seconds = response.synthesis_seconds
-        streamed = response.first_audio_seconds > 0  # the sentences went straight to the speaker
-        if response.success and (streamed or len(response.audio.data)):
-            if not streamed:
+        record.first_audio_seconds = response.first_audio_seconds
+        published = response.first_audio_seconds > 0  # the audio went straight to the speaker
+        if response.success and (published or len(response.audio.data)):
+            if not published:  # a cloud side that returns the audio instead
                 audio = response.audio
                 audio.header.frame_id = turn_id
                 audio.header.stamp = self.get_clock().now().to_msg()
@@ -213,7 +217,8 @@ class DialogueNode(Node):
 
 
 def main(args=None) -> int:
-    return run_node(lambda: DialogueNode(), args)
+    # Callbacks only queue and record: the turns run on their own thread, one executor thread is enough.
+    return run_node(lambda: DialogueNode(), args, threads=1)
 
 
 if __name__ == "__main__":

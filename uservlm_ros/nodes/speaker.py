@@ -86,7 +86,8 @@ class SpeakerNode(Node):
 
 
 def main(args=None) -> int:
-    return run_node(lambda: SpeakerNode(), args, threads=2)
+    # Callbacks only hand audio to the sink thread: one executor thread, no pool hand-off.
+    return run_node(lambda: SpeakerNode(), args, threads=1)
 
 
 if __name__ == "__main__":

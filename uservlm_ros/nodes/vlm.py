@@ -3,7 +3,9 @@
 Lifecycle node around :class:`uservlm_ros.engines.vlm.VLMEngine` (PaliGemma 2 + a LoRA or MoLE
 adapter; a tiny randomly initialised PaliGemma 2 offline, whose answers are meaningless). Keeps the
 newest frames of ``camera/image_raw`` and ``camera/image_raw/compressed`` (sensor-data QoS) for
-requests that carry no image, and calls ``uservlm/synthesize`` when a request asks to speak.
+requests that carry no image, and calls ``uservlm/synthesize`` when a request asks to speak; with
+``publish_audio`` or ``stream_audio`` the audio goes to the robot's speaker on ``speech_audio``
+itself instead of back to the caller.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallb
 
 from uservlm_ros import turn
 from uservlm_ros.engines import vlm as vlm_engine
-from uservlm_ros.ros import qos
+from uservlm_ros.ros import local_services, qos
 from uservlm_ros.ros.conversions import (array_to_audio, audio_to_array, check_compressed, compressed_is_empty,
                                          compressed_to_rgb, image_is_empty, image_to_rgb)
 from uservlm_ros.ros.engine_node import EngineNode
@@ -65,8 +67,9 @@ class VLMNode(EngineNode):
         self._review = self.create_client(Review, "uservlm/review", qos_profile=qos.SERVICES,
                                           callback_group=self._service_group)
         self._review_was_up: bool | None = None
+        self._said_in_process = False
         self._review_seen = False
-        # stream_audio asks: each sentence goes straight to the robot's speaker.
+        # publish_audio / stream_audio asks: the answer (each sentence) goes straight to the robot's speaker.
         self._speech_audio = self.create_publisher(AudioChunk, "speech_audio", qos.EVENTS)
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -98,6 +101,7 @@ class VLMNode(EngineNode):
     # -- camera -------------------------------------------------------------------------------
     def diagnostic_values(self) -> dict[str, str]:
         return {"frames_received": str(self.frames.received), "frames_dropped": str(self.frames.dropped),
+                "in_process_calls": str(sum(local_services.calls.values())),
                 "placeholder_model": str(bool(self.engine and self.engine.placeholder))}
 
     # -- ask ----------------------------------------------------------------------------------
@@ -174,6 +178,15 @@ class VLMNode(EngineNode):
                                                   stamp=self.get_clock().now().to_msg(), frame_id=turn_id))
         return speech.seconds
 
+    def speak_whole(self, text: str, turn_id: str, published: list) -> turn.Speech:
+        """run_turn's synthesis step with publish_audio: the whole answer goes to the robot's
+        speaker as soon as it is synthesized; its publish time is appended to ``published``."""
+        speech = self.synthesize(text)
+        published.append(time.perf_counter())  # as its stamp: the hops are split there
+        self._speech_audio.publish(array_to_audio(speech.samples, speech.sample_rate,
+                                                  stamp=self.get_clock().now().to_msg(), frame_id=turn_id))
+        return turn.Speech(samples=np.zeros(0, np.int16), sample_rate=0, seconds=speech.seconds)
+
     def finish_stream(self, speaker: SentenceSpeaker, text: str) -> turn.Speech:
         """run_turn's synthesis step in stream_audio mode: the answer's sentences are already on
         their way (a clarifying question is fed whole); wait for the last one."""
@@ -194,6 +207,9 @@ class VLMNode(EngineNode):
             # Decoding the image is image preprocessing: counted with the VLM's own preprocess.
             decode_seconds = time.perf_counter() - started
             synthesize_fn = self.synthesize if request.speak else None
+            published: list[float] = []  # publish_audio: when the answer's audio went out
+            if request.speak and request.publish_audio and not request.stream_audio:
+                synthesize_fn = lambda text: self.speak_whole(text, request.turn_id, published)  # noqa: E731
             if request.speak and request.stream_audio:
                 speaker = SentenceSpeaker(lambda sentence: self.speak_sentence(sentence, request.turn_id))
                 synthesize_fn = lambda text: self.finish_stream(speaker, text)  # noqa: E731
@@ -210,7 +226,13 @@ class VLMNode(EngineNode):
             result.timings["preprocess"] = result.timings.get("preprocess", 0.0) + decode_seconds
         if speaker is not None and speaker.first_audio_at is not None:
             result.timings["first_audio"] = speaker.first_audio_at - started
+        elif speaker is None and request.speak and request.publish_audio and published:
+            result.timings["first_audio"] = published[0] - started
         self.fill_response(response, result)
+        if local_services.calls and not self._said_in_process:
+            self._said_in_process = True
+            self.get_logger().info("composed cloud: called in-process (no DDS): "
+                                   + ", ".join(sorted(local_services.calls)))
         self.count_request(result.error)
         if result.success:
             self.stage_times.add(**result.timings)

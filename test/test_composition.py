@@ -1,0 +1,129 @@
+"""The composed cloud (``--compose``): the four cloud nodes in one process, vlm_node's review and
+synthesis calls made in-process. The registry and its semantics (exclusion, timeout, fall back to
+DDS), the command line of the composed process, and the composed process answering a spoken ask."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from uservlm_ros.graph import compose_cloud, nodes
+from uservlm_ros.launcher import node_command
+from uservlm_ros.ros import local_services
+from uservlm_ros.srv import Forget, Review
+
+
+@pytest.fixture
+def in_process():
+    local_services.enable()
+    yield
+    local_services.disable()
+
+
+def test_nothing_is_served_in_process_unless_enabled():
+    local_services.register("/uservlm/forget", Forget, lambda request, response: response)
+    assert local_services.lookup("/uservlm/forget", Forget) is None
+
+
+def test_lookup_is_by_name_and_type_and_unregister_needs_the_same_callback(in_process):
+    def serve(request, response):
+        return response
+
+    local_services.register("/uservlm/forget", Forget, serve)
+    assert local_services.lookup("/uservlm/forget", Forget) is serve
+    assert local_services.lookup("/uservlm/forget", Review) is None  # same name, other type
+    assert local_services.lookup("/pepper1/uservlm/forget", Forget) is None
+    local_services.unregister("/uservlm/forget", lambda request, response: response)
+    assert local_services.lookup("/uservlm/forget", Forget) is serve
+    local_services.unregister("/uservlm/forget", serve)
+    assert local_services.lookup("/uservlm/forget", Forget) is None
+
+
+def test_a_call_that_does_not_answer_in_time_fails_instead_of_hanging(in_process):
+    release = threading.Event()
+
+    def stuck(request, response):
+        release.wait(10)
+        return response
+
+    started = time.monotonic()
+    with pytest.raises(TimeoutError, match="did not answer within 0.2 s"):
+        local_services.call(stuck, Forget, Forget.Request(user_id="x"), 0.2, "/uservlm/forget")
+    assert time.monotonic() - started < 5
+    release.set()
+    assert local_services.calls["/uservlm/forget"] == 1
+
+
+def test_exclusive_callbacks_never_overlap(in_process):
+    lock, running, overlaps = threading.Lock(), [], []
+
+    def serve(request, response):
+        running.append(1)
+        overlaps.append(len(running) > 1)
+        time.sleep(0.01)
+        running.pop()
+        response.existed = True
+        return response
+
+    guarded = local_services.exclusive(serve, lock)
+    threads = [threading.Thread(target=local_services.call, args=(guarded, Forget, Forget.Request(), 5, "f"))
+               for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(overlaps) == 6 and not any(overlaps)
+
+
+def test_composed_command_line_keeps_overrides_per_node_and_remaps_node_specific():
+    specs = compose_cloud(nodes("all", naoqi=True, naoqi_prefix="/naoqi_driver"))
+    container = specs[0]
+    assert container.name == "cloud_node" and set(container.members) == {"asr_node", "tts_node", "vlm_node",
+                                                                         "ethics_node"}
+    assert not any(spec.side == "cloud" for spec in specs[1:])
+    assert ("vlm_node:camera/image_raw", "/naoqi_driver/camera/front/image_raw") in container.remaps
+    command = node_command(container, namespace="pepper1",
+                           overrides={"vlm_node": {"device": "cpu", "max_new_tokens": 12}, "asr_node": {}})
+    ros_args = command.index("--ros-args")
+    assert command[3:ros_args] == ["--members", ",".join(container.members), "--set", "vlm_node.device:='cpu'",
+                                   "--set", "vlm_node.max_new_tokens:=12"]
+    assert "__node:=" not in " ".join(command)  # one remap of the node name would rename all four
+    assert "-p" not in command  # a -p would reach every node of the process
+    assert "__ns:=/pepper1" in command
+
+
+@pytest.mark.parametrize("arguments, error", [
+    (["--members", "moon_node"], "--members"),
+    (["--set", "vlm_node.device"], "expected node.parameter:=value"),
+    (["--set", "camera_node.device:=cpu"], "is not one of"),
+])
+def test_composed_process_refuses_bad_arguments(arguments, error):
+    result = subprocess.run([sys.executable, "-m", "uservlm_ros.nodes.cloud", *arguments],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and error in result.stderr, result.stderr
+
+
+def test_composed_cloud_answers_a_spoken_ask_with_review_and_synthesis_in_process(tmp_path):
+    from ros_helpers import start_cloud
+
+    from uservlm_ros.client import UserVLMClient
+
+    graph = start_cloud(tmp_path, specs=compose_cloud(nodes("cloud")), namespace="composed")
+    try:
+        assert list(graph.processes) == ["cloud_node"]
+        with UserVLMClient(node_name="composed_client", namespace="composed") as client:
+            reply = client.ask("Recommend me a movie", speak=True, timeout=180)
+            response = reply.response
+            assert response.success, response.error
+            assert response.review_decision == "allow" and response.review_seconds > 0
+            assert 0 < response.generated_tokens <= 12  # vlm_node's override reached vlm_node
+            assert response.synthesis_seconds > 0 and len(response.audio.data) > 0
+        log = (tmp_path / "cloud_node.log").read_text()
+        assert "composed cloud: called in-process (no DDS): /composed/uservlm/review, " \
+               "/composed/uservlm/synthesize" in log, log[-2000:]
+        assert (tmp_path / "consent").is_dir()  # ethics_node's override reached ethics_node
+    finally:
+        graph.stop()

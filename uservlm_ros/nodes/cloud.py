@@ -1,0 +1,94 @@
+"""cloud_node: the cloud side's nodes — asr_node, tts_node, vlm_node, ethics_node — composed
+into one process (``uservlm up --compose``, ``uservlm bench --compose``).
+
+What a component container is to rclcpp nodes: one process, one executor, every node keeping
+its name, parameters (cloud.yaml is keyed by node name), services and topics, so the graph looks
+the same from outside. What changes is inside: vlm_node's calls to ``uservlm/review`` and
+``uservlm/synthesize`` go straight to the ethics and TTS callbacks
+(:mod:`uservlm_ros.ros.local_services`) instead of through DDS — two service round trips less
+per turn, and the answer's 180 KB of audio are not serialised twice.
+
+The price: one Python interpreter for the four engines (they release the GIL in their C++ and
+Torch kernels, the Python glue shares it) and one crash takes the four down together; separate
+processes (the default) isolate them.
+
+Per-node parameter overrides are given before ``--ros-args`` as ``--set node.parameter:=value``
+(a ``-p`` after ``--ros-args`` would reach every node of the process).
+"""
+from __future__ import annotations
+
+import sys
+
+import yaml
+
+from uservlm_ros.ros import local_services
+from uservlm_ros.ros.runner import run_nodes
+
+MEMBERS = ("asr_node", "tts_node", "vlm_node", "ethics_node")
+
+
+def parse_members(argv: list[str]) -> tuple[str, ...]:
+    """The nodes to run, from ``--members a,b`` before ``--ros-args`` (default: all four)."""
+    from rclpy.utilities import remove_ros_args
+
+    arguments = remove_ros_args(argv)[1:]
+    if "--members" not in arguments:
+        return MEMBERS
+    position = arguments.index("--members")
+    chosen = tuple(n for n in (arguments[position + 1] if position + 1 < len(arguments) else "").split(",") if n)
+    unknown = [n for n in chosen if n not in MEMBERS]
+    if not chosen or unknown:
+        raise ValueError(f"--members: choose from {', '.join(MEMBERS)}" + (f" (not {', '.join(unknown)})" if unknown else ""))
+    return chosen
+
+
+def parse_overrides(argv: list[str]) -> dict[str, dict]:
+    """{node: {parameter: value}} from ``--set node.parameter:=value`` arguments (values are YAML,
+    as with ``-p``); ValueError for a malformed one or an unknown node."""
+    from rclpy.utilities import remove_ros_args
+
+    overrides: dict[str, dict] = {}
+    arguments = remove_ros_args(argv)[1:]
+    for position, argument in enumerate(arguments):
+        if argument != "--set":
+            continue
+        if position + 1 >= len(arguments):
+            raise ValueError("--set needs node.parameter:=value")
+        target, separator, value = arguments[position + 1].partition(":=")
+        node, dot, parameter = target.partition(".")
+        if not separator or not dot or not parameter:
+            raise ValueError(f"--set {arguments[position + 1]!r}: expected node.parameter:=value")
+        if node not in MEMBERS:
+            raise ValueError(f"--set {arguments[position + 1]!r}: {node!r} is not one of {', '.join(MEMBERS)}")
+        overrides.setdefault(node, {})[parameter] = yaml.safe_load(value)
+    return overrides
+
+
+def main(args=None) -> int:
+    from rclpy.parameter import Parameter
+
+    from uservlm_ros.nodes.asr import ASRNode
+    from uservlm_ros.nodes.ethics import EthicsNode
+    from uservlm_ros.nodes.tts import TTSNode
+    from uservlm_ros.nodes.vlm import VLMNode
+
+    argv = sys.argv if args is None else args
+    try:
+        members = parse_members(argv)
+        overrides = parse_overrides(argv)
+    except ValueError as error:
+        print(f"cloud_node: {error}", file=sys.stderr)
+        return 2
+    kinds = {"asr_node": ASRNode, "tts_node": TTSNode, "ethics_node": EthicsNode, "vlm_node": VLMNode}
+
+    def make(name):
+        parameters = [Parameter(k, value=v) for k, v in overrides.get(name, {}).items()]
+        return lambda: kinds[name](parameter_overrides=parameters)
+
+    local_services.enable()
+    # The servers first: vlm_node finds ethics and TTS ready when it takes its first ask.
+    return run_nodes([make(name) for name in kinds if name in members], args=argv, threads=16)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
