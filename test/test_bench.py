@@ -27,7 +27,7 @@ def _row(**values) -> dict:
            "transcript": "q", "answer": "a", "clarification": False, "image_source": "camera/image_raw/compressed",
            "model": "tiny-random-paligemma2 (placeholder)", "placeholder_model": True,
            "speech_end_to_transcript": 1.70, "speech_end_to_answer": 2.10, "speech_end_to_audio_out": 2.12,
-           "vad_wait": 0.34, "asr_start": 0.34, "speculative_asr": False, "asr": 1.30, "review": 0.02, "preprocess": 0.01, "prefill": 0.02,
+           "vad_wait": 0.34, "asr_start": 0.34, "speculative_asr": False, "vad": 0.0, "asr": 1.30, "review": 0.02, "preprocess": 0.01, "prefill": 0.02,
            "generation": 0.05, "synthesis": 0.25, "ask_round_trip": 0.39, "server": 0.37,
            "speech_hop": 0.002, "speech_audio_hop": 0.003, "probe_rtt": 0.001,
            "frames_published": 35, "frames_received_vlm": 35, "frames_received_dialogue": 35,
@@ -45,6 +45,11 @@ def test_middleware_is_end_to_end_minus_vad_wait_and_compute_and_its_hops_add_up
     assert sum(row[h] for h in bench.HOPS) == pytest.approx(row["middleware"])
     assert row["hop_ask_transport"] == pytest.approx(0.02)
     assert row["hop_cloud_internal"] == pytest.approx(0.37 - (compute - 1.30))
+    timed_vad = _row(vad=0.004)  # the segmenter's work on the last chunk is compute, not middleware
+    assert timed_vad["compute"] == pytest.approx(compute + 0.004)
+    assert timed_vad["middleware"] == pytest.approx(row["middleware"] - 0.004)
+    assert timed_vad["hop_audio_to_transcript"] == pytest.approx(row["hop_audio_to_transcript"] - 0.004)
+    assert timed_vad["hop_cloud_internal"] == pytest.approx(row["hop_cloud_internal"])
     failed = _row(success=False)
     assert math.isnan(failed["middleware"]) and all(math.isnan(failed[h]) for h in bench.HOPS)
 

@@ -57,6 +57,22 @@ def test_a_call_that_does_not_answer_in_time_fails_instead_of_hanging(in_process
     assert local_services.calls["/uservlm/forget"] == 1
 
 
+def test_a_served_callback_calling_another_service_runs_it_in_its_own_thread(in_process):
+    threads = {}
+
+    def inner(request, response):
+        threads["inner"] = threading.current_thread().name
+        return response
+
+    def outer(request, response):
+        threads["outer"] = threading.current_thread().name
+        return local_services.call(inner, Forget, Forget.Request(), 1.0, "/inner")
+
+    local_services.call(outer, Forget, Forget.Request(), 5.0, "/outer")
+    # nested calls never wait for a free worker (a full pool cannot deadlock them)
+    assert threads["outer"] == threads["inner"] and threads["outer"].startswith("local_service")
+
+
 def test_exclusive_callbacks_never_overlap(in_process):
     lock, running, overlaps = threading.Lock(), [], []
 

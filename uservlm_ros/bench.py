@@ -24,6 +24,9 @@ at the end. ``--consent anonymous`` measures the generic path instead (empty use
 In ``--attach`` mode dialogue_node's ``user_id`` parameter is set to the bench user for the run
 and restored afterwards; no real user's consent is touched.
 
+``--compose`` runs the four cloud nodes as one process (``cloud_node``): vlm_node calls the
+review and the synthesis in-process, and ``hop_cloud_internal`` shrinks to what the nodes do.
+
 Speech out. dialogue_node can have the cloud speak the answer sentence by sentence while it is
 still being written (its ``stream_audio`` parameter). The bench turns that off for its run by default
 — the answer is synthesized whole, then spoken — because the decomposition below needs the stages
@@ -37,8 +40,9 @@ the end of the utterance as the VAD placed it, in the audio's capture clock):
 - ``speech_end_to_transcript`` / ``_to_answer`` / ``_to_audio_out``: the utterance published by
   asr_node / the /uservlm/ask response received by dialogue_node / the first sample out of
   speaker_node.
-- engine compute: ``asr`` (Whisper), ``review`` (ethics), ``preprocess``, ``prefill``,
-  ``generation`` (VLM), ``synthesis`` (TTS), each timed inside its engine.
+- engine compute: ``vad`` (the Silero segmenter on the audio chunk that ended the utterance),
+  ``asr`` (Whisper), ``review`` (ethics), ``preprocess``, ``prefill``, ``generation`` (VLM),
+  ``synthesis`` (TTS), each timed inside its node or engine.
 - ``vad_wait``: audio the VAD must still *hear* after the speech end before it can close the
   utterance (its silence window, plus the chunking) = receive time of the chunk that completes the
   utterance - speech end, both from the bag. ``asr_start``: the same for the chunk from which
@@ -53,14 +57,14 @@ the end of the utterance as the VAD placed it, in the audio's capture clock):
 **ROS middleware share** (``middleware``)::
 
     middleware = speech_end_to_audio_out - vad_exposed
-                 - (asr + review + preprocess + prefill + generation + synthesis)
+                 - (vad + asr + review + preprocess + prefill + generation + synthesis)
 
 i.e. everything on the robot -> cloud -> robot path that is not an engine computing or the VAD
 waiting for audio: DDS transport of every hop, executor scheduling and queueing, message
 (de)serialisation and conversions in the nodes. It is split exactly into five parts that sum to it:
 
-- ``hop_audio_to_transcript`` = transcript - vad_exposed - asr: ``audio`` topic (robot -> cloud) +
-  VAD inference per chunk + the ASR worker queue;
+- ``hop_audio_to_transcript`` = transcript - vad_exposed - vad - asr: ``audio`` topic (robot ->
+  cloud), the chunk's conversion and the ASR worker queue;
 - ``hop_transcript_to_ask`` = answer - transcript - ask_round_trip: ``speech`` topic (cloud ->
   robot) + dialogue_node picking and converting the frame and building the request;
 - ``hop_ask_transport``: the /uservlm/ask service's own transport. dialogue_node asks with
@@ -125,7 +129,7 @@ CONSENT_REPLY = "Yes, please."
 CLOUD_NODES = ("asr_node", "tts_node", "vlm_node", "ethics_node")
 ROBOT_NODES = ("speaker_node", "dialogue_node")
 PAPER_MIDDLEWARE = "320 ± 45 ms"
-COMPUTE_STAGES = ("asr", "review", "preprocess", "prefill", "generation", "synthesis")
+COMPUTE_STAGES = ("vad", "asr", "review", "preprocess", "prefill", "generation", "synthesis")
 HOPS = ("hop_audio_to_transcript", "hop_transcript_to_ask", "hop_ask_transport", "hop_cloud_internal",
         "hop_answer_to_audio_out")
 # (column, label) of the summary table, in order.
@@ -135,10 +139,10 @@ SUMMARY = (
     ("speech_end_to_audio_out", "speech end -> first audio out"),
     ("vad_wait", "  VAD: audio to hear after speech end"),
     ("vad_exposed", "  ... of it not hidden by ASR"),
-    ("compute", "  engine compute (ASR+review+VLM+TTS)"),
+    ("compute", "  engine compute (VAD+ASR+review+VLM+TTS)"),
     *((stage, f"    {stage}") for stage in COMPUTE_STAGES),
     ("middleware", "  ROS middleware share"),
-    ("hop_audio_to_transcript", "    audio topic + VAD/ASR queue"),
+    ("hop_audio_to_transcript", "    audio topic + ASR queue"),
     ("hop_transcript_to_ask", "    speech topic + dialogue prep"),
     ("hop_ask_transport", "    /uservlm/ask transport"),
     ("hop_cloud_internal", "    review/synthesize hops (cloud)"),
@@ -650,7 +654,7 @@ class Session:
                    "speech_end_error": (record.speech_end.sec + record.speech_end.nanosec * 1e-9)
                                        - (report.started_wall + utterances[min(position, len(utterances) - 1)]["end"]
                                           - replayer.messages[0].log_time / 1e9),
-                   "asr": record.asr_seconds, "review": record.review_seconds,
+                   "vad": record.vad_seconds, "asr": record.asr_seconds, "review": record.review_seconds,
                    "preprocess": record.preprocess_seconds, "prefill": record.prefill_seconds,
                    "generation": record.generation_seconds, "synthesis": record.synthesis_seconds,
                    "ask_round_trip": record.ask_round_trip_seconds, "server": record.server_seconds,
@@ -678,8 +682,9 @@ class Session:
 
 def fill_derived(row: dict) -> dict:
     """compute, vad_exposed, middleware and its five hops (see the module docstring) from a row."""
+    row.setdefault("vad", 0.0)  # rows of runs before the VAD was timed
     compute = sum(row[stage] for stage in COMPUTE_STAGES)
-    cloud_compute = compute - row["asr"]
+    cloud_compute = compute - row["asr"] - row["vad"]
     row["compute"] = compute
     # The VAD's wait that ASR does not hide: transcription (from asr_start) and the VAD's
     # confirmation of the end (vad_wait) run side by side; the transcript needs both.
@@ -689,7 +694,8 @@ def fill_derived(row: dict) -> dict:
             row[name] = math.nan
         return row
     row["middleware"] = row["speech_end_to_audio_out"] - row["vad_exposed"] - compute
-    row["hop_audio_to_transcript"] = row["speech_end_to_transcript"] - row["vad_exposed"] - row["asr"]
+    row["hop_audio_to_transcript"] = (row["speech_end_to_transcript"] - row["vad_exposed"] - row["vad"]
+                                      - row["asr"])
     row["hop_transcript_to_ask"] = (row["speech_end_to_answer"] - row["speech_end_to_transcript"]
                                     - row["ask_round_trip"])
     if row.get("first_audio", 0) > 0 and not math.isnan(row.get("speech_end_to_speech_audio", math.nan)):
@@ -1041,7 +1047,9 @@ def run_bench(options: BenchOptions, log=print) -> tuple[dict, str]:
                              "(config/fastdds.xml)" + (", attached to a running graph" if options.attach else ""))
         graphs = []
         if not options.attach:
-            graph = GraphProcesses(bench_specs("cloud", options.compose) + bench_specs("robot"), params_file=options.params_file,
+            specs = (bench_specs("cloud", options.compose)
+                     + bench_specs("robot"))
+            graph = GraphProcesses(specs, params_file=options.params_file,
                                    namespace=options.namespace, log_dir=out_dir / "logs",
                                    overrides=graph_overrides(options, out_dir))
             log(f"[bench] starting {', '.join(s.name for s in graph.specs)} (logs in {out_dir / 'logs'})")
@@ -1068,10 +1076,12 @@ def _run_netns(options: BenchOptions, out_dir: Path, meta: dict, log) -> dict:
                              "way, no added delay (netem unavailable); DDS over UDPv4, discovery to static peers")
         log(f"[bench] link up: {meta['link_text']}")
         overrides = graph_overrides(options, out_dir)
-        cloud = GraphProcesses(bench_specs("cloud", options.compose), params_file=options.params_file, namespace=options.namespace,
+        cloud = GraphProcesses(bench_specs("cloud", options.compose),
+                               params_file=options.params_file, namespace=options.namespace,
                                log_dir=out_dir / "logs", overrides=overrides, env=link.environment("cloud"),
                                command_prefix=link.exec_prefix("cloud"))
-        robot = GraphProcesses(bench_specs("robot"), params_file=options.params_file, namespace=options.namespace,
+        robot = GraphProcesses(bench_specs("robot"),
+                               params_file=options.params_file, namespace=options.namespace,
                                log_dir=out_dir / "logs", overrides=overrides, env=link.environment("robot"),
                                command_prefix=link.exec_prefix("robot"))
         config_path, result_path = out_dir / "session_config.json", out_dir / "session_result.json"

@@ -140,10 +140,13 @@ class ASRNode(EngineNode):
             self.get_logger().warning(f"bad audio chunk dropped: {error}")
             return
         stamp = stamp_to_seconds(msg.header.stamp) or time.time()
-        for heard in self._listener.feed(samples, stamp):
+        started = time.perf_counter()
+        finished = self._listener.feed(samples, stamp)
+        vad_seconds = time.perf_counter() - started
+        for heard in finished:
             speculation = self._speculation
             matched = speculation is not None and heard.same_as(speculation[0])
-            self._heard.put((heard, speculation[1] if matched else None))
+            self._heard.put((heard, speculation[1] if matched else None, vad_seconds))
             self._speculation = None
         if self.param("speculative"):
             candidate = self._listener.candidate()
@@ -156,7 +159,7 @@ class ASRNode(EngineNode):
             item = self._heard.get()
             if item is None:
                 return
-            heard, speculation = item
+            heard, speculation, vad_seconds = item
             try:
                 if speculation is not None:  # already transcribed (or being) while the end was confirmed
                     transcript = speculation.result()
@@ -171,7 +174,7 @@ class ASRNode(EngineNode):
                 continue
             msg = Utterance(text=transcript.text.strip(), language=transcript.language,
                             confidence=float(transcript.confidence), asr_seconds=float(transcript.asr_seconds),
-                            start=seconds_to_stamp(heard.start), end=seconds_to_stamp(heard.end))
+                            vad_seconds=float(vad_seconds), start=seconds_to_stamp(heard.start), end=seconds_to_stamp(heard.end))
             msg.header.stamp = self.get_clock().now().to_msg()
             msg.header.frame_id = "microphone"
             self._speech_pub.publish(msg)

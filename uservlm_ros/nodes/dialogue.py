@@ -134,7 +134,8 @@ class DialogueNode(Node):
         speech_end = stamp_to_seconds(utterance.end)
         record = Interaction(turn_id=turn_id, user_id=self.param("user_id"), transcript=utterance.text,
                              language=utterance.language, speech_start=utterance.start,
-                             speech_end=utterance.end, asr_seconds=utterance.asr_seconds)
+                             speech_end=utterance.end, asr_seconds=utterance.asr_seconds,
+                             vad_seconds=utterance.vad_seconds)
         record.speech_end_to_transcript = max(0.0, stamp_to_seconds(utterance.header.stamp) - speech_end)
         # The cloud publishes the answer's audio for the speaker itself (publish_audio): it does
         # not travel back through this node first.

@@ -24,6 +24,7 @@ _lock = threading.Lock()
 _servers: dict[str, tuple[type, Callable]] = {}
 _enabled = False
 _workers: ThreadPoolExecutor | None = None
+_WORKER_PREFIX = "local_service"
 calls: dict[str, int] = {}  # in-process calls made, per service (for /diagnostics and logs)
 
 
@@ -33,7 +34,7 @@ def enable(workers: int = 8) -> None:
     with _lock:
         _enabled = True
         if _workers is None:
-            _workers = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="local_service")
+            _workers = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=_WORKER_PREFIX)
 
 
 def disable() -> None:
@@ -70,9 +71,13 @@ def lookup(name: str, srv_type: type) -> Callable | None:
 
 
 def call(callback: Callable, srv_type: type, request, timeout: float, name: str):
-    """Run ``callback`` on a worker thread; its response, or TimeoutError after ``timeout`` s."""
+    """Run ``callback`` on a worker thread; its response, or TimeoutError after ``timeout`` s.
+    A call made from a worker (a served callback calling another service) runs in that thread:
+    nested calls never wait for a free worker, and the outer call's timeout bounds them."""
     with _lock:
         calls[name] = calls.get(name, 0) + 1
+    if threading.current_thread().name.startswith(_WORKER_PREFIX):
+        return callback(request, srv_type.Response())
     future = _workers.submit(callback, request, srv_type.Response())
     try:
         return future.result(timeout=timeout)
