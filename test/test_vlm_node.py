@@ -52,7 +52,9 @@ def vlm_in_process(rclpy_context):
     """vlm_node in this process (its own executor thread), on the tiny offline model."""
     from uservlm_ros.nodes.vlm import VLMNode
 
-    node = VLMNode(context=rclpy_context, parameter_overrides=[
+    # Own namespace: the session's cloud graph may serve /uservlm/ask on the same DDS domain, and a
+    # request then goes to both servers (its answer, not this node's, could come back first).
+    node = VLMNode(context=rclpy_context, namespace="fault", parameter_overrides=[
         Parameter("adapter", value=""), Parameter("max_new_tokens", value=4)])
     assert node.autostart(), node.load_error
     executor = MultiThreadedExecutor(num_threads=4, context=rclpy_context)
@@ -69,7 +71,7 @@ def test_engine_exception_becomes_error_response(vlm_in_process, rclpy_context):
     import rclpy
 
     node = vlm_in_process
-    client_node = rclpy.create_node("fault_client", context=rclpy_context)
+    client_node = rclpy.create_node("fault_client", namespace="fault", context=rclpy_context)
     executor = SingleThreadedExecutor(context=rclpy_context)
     executor.add_node(client_node)
     ask = client_node.create_client(Ask, "uservlm/ask", qos_profile=qos.SERVICES)
