@@ -634,10 +634,10 @@ class Session:
         rows = []
         new_utterances = self.utterances[n_utterances:]
         for position, (received, record) in enumerate(self.interactions[n_interactions:n_interactions + expected]):
-            spoken = [t - (s.sec + s.nanosec * 1e-9) for t, s, frame in self.spoken[n_spoken:] if frame == record.turn_id]
+            # this turn's speech_audio messages: (arrival at the bench, publish stamp), seconds
+            spoken = [(t, s.sec + s.nanosec * 1e-9) for t, s, frame in self.spoken[n_spoken:]
+                      if frame == record.turn_id]
             speech_end = record.speech_end.sec + record.speech_end.nanosec * 1e-9
-            published = [s.sec + s.nanosec * 1e-9 - speech_end for _, s, frame in self.spoken[n_spoken:]
-                         if frame == record.turn_id]
             heard = [t - (u.header.stamp.sec + u.header.stamp.nanosec * 1e-9) for t, u in new_utterances]
             row = {"uplink": uplink, "pipeline": self.pipeline, "turn": turn, "warmup": warm, "turn_id": record.turn_id,
                    "success": bool(record.success) and record.speech_end_to_audio_out > 0,
@@ -659,9 +659,9 @@ class Session:
                    "generation": record.generation_seconds, "synthesis": record.synthesis_seconds,
                    "ask_round_trip": record.ask_round_trip_seconds, "server": record.server_seconds,
                    "speech_hop": heard[position] if position < len(heard) else math.nan,
-                   "speech_audio_hop": spoken[0] if spoken else math.nan,
+                   "speech_audio_hop": spoken[0][0] - spoken[0][1] if spoken else math.nan,
                    "first_audio": record.first_audio_seconds,
-                   "speech_end_to_speech_audio": published[0] if published else math.nan,
+                   "speech_end_to_speech_audio": spoken[0][1] - speech_end if spoken else math.nan,
                    "probe_rtt": statistics.median(probes) if probes else math.nan,
                    "frames_published": published_frames, "frames_received_vlm": delta("vlm_node"),
                    "frames_received_dialogue": delta("dialogue_node"),
@@ -682,7 +682,6 @@ class Session:
 
 def fill_derived(row: dict) -> dict:
     """compute, vad_exposed, middleware and its five hops (see the module docstring) from a row."""
-    row.setdefault("vad", 0.0)  # rows of runs before the VAD was timed
     compute = sum(row[stage] for stage in COMPUTE_STAGES)
     cloud_compute = compute - row["asr"] - row["vad"]
     row["compute"] = compute

@@ -27,28 +27,21 @@ from uservlm_ros.ros.runner import run_nodes
 MEMBERS = ("asr_node", "tts_node", "vlm_node", "ethics_node")
 
 
-def parse_members(argv: list[str]) -> tuple[str, ...]:
-    """The nodes to run, from ``--members a,b`` before ``--ros-args`` (default: all four)."""
+def parse_arguments(argv: list[str]) -> tuple[tuple[str, ...], dict[str, dict]]:
+    """(members, overrides) from the arguments before ``--ros-args``: ``--members a,b`` (default:
+    all four) and ``--set node.parameter:=value`` (values are YAML, as with ``-p``); ValueError
+    for a malformed one or an unknown node."""
     from rclpy.utilities import remove_ros_args
 
     arguments = remove_ros_args(argv)[1:]
-    if "--members" not in arguments:
-        return MEMBERS
-    position = arguments.index("--members")
-    chosen = tuple(n for n in (arguments[position + 1] if position + 1 < len(arguments) else "").split(",") if n)
-    unknown = [n for n in chosen if n not in MEMBERS]
-    if not chosen or unknown:
-        raise ValueError(f"--members: choose from {', '.join(MEMBERS)}" + (f" (not {', '.join(unknown)})" if unknown else ""))
-    return chosen
-
-
-def parse_overrides(argv: list[str]) -> dict[str, dict]:
-    """{node: {parameter: value}} from ``--set node.parameter:=value`` arguments (values are YAML,
-    as with ``-p``); ValueError for a malformed one or an unknown node."""
-    from rclpy.utilities import remove_ros_args
-
+    members = MEMBERS
+    if "--members" in arguments:
+        position = arguments.index("--members")
+        members = tuple(n for n in (arguments[position + 1] if position + 1 < len(arguments) else "").split(",") if n)
+        unknown = [n for n in members if n not in MEMBERS]
+        if not members or unknown:
+            raise ValueError(f"--members: choose from {', '.join(MEMBERS)}" + (f" (not {', '.join(unknown)})" if unknown else ""))
     overrides: dict[str, dict] = {}
-    arguments = remove_ros_args(argv)[1:]
     for position, argument in enumerate(arguments):
         if argument != "--set":
             continue
@@ -61,7 +54,7 @@ def parse_overrides(argv: list[str]) -> dict[str, dict]:
         if node not in MEMBERS:
             raise ValueError(f"--set {arguments[position + 1]!r}: {node!r} is not one of {', '.join(MEMBERS)}")
         overrides.setdefault(node, {})[parameter] = yaml.safe_load(value)
-    return overrides
+    return members, overrides
 
 
 def main(args=None) -> int:
@@ -74,8 +67,7 @@ def main(args=None) -> int:
 
     argv = sys.argv if args is None else args
     try:
-        members = parse_members(argv)
-        overrides = parse_overrides(argv)
+        members, overrides = parse_arguments(argv)
     except ValueError as error:
         print(f"cloud_node: {error}", file=sys.stderr)
         return 2

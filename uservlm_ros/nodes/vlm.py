@@ -171,20 +171,25 @@ class VLMNode(EngineNode):
         return turn.Speech(samples=samples, sample_rate=int(response.audio.sample_rate),
                            seconds=float(response.synthesis_seconds))
 
+    def _publish_speech(self, speech: turn.Speech, turn_id: str) -> float:
+        """Publish synthesized speech on speech_audio for the robot's speaker; the perf_counter
+        time of its header stamp (where the bench splits the spoken path)."""
+        stamped = time.perf_counter()
+        self._speech_audio.publish(array_to_audio(speech.samples, speech.sample_rate,
+                                                  stamp=self.get_clock().now().to_msg(), frame_id=turn_id))
+        return stamped
+
     def speak_sentence(self, sentence: str, turn_id: str) -> float:
         """Synthesize one sentence and publish it for the robot's speaker at once."""
         speech = self.synthesize(sentence)
-        self._speech_audio.publish(array_to_audio(speech.samples, speech.sample_rate,
-                                                  stamp=self.get_clock().now().to_msg(), frame_id=turn_id))
+        self._publish_speech(speech, turn_id)
         return speech.seconds
 
     def speak_whole(self, text: str, turn_id: str, published: list) -> turn.Speech:
         """run_turn's synthesis step with publish_audio: the whole answer goes to the robot's
         speaker as soon as it is synthesized; its publish time is appended to ``published``."""
         speech = self.synthesize(text)
-        published.append(time.perf_counter())  # as its stamp: the hops are split there
-        self._speech_audio.publish(array_to_audio(speech.samples, speech.sample_rate,
-                                                  stamp=self.get_clock().now().to_msg(), frame_id=turn_id))
+        published.append(self._publish_speech(speech, turn_id))
         return turn.Speech(samples=np.zeros(0, np.int16), sample_rate=0, seconds=speech.seconds)
 
     def finish_stream(self, speaker: SentenceSpeaker, text: str) -> turn.Speech:
@@ -198,6 +203,7 @@ class VLMNode(EngineNode):
     def on_ask(self, request: Ask.Request, response: Ask.Response):
         started = time.perf_counter()
         speaker = None
+        published: list[float] = []  # publish_audio: when the answer's audio went out
         try:
             image, source = self._request_image(request)
         except ValueError as error:
@@ -207,7 +213,6 @@ class VLMNode(EngineNode):
             # Decoding the image is image preprocessing: counted with the VLM's own preprocess.
             decode_seconds = time.perf_counter() - started
             synthesize_fn = self.synthesize if request.speak else None
-            published: list[float] = []  # publish_audio: when the answer's audio went out
             if request.speak and request.publish_audio and not request.stream_audio:
                 synthesize_fn = lambda text: self.speak_whole(text, request.turn_id, published)  # noqa: E731
             if request.speak and request.stream_audio:
@@ -226,7 +231,7 @@ class VLMNode(EngineNode):
             result.timings["preprocess"] = result.timings.get("preprocess", 0.0) + decode_seconds
         if speaker is not None and speaker.first_audio_at is not None:
             result.timings["first_audio"] = speaker.first_audio_at - started
-        elif speaker is None and request.speak and request.publish_audio and published:
+        elif published:  # publish_audio: the whole answer went out
             result.timings["first_audio"] = published[0] - started
         self.fill_response(response, result)
         if local_services.calls and not self._said_in_process:
