@@ -58,3 +58,18 @@ def test_a_synthesis_failure_is_reported_by_finish():
     speaker.feed("One. Two. ")
     with pytest.raises(RuntimeError, match="voice crashed"):
         speaker.finish(5)
+
+
+def test_pieces_of_punctuation_alone_are_not_spoken_and_nothing_to_speak_is_an_error():
+    # The tiny random model's answers can hold runs of punctuation: TTS refuses them, and they
+    # are silent anyway, so they are skipped; an answer with no word at all is reported.
+    spoken = []
+    speaker = SentenceSpeaker(lambda sentence: spoken.append(sentence) or 0.1, min_chars=1)
+    speaker.feed("Hello there. ... !!! Bye now.")
+    speaker.finish(5)
+    assert spoken == ["Hello there.", "Bye now."]
+    silent = SentenceSpeaker(lambda sentence: spoken.append(sentence) or 0.1, min_chars=1)
+    silent.feed("... ?!")
+    with pytest.raises(ValueError, match="no letters or digits"):
+        silent.finish(5)
+    assert spoken == ["Hello there.", "Bye now."]

@@ -71,20 +71,28 @@ class SentenceSpeaker:
         ready, self._text = split_ready(self._text, self._min, self._max,
                                         self._first_max if self._queued == 0 else None)
         for sentence in ready:
-            self._queue.put(sentence)
-            self._queued += 1
+            self._put(sentence)
 
     def finish(self, timeout: float | None = None) -> None:
         rest = self._text.strip()
         self._text = ""
         if rest:
-            self._queue.put(rest)
+            self._put(rest)
+        if not self._queued and self.fed:
+            self.error = self.error or ValueError("the answer has no letters or digits to speak")
         self._queue.put(None)
         self._worker.join(timeout)
         if self._worker.is_alive():
             raise TimeoutError("speech synthesis did not finish in time")
         if self.error is not None:
             raise self.error
+
+    def _put(self, sentence: str) -> None:
+        """Queue one piece for speech; a piece of punctuation alone ("...") is silent, and TTS
+        refuses it, so it is not queued."""
+        if any(char.isalnum() for char in sentence):
+            self._queue.put(sentence)
+            self._queued += 1
 
     def close(self) -> None:
         """Stop the worker if finish() was never reached (the turn failed before speaking)."""
