@@ -97,4 +97,21 @@ def test_engine_exception_becomes_error_response(vlm_in_process, rclpy_context):
     served = call("What should I cook tonight?")
     assert served.success, served.error
     assert node.errors >= 1 and "device-side assert" in node.last_error
+
+    # A bug outside the engine's guard (here: building the response) escapes the callback itself:
+    # rclpy would send nothing and the client would wait out its timeout. serve() answers instead.
+    real_fill = node.fill_response
+
+    def broken_fill(*args, **kwargs):
+        raise KeyError("timings")
+
+    node.fill_response = broken_fill
+    try:
+        escaped = call("What should I cook tonight?")
+    finally:
+        node.fill_response = real_fill
+    assert not escaped.success
+    assert escaped.error.startswith("uservlm/ask failed: internal error: KeyError") and "timings" in escaped.error
+    assert "internal error" in node.last_error
+    assert call("What should I cook tonight?").success
     client_node.destroy_node()

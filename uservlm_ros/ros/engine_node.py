@@ -102,12 +102,29 @@ class EngineNode(LifecycleNode):
         process it is also served in-process (:mod:`uservlm_ros.ros.local_services`); a mutually
         exclusive group then also holds a lock, which the in-process calls take too."""
         group = callback_group or ReentrantCallbackGroup()
+        callback = self._guarded(callback, name)
         if isinstance(group, MutuallyExclusiveCallbackGroup) and local_services.enabled():
             callback = local_services.exclusive(callback, self._group_locks.setdefault(id(group), threading.Lock()))
         service = self.create_service(srv_type, name, callback, qos_profile=qos.SERVICES, callback_group=group)
         local_services.register(service.service_name, srv_type, callback)
         self._served.append((service, callback))
         return service
+
+    def _guarded(self, callback, name: str):
+        """``callback`` that always answers: rclpy sends no response when a service callback
+        raises, and the client then waits for its whole timeout. An exception that escapes (a
+        bug: the callbacks catch their engines' errors) becomes an error response, is logged and
+        counted, and the node keeps serving."""
+        def serve_request(request, response):
+            try:
+                return callback(request, response)
+            except Exception as error:
+                response.success = False
+                response.error = f"{name} failed: internal error: {type(error).__name__}: {error}"
+                self.get_logger().error(response.error)
+                self.count_request(response.error)
+                return response
+        return serve_request
 
     def destroy_interfaces(self) -> None:
         for service, callback in self._served:
