@@ -1,5 +1,5 @@
-"""The composed cloud (``--compose``): the four cloud nodes in one process, vlm_node's review and
-synthesis calls made in-process. The registry and its semantics (exclusion, timeout, fall back to
+"""The composed cloud (``--compose``): the four cloud nodes (and dialogue_node, on one host) in one
+process, vlm_node's review and synthesis calls and dialogue_node's ask made in-process. The registry and its semantics (exclusion, timeout, fall back to
 DDS), the command line of the composed process, and the composed process answering a spoken ask."""
 from __future__ import annotations
 
@@ -97,15 +97,24 @@ def test_exclusive_callbacks_never_overlap(in_process):
 def test_composed_command_line_keeps_overrides_per_node_and_remaps_node_specific():
     specs = compose_cloud(nodes("all", naoqi=True, naoqi_prefix="/naoqi_driver"))
     container = specs[0]
+    # Both sides on one host: dialogue_node joins the cloud process (its ask becomes in-process).
     assert container.name == "cloud_node" and set(container.members) == {"asr_node", "tts_node", "vlm_node",
-                                                                         "ethics_node"}
-    assert not any(spec.side == "cloud" for spec in specs[1:])
+                                                                         "ethics_node", "dialogue_node"}
+    assert not any(spec.side == "cloud" or spec.name == "dialogue_node" for spec in specs[1:])
+    assert {spec.name for spec in specs[1:]} == {"pepper_audio_node", "speaker_node"}
     assert ("vlm_node:camera/image_raw", "/naoqi_driver/camera/front/image_raw") in container.remaps
+    assert ("dialogue_node:camera/image_raw", "/naoqi_driver/camera/front/image_raw") in container.remaps
     command = node_command(container, namespace="pepper1",
                            overrides={"vlm_node": {"device": "cpu", "max_new_tokens": 12}, "asr_node": {}})
     ros_args = command.index("--ros-args")
     assert command[3:ros_args] == ["--members", ",".join(container.members), "--set", "vlm_node.device:='cpu'",
                                    "--set", "vlm_node.max_new_tokens:=12"]
+    # dialogue_node's parameters live in robot.yaml: the composed process reads both files.
+    params = [command[i + 1] for i, item in enumerate(command) if item == "--params-file"]
+    assert [p.rsplit("/", 1)[-1] for p in params] == ["cloud.yaml", "robot.yaml"]
+    # The cloud side alone (two hosts): dialogue_node stays with the robot.
+    cloud_only = compose_cloud(nodes("cloud"))
+    assert "dialogue_node" not in cloud_only[0].members and not cloud_only[0].more_params_files
     assert "__node:=" not in " ".join(command)  # one remap of the node name would rename all four
     assert "-p" not in command  # a -p would reach every node of the process
     assert "__ns:=/pepper1" in command
@@ -122,12 +131,21 @@ def test_composed_process_refuses_bad_arguments(arguments, error):
     assert result.returncode == 2 and error in result.stderr, result.stderr
 
 
-def test_composed_cloud_answers_a_spoken_ask_with_review_and_synthesis_in_process(tmp_path):
-    from ros_helpers import start_cloud
+def test_composed_cloud_answers_a_spoken_ask_with_review_and_synthesis_in_process(tmp_path, rclpy_context):
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from ros_helpers import spin_until, start_cloud, test_overrides
 
     from uservlm_ros.client import UserVLMClient
+    from uservlm_ros.msg import Interaction, Utterance
+    from uservlm_ros.ros import qos
+    from uservlm_ros.ros.conversions import seconds_to_stamp
 
-    graph = start_cloud(tmp_path, specs=compose_cloud(nodes("cloud")), namespace="composed")
+    dialogue = [spec for spec in nodes("robot") if spec.name == "dialogue_node"]
+    overrides = test_overrides(tmp_path)
+    overrides["dialogue_node"] = {"speak": False, "user_id": ""}
+    graph = start_cloud(tmp_path, specs=compose_cloud(nodes("cloud") + dialogue), namespace="composed",
+                        overrides=overrides)
     try:
         assert list(graph.processes) == ["cloud_node"]
         with UserVLMClient(node_name="composed_client", namespace="composed") as client:
@@ -141,5 +159,26 @@ def test_composed_cloud_answers_a_spoken_ask_with_review_and_synthesis_in_proces
         assert "composed cloud: called in-process (no DDS): /composed/uservlm/review, " \
                "/composed/uservlm/synthesize" in log, log[-2000:]
         assert (tmp_path / "consent").is_dir()  # ethics_node's override reached ethics_node
+
+        # The composed dialogue_node takes a turn from a transcript: its ask is an in-process call.
+        probe = rclpy.create_node("composed_probe", namespace="composed", context=rclpy_context)
+        executor = SingleThreadedExecutor(context=rclpy_context)
+        executor.add_node(probe)
+        records = []
+        probe.create_subscription(Interaction, "interactions", records.append, qos.EVENTS)
+        speech = probe.create_publisher(Utterance, "speech", qos.EVENTS)
+        assert spin_until(executor, lambda: speech.get_subscription_count() > 0, 60)
+        now = time.time()
+        utterance = Utterance(text="What is a good book?", language="en", confidence=0.9, asr_seconds=0.1,
+                              start=seconds_to_stamp(now - 2.0), end=seconds_to_stamp(now))
+        utterance.header.stamp = seconds_to_stamp(now)
+        speech.publish(utterance)
+        assert spin_until(executor, lambda: records, 120), (tmp_path / "cloud_node.log").read_text()[-3000:]
+        assert records[0].success, records[0].error
+        assert records[0].transcript == "What is a good book?" and records[0].answer
+        assert records[0].speech_end_to_answer > 0
+        log = (tmp_path / "cloud_node.log").read_text()
+        assert "in-process (no DDS): /composed/uservlm/ask" in log, log[-2000:]
+        probe.destroy_node()
     finally:
         graph.stop()

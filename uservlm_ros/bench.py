@@ -24,8 +24,10 @@ at the end. ``--consent anonymous`` measures the generic path instead (empty use
 In ``--attach`` mode dialogue_node's ``user_id`` parameter is set to the bench user for the run
 and restored afterwards; no real user's consent is touched.
 
-``--compose`` runs the four cloud nodes as one process (``cloud_node``): vlm_node calls the
-review and the synthesis in-process, and ``hop_cloud_internal`` shrinks to what the nodes do.
+``--compose`` runs the four cloud nodes and dialogue_node as one process (``cloud_node``):
+dialogue_node takes the turn on the cloud side and calls the ask in-process, vlm_node calls the
+review and the synthesis in-process; ``hop_ask_transport`` and ``hop_cloud_internal`` shrink to
+what the nodes do. The robot side is then speaker_node alone.
 
 Speech out. dialogue_node can have the cloud speak the answer sentence by sentence while it is
 still being written (its ``stream_audio`` parameter). The bench turns that off for its run by default
@@ -997,13 +999,17 @@ def graph_overrides(options: BenchOptions, out_dir: Path) -> dict:
 
 
 def bench_specs(side: str, compose: bool = False):
-    """The nodes the bench starts: the cloud side (``compose``: as one process), and the robot
-    side minus camera/microphone."""
-    from uservlm_ros.graph import compose_cloud, nodes
+    """The nodes the bench starts: the cloud side and the robot side minus camera/microphone.
+    ``compose``: the cloud side as one process, with dialogue_node in it (the turn is taken on
+    the cloud side of the link)."""
+    from uservlm_ros.graph import JOINS_CLOUD, compose_cloud, nodes
 
+    robot = [spec for spec in nodes("robot") if spec.name in ROBOT_NODES]
+    if not compose:
+        return nodes("cloud") if side == "cloud" else robot
     if side == "cloud":
-        return compose_cloud(nodes("cloud")) if compose else nodes("cloud")
-    return [spec for spec in nodes("robot") if spec.name in ROBOT_NODES]
+        return compose_cloud(nodes("cloud") + [spec for spec in robot if spec.name in JOINS_CLOUD])
+    return [spec for spec in robot if spec.name not in JOINS_CLOUD]
 
 
 def _session_config(options: BenchOptions, link=None) -> SessionConfig:
@@ -1037,7 +1043,8 @@ def run_bench(options: BenchOptions, log=print) -> tuple[dict, str]:
     bags.read_bag(options.bag)  # fail early on a bad bag
     meta = {"hardware": hardware(), "started": time.strftime("%Y-%m-%d %H:%M:%S"), "options": {
         k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()}}
-    meta["cloud_processes"] = ("one process (cloud_node, --compose): review and synthesis called in-process"
+    meta["cloud_processes"] = ("one process (cloud_node, --compose) with dialogue_node: ask, review and "
+                               "synthesis called in-process, each node on its own executor thread"
                                if options.compose else "one process per node")
     started = time.monotonic()
     if options.link == "loopback":
@@ -1047,7 +1054,7 @@ def run_bench(options: BenchOptions, log=print) -> tuple[dict, str]:
         graphs = []
         if not options.attach:
             specs = (bench_specs("cloud", options.compose)
-                     + bench_specs("robot"))
+                     + bench_specs("robot", options.compose))
             graph = GraphProcesses(specs, params_file=options.params_file,
                                    namespace=options.namespace, log_dir=out_dir / "logs",
                                    overrides=graph_overrides(options, out_dir))
@@ -1079,7 +1086,7 @@ def _run_netns(options: BenchOptions, out_dir: Path, meta: dict, log) -> dict:
                                params_file=options.params_file, namespace=options.namespace,
                                log_dir=out_dir / "logs", overrides=overrides, env=link.environment("cloud"),
                                command_prefix=link.exec_prefix("cloud"))
-        robot = GraphProcesses(bench_specs("robot"),
+        robot = GraphProcesses(bench_specs("robot", options.compose),
                                params_file=options.params_file, namespace=options.namespace,
                                log_dir=out_dir / "logs", overrides=overrides, env=link.environment("robot"),
                                command_prefix=link.exec_prefix("robot"))
@@ -1189,8 +1196,8 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
                              "transcription, each sentence spoken as soon as it is synthesized); prints each "
                              "one's time to first audio and its ratio to sequential")
     parser.add_argument("--compose", action="store_true",
-                        help="run the cloud nodes in one process (cloud_node): vlm_node calls the ethics review "
-                             "and TTS in-process instead of over DDS")
+                        help="run the cloud nodes and dialogue_node in one process (cloud_node): the ask, the "
+                             "ethics review and TTS are called in-process instead of over DDS")
     parser.add_argument("--params-file", help="parameter YAML applied after config/*.yaml")
     parser.add_argument("--out", default="out/bench", help="folder for CSV, PNG, JSON, logs and spoken WAVs")
     parser.add_argument("--label", default="", help="suffix of the output file names")

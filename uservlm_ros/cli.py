@@ -154,8 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a Pepper running naoqi_driver2 supplies camera and microphones")
     up.add_argument("--naoqi-prefix", default="/naoqi_driver", help="namespace of naoqi_driver2's topics")
     up.add_argument("--compose", action="store_true",
-                    help="run the cloud nodes in one process (cloud_node): the review and synthesis calls of "
-                         "vlm_node stay in-process; separate processes (default) isolate crashes")
+                    help="run the cloud nodes in one process (cloud_node), joined by dialogue_node when both "
+                         "sides run here: the ask, review and synthesis calls stay in-process; separate "
+                         "processes (default) isolate crashes")
     for argument, (_, _, help_text) in MODEL_ARGUMENTS.items():
         up.add_argument(f"--{argument.replace('_', '-')}", dest=argument, default="", help=help_text)
     up.set_defaults(func=cmd_up)

@@ -25,6 +25,7 @@ class NodeSpec:
     when: str = "always"  # "always", "own_sensors" (not on a naoqi Pepper) or "naoqi"
     remaps: tuple[tuple[str, str], ...] = ()
     members: tuple[str, ...] = ()  # a composed process: the nodes it runs (see compose_cloud)
+    more_params_files: tuple[str, ...] = ()  # a composed process: its members' other files in config/
 
     @property
     def executable(self) -> str:
@@ -84,15 +85,23 @@ def nodes(side: str = "all", naoqi: bool = False, naoqi_prefix: str = "/naoqi_dr
     return chosen
 
 
+# Robot-side nodes that join the composed cloud process when they are started with it (one host):
+# dialogue_node takes the turn where the engines are, so its ask is an in-process call.
+JOINS_CLOUD = ("dialogue_node",)
+
+
 def compose_cloud(specs: list[NodeSpec]) -> list[NodeSpec]:
     """``specs`` with their cloud nodes run as one composed process (uservlm_ros/nodes/cloud.py,
-    calls between them in-process); their remaps become node-specific (``node:from:=to``)."""
+    calls between them in-process), joined by dialogue_node when it is among ``specs``; their
+    remaps become node-specific (``node:from:=to``)."""
     cloud = [spec for spec in specs if spec.side == "cloud" and not spec.members]
     if not cloud:
         return list(specs)
+    cloud += [spec for spec in specs if spec.name in JOINS_CLOUD]
     remaps = tuple((f"{spec.name}:{source}", target) for spec in cloud for source, target in spec.remaps)
+    more = tuple(dict.fromkeys(spec.params_file for spec in cloud if spec.params_file != "cloud.yaml"))
     container = NodeSpec("cloud_node", "cloud", "cloud", "cloud.yaml", remaps=remaps,
-                         members=tuple(spec.name for spec in cloud))
+                         members=tuple(spec.name for spec in cloud), more_params_files=more)
     return [container, *(spec for spec in specs if spec not in cloud)]
 
 

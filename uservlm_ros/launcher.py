@@ -24,7 +24,9 @@ def node_command(spec: NodeSpec, params_file: Path | None = None, namespace: str
         command = [sys.executable, "-m", spec.python_module, "--members", ",".join(spec.members)]
         for node, values in (overrides or {}).items():
             command += [item for name, value in values.items() for item in ("--set", f"{node}.{name}:={yaml_value(value)}")]
-        command += ["--ros-args", "--params-file", str(config_path(spec.params_file))]
+        command += ["--ros-args"]
+        for name in (spec.params_file, *spec.more_params_files):
+            command += ["--params-file", str(config_path(name))]
         overrides = None
     else:
         command = [sys.executable, "-m", spec.python_module, "--ros-args",

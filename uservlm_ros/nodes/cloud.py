@@ -1,15 +1,17 @@
 """cloud_node: the cloud side's nodes — asr_node, tts_node, vlm_node, ethics_node — composed
-into one process (``uservlm up --compose``, ``uservlm bench --compose``).
+into one process (``uservlm up --compose``, ``uservlm bench --compose``), and with them the
+turn-taking dialogue_node when it runs on the same host.
 
-What a component container is to rclcpp nodes: one process, one executor, every node keeping
-its name, parameters (cloud.yaml is keyed by node name), services and topics, so the graph looks
-the same from outside. What changes is inside: vlm_node's calls to ``uservlm/review`` and
-``uservlm/synthesize`` go straight to the ethics and TTS callbacks
-(:mod:`uservlm_ros.ros.local_services`) instead of through DDS — two service round trips less
-per turn, and the answer's 180 KB of audio are not serialised twice.
+What a component container is to rclcpp nodes: one process, every node keeping its name,
+parameters (cloud.yaml and robot.yaml are keyed by node name), services and topics, so the graph
+looks the same from outside. What changes is inside: calls between members go straight to the
+serving callback (:mod:`uservlm_ros.ros.local_services`) instead of through DDS — vlm_node's
+``uservlm/review`` and ``uservlm/synthesize`` (the answer's 180 KB of audio are not serialised
+twice) and, with dialogue_node, its ``uservlm/ask`` (the question and the camera's JPEG). Each
+member spins its own executor on its own thread (:func:`uservlm_ros.ros.runner.run_nodes`).
 
-The price: one Python interpreter for the four engines (they release the GIL in their C++ and
-Torch kernels, the Python glue shares it) and one crash takes the four down together; separate
+The price: one Python interpreter for the engines (they release the GIL in their C++ and Torch
+kernels, the Python glue shares it) and one crash takes every member down together; separate
 processes (the default) isolate them.
 
 Per-node parameter overrides are given before ``--ros-args`` as ``--set node.parameter:=value``
@@ -24,17 +26,21 @@ import yaml
 from uservlm_ros.ros import local_services
 from uservlm_ros.ros.runner import run_nodes
 
-MEMBERS = ("asr_node", "tts_node", "vlm_node", "ethics_node")
+CLOUD_MEMBERS = ("asr_node", "tts_node", "vlm_node", "ethics_node")
+MEMBERS = (*CLOUD_MEMBERS, "dialogue_node")
+# Executor threads per member: the engine nodes' callbacks wait (on the engine, on each other);
+# dialogue_node's only queue work for its own turn thread.
+THREADS = {"asr_node": 8, "tts_node": 8, "vlm_node": 8, "ethics_node": 8, "dialogue_node": 1}
 
 
 def parse_arguments(argv: list[str]) -> tuple[tuple[str, ...], dict[str, dict]]:
     """(members, overrides) from the arguments before ``--ros-args``: ``--members a,b`` (default:
-    all four) and ``--set node.parameter:=value`` (values are YAML, as with ``-p``); ValueError
+    the four cloud nodes) and ``--set node.parameter:=value`` (values are YAML, as with ``-p``); ValueError
     for a malformed one or an unknown node."""
     from rclpy.utilities import remove_ros_args
 
     arguments = remove_ros_args(argv)[1:]
-    members = MEMBERS
+    members = CLOUD_MEMBERS
     if "--members" in arguments:
         position = arguments.index("--members")
         members = tuple(n for n in (arguments[position + 1] if position + 1 < len(arguments) else "").split(",") if n)
@@ -61,6 +67,7 @@ def main(args=None) -> int:
     from rclpy.parameter import Parameter
 
     from uservlm_ros.nodes.asr import ASRNode
+    from uservlm_ros.nodes.dialogue import DialogueNode
     from uservlm_ros.nodes.ethics import EthicsNode
     from uservlm_ros.nodes.tts import TTSNode
     from uservlm_ros.nodes.vlm import VLMNode
@@ -71,15 +78,17 @@ def main(args=None) -> int:
     except ValueError as error:
         print(f"cloud_node: {error}", file=sys.stderr)
         return 2
-    kinds = {"asr_node": ASRNode, "tts_node": TTSNode, "ethics_node": EthicsNode, "vlm_node": VLMNode}
+    kinds = {"asr_node": ASRNode, "tts_node": TTSNode, "ethics_node": EthicsNode, "vlm_node": VLMNode,
+             "dialogue_node": DialogueNode}
 
     def make(name):
         parameters = [Parameter(k, value=v) for k, v in overrides.get(name, {}).items()]
         return lambda: kinds[name](parameter_overrides=parameters)
 
     local_services.enable()
-    # The servers first: vlm_node finds ethics and TTS ready when it takes its first ask.
-    return run_nodes([make(name) for name in kinds if name in members], args=argv, threads=16)
+    # The servers first: vlm_node finds ethics and TTS ready when it takes its first ask, and
+    # dialogue_node finds vlm_node.
+    return run_nodes([(make(name), THREADS[name]) for name in kinds if name in members], args=argv)
 
 
 if __name__ == "__main__":

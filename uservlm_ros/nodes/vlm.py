@@ -67,7 +67,7 @@ class VLMNode(EngineNode):
         self._review = self.create_client(Review, "uservlm/review", qos_profile=qos.SERVICES,
                                           callback_group=self._service_group)
         self._review_was_up: bool | None = None
-        self._said_in_process = False
+        self._said_in_process: set[str] = set()
         self._review_seen = False
         # publish_audio / stream_audio asks: the answer (each sentence) goes straight to the robot's speaker.
         self._speech_audio = self.create_publisher(AudioChunk, "speech_audio", qos.EVENTS)
@@ -234,10 +234,10 @@ class VLMNode(EngineNode):
         elif published:  # publish_audio: the whole answer went out
             result.timings["first_audio"] = published[0] - started
         self.fill_response(response, result)
-        if local_services.calls and not self._said_in_process:
-            self._said_in_process = True
-            self.get_logger().info("composed cloud: called in-process (no DDS): "
-                                   + ", ".join(sorted(local_services.calls)))
+        new_calls = set(local_services.calls) - self._said_in_process
+        if new_calls:  # once per service: which calls of this process skip DDS
+            self._said_in_process |= new_calls
+            self.get_logger().info("composed cloud: called in-process (no DDS): " + ", ".join(sorted(new_calls)))
         self.count_request(result.error)
         if result.success:
             self.stage_times.add(**result.timings)

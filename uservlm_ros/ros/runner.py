@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 import gc
+import threading
+import traceback
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
+
+SHUTDOWN_SECONDS = 5.0
 
 
 def run_node(node_factory, args=None, threads: int = 8) -> int:
@@ -12,15 +16,36 @@ def run_node(node_factory, args=None, threads: int = 8) -> int:
     callback to wait on another service (or the engine lock) without starving the executor;
     1 = a single-threaded executor (no thread-pool hand-off per callback) for nodes whose
     callbacks never wait."""
-    return run_nodes([node_factory], args, threads)
+    return run_nodes([(node_factory, threads)], args)
 
 
-def run_nodes(node_factories, args=None, threads: int = 8) -> int:
-    """Run several nodes in one process on one executor (a composed process)."""
+def _executor(threads: int):
+    return SingleThreadedExecutor() if threads == 1 else MultiThreadedExecutor(num_threads=threads)
+
+
+def run_nodes(members, args=None) -> int:
+    """Run several nodes in one process (a composed process). ``members``: ``(node_factory,
+    threads)`` pairs. Each node gets an executor of its own, spun on a thread of its own: rclpy
+    (Jazzy) rebuilds its wait set from every entity of its nodes before each callback, so one
+    executor over five nodes (~140 services, subscriptions, timers and event handlers) spends
+    milliseconds per camera frame holding the GIL, and a message for one node waits behind
+    another node's frames. If one executor stops (shutdown or an escaped error) they all stop."""
     rclpy.init(args=args)
-    nodes = []
+    nodes, executors, spinners, failures = [], [], [], []
+    stopped = threading.Event()
+
+    def spin(executor) -> None:
+        try:
+            executor.spin()
+        except (KeyboardInterrupt, ExternalShutdownException):
+            pass
+        except BaseException as error:  # reported below; the process exits non-zero
+            failures.append(error)
+        finally:
+            stopped.set()
+
     try:
-        for factory in node_factories:
+        for factory, _ in members:
             nodes.append(factory())
         for node in nodes:
             if hasattr(node, "autostart"):
@@ -30,15 +55,30 @@ def run_nodes(node_factories, args=None, threads: int = 8) -> int:
         # transformers loaded, a full collection over everything stalls a node for 100+ ms).
         gc.collect()
         gc.freeze()
-        executor = SingleThreadedExecutor() if threads == 1 else MultiThreadedExecutor(num_threads=threads)
-        for node in nodes:
+        for node, (_, threads) in zip(nodes, members):
+            executor = _executor(threads)
             executor.add_node(node)
-        executor.spin()
+            executors.append(executor)
+        if len(executors) == 1:
+            spin(executors[0])
+        else:
+            for node, executor in zip(nodes, executors):
+                spinner = threading.Thread(target=spin, args=(executor,), name=f"spin_{node.get_name()}", daemon=True)
+                spinner.start()
+                spinners.append(spinner)
+            while not stopped.wait(0.5):  # Ctrl-C lands here, in the main thread
+                pass
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        for executor in executors:
+            executor.shutdown(timeout_sec=SHUTDOWN_SECONDS)
+        for spinner in spinners:
+            spinner.join(timeout=SHUTDOWN_SECONDS)
         for node in reversed(nodes):
             node.destroy_node()
         if rclpy.ok():
             rclpy.try_shutdown()
-    return 0
+    for error in failures:
+        traceback.print_exception(error)
+    return 1 if failures else 0
