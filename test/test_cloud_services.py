@@ -248,7 +248,7 @@ def test_streamed_speech_has_the_same_content_as_whole_speech(client, person):
     from uservlm_ros.ros import qos
 
     chunks = []
-    client.node.create_subscription(AudioChunk, "speech_audio", chunks.append, qos.EVENTS)
+    client.node.create_subscription(AudioChunk, "speech_audio", chunks.append, qos.SPEECH_AUDIO)
     # With the face in view a food suggestion could lean on inferred attributes: the robot asks
     # first, and that clarifying question (real words) is what is spoken here.
     request = Ask.Request(question="What should I eat tonight?", user_id="stream-user", speak=True,
@@ -268,20 +268,28 @@ def test_streamed_speech_has_the_same_content_as_whole_speech(client, person):
                           timeout=120))
     assert whole.answer == streamed.answer and len(whole.audio.data)
 
-    # publish_audio: the whole answer goes to the speaker in one chunk, not into the response.
+    # publish_audio: the whole answer goes to the speaker, not into the response, in pieces the
+    # speaker joins into one utterance: vlm_node's speech_chunk_seconds (0.5 s) first, then doubling.
     streamed_chunks = list(chunks)
     request = Ask.Request(question="What should I eat tonight?", user_id="publish-user", speak=True,
                           publish_audio=True, turn_id="turn-publish", image=rgb_to_image(person))
     published = ok(client.call("ask", request, 120))
     assert published.answer == whole.answer and len(published.audio.data) == 0
     assert 0 < published.first_audio_seconds <= published.total_seconds
+    published_chunks = lambda: [chunk for chunk in chunks if chunk.header.frame_id == "turn-publish"]  # noqa: E731
     for _ in range(200):
-        if any(chunk.header.frame_id == "turn-publish" for chunk in chunks):
+        if sum(len(chunk.data) for chunk in published_chunks()) >= 0.9 * len(whole.audio.data):
             break
         deadline_spin()
-    published_chunks = [chunk for chunk in chunks if chunk.header.frame_id == "turn-publish"]
-    assert len(published_chunks) == 1 and published_chunks[0].sample_rate == whole.audio.sample_rate
-    assert abs(len(published_chunks[0].data) - len(whole.audio.data)) <= 0.1 * len(whole.audio.data)
+    pieces = published_chunks()
+    rate = whole.audio.sample_rate
+    assert len(pieces) >= 2 and all(chunk.sample_rate == rate for chunk in pieces)
+    assert len(pieces[0].data) == int(round(0.5 * rate))
+    assert all(len(chunk.data) <= 0.5 * rate * 2 ** i for i, chunk in enumerate(pieces))
+    assert [chunk.header.stamp.sec + chunk.header.stamp.nanosec * 1e-9 for chunk in pieces] == \
+        sorted(chunk.header.stamp.sec + chunk.header.stamp.nanosec * 1e-9 for chunk in pieces)
+    total = sum(len(chunk.data) for chunk in pieces)
+    assert abs(total - len(whole.audio.data)) <= 0.1 * len(whole.audio.data)
     chunks[:] = streamed_chunks
 
     def words(audio_chunks):

@@ -276,3 +276,77 @@ def test_a_device_error_writes_the_utterance_to_a_wav_instead(tmp_path):
     assert playback.output == "file" and playback.path.endswith("_1.wav")
     assert "Device unavailable" in playback.error
     assert sink.stats().status == "error" and "Device unavailable" in sink.stats().last_error
+
+
+def test_pieces_of_one_turn_join_its_utterance_gaplessly_in_a_file(tmp_path):
+    # realtime: the first piece "plays" for its duration, and the turn's next pieces join it.
+    sink, recorder = file_sink(tmp_path, realtime=True)
+    first, second, third, other = tone(0.3), tone(0.2), tone(0.1, rate=16000), tone(0.1)
+    assert sink.play(first, 22050, key="turn-1") == 1
+    assert sink.play(second, 22050, key="turn-1") == 1  # joined
+    assert sink.play(third, 16000, key="turn-1") == 2  # another rate cannot join
+    assert sink.play(other, 22050, key="turn-2") == 3
+    assert sink.wait_idle(5.0)
+    sink.close()
+    assert recorder.order() == [("start", 1), ("end", 1), ("start", 2), ("end", 2), ("start", 3), ("end", 3)]
+    files = sorted((tmp_path / "speech").iterdir(), key=lambda f: int(f.stem.rsplit("_", 1)[1]))
+    assert len(files) == 3
+    assert np.array_equal(read_wav(files[0])[0], np.concatenate([first, second]))
+    joined = recorder.events[1][2]
+    assert joined.completed and joined.seconds == pytest.approx(0.5, abs=1e-3)
+    assert joined.ended_at - joined.started_at >= 0.49  # it lasted the joined duration
+    assert sink.stats().played == 3
+
+
+def test_a_piece_after_its_utterance_ended_or_was_cancelled_starts_a_new_one(tmp_path):
+    sink, recorder = file_sink(tmp_path)  # not realtime: an utterance ends when it is written
+    assert sink.play(tone(0.1), 22050, key="turn-1") == 1
+    assert sink.wait_idle(5.0)
+    assert sink.play(tone(0.1), 22050, key="turn-1") == 2  # too late to join: a new utterance
+    assert sink.wait_idle(5.0)
+    sink.close()
+    assert recorder.order() == [("start", 1), ("end", 1), ("start", 2), ("end", 2)]
+
+    sink, recorder = file_sink(tmp_path / "cancel", realtime=True)
+    assert sink.play(tone(2.0), 22050, key="turn-1") == 1
+    deadline = time.monotonic() + 5
+    while not sink.speaking and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sink.cancel() == 1
+    assert sink.play(tone(0.1), 22050, key="turn-1") == 2  # never joins a cancelled utterance
+    assert sink.wait_idle(5.0)
+    sink.close()
+    assert [(kind, ident, p.completed) for kind, ident, p in recorder.events if kind == "end"] == \
+        [("end", 1, False), ("end", 2, True)]
+
+
+def test_pieces_of_one_turn_play_as_one_device_stream(tmp_path):
+    sd = FakeSoundDevice()
+    sink = SpeakerSink(SpeakerConfig(mode="device", output_dir=str(tmp_path)), sounddevice=sd)
+    release = threading.Event()
+    started = []
+    sink.on_start = lambda playback: (started.append(playback.id), release.wait(5))
+    sink.start()
+    pieces = [tone(0.2), tone(0.3), tone(0.1)]
+    assert sink.play(pieces[0], 22050, key="turn-7") == 1
+    deadline = time.monotonic() + 5
+    while not started and time.monotonic() < deadline:
+        time.sleep(0.01)
+    # The first piece is playing (on_start holds the worker): the others join the open stream.
+    assert [sink.play(piece, 22050, key="turn-7") for piece in pieces[1:]] == [1, 1]
+    release.set()
+    assert sink.wait_idle(5.0)
+    sink.close()
+    assert len(sd.streams) == 1 and started == [1]
+    assert np.array_equal(np.concatenate(sd.streams[0].written), np.concatenate(pieces))
+    assert sd.streams[0].stopped
+    assert sink.stats().played == 1 and sink.stats().seconds_played == pytest.approx(0.6, abs=1e-3)
+
+
+def test_a_joined_utterance_is_refused_beyond_max_seconds(tmp_path):
+    sink, _ = file_sink(tmp_path, realtime=True, max_seconds=1.0)
+    sink.play(tone(0.8), 22050, key="turn-1")
+    with pytest.raises(ValueError, match="longer than 1.0 s"):
+        sink.play(tone(0.3), 22050, key="turn-1")
+    assert sink.stats().refused == 1
+    sink.close()

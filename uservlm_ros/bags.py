@@ -157,7 +157,9 @@ def topic_qos(topic: str, chunk_seconds: float = 0.04):
         return qos.audio_qos(chunk_seconds)
     if base == "robot_speaking":
         return qos.LATCHED
-    if base in ("speech", "speech_audio", "speech_started", "interactions"):
+    if base == "speech_audio":
+        return qos.SPEECH_AUDIO
+    if base in ("speech", "speech_started", "interactions"):
         return qos.EVENTS
     if base == "diagnostics":
         return qos.DIAGNOSTICS

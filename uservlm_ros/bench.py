@@ -361,7 +361,7 @@ class Session:
         node.create_subscription(Utterance, "speech", lambda m: self.utterances.append((time.time(), m)), qos.EVENTS)
         node.create_subscription(AudioChunk, "speech_audio",
                                  lambda m: self.spoken.append((time.time(), m.header.stamp, m.header.frame_id)),
-                                 qos.EVENTS)
+                                 qos.SPEECH_AUDIO)
         node.create_subscription(Bool, "robot_speaking", self._on_speaking, qos.LATCHED)
         node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, qos.DIAGNOSTICS)
         self.services = {name: node.create_client(kind, f"uservlm/{name}", qos_profile=qos.SERVICES)

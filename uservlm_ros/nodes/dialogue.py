@@ -61,7 +61,7 @@ class DialogueNode(Node):
         services = ReentrantCallbackGroup()
         events = MutuallyExclusiveCallbackGroup()
         self._ask = self.create_client(Ask, "uservlm/ask", qos_profile=qos.SERVICES, callback_group=services)
-        self._audio_out = self.create_publisher(AudioChunk, "speech_audio", qos.EVENTS)
+        self._audio_out = self.create_publisher(AudioChunk, "speech_audio", qos.SPEECH_AUDIO)
         self._interactions = self.create_publisher(Interaction, "interactions", qos.EVENTS)
         self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", qos.DIAGNOSTICS)
         self.create_subscription(Utterance, "speech", self.on_speech, qos.EVENTS, callback_group=events)

@@ -2,8 +2,10 @@
 
 Publishes ``robot_speaking`` (std_msgs/Bool, latched) so ASR ignores the robot's own voice, and
 ``speech_started`` (std_msgs/Header: stamp = first sample out, frame_id = the turn id carried in
-the audio's header) so the dialogue loop can time speech end -> first audio out. With no output
-device (servers, CI) or ``mode: file``, each utterance is written to a WAV in ``output_dir``.
+the audio's header) so the dialogue loop can time speech end -> first audio out. The pieces of one
+turn (same frame_id: the cloud sends an answer in short chunks, or sentence by sentence) join its
+utterance while it plays: one gapless stream, one speech_started. With no output device (servers,
+CI) or ``mode: file``, each utterance is written to a WAV in ``output_dir``.
 """
 from __future__ import annotations
 
@@ -46,7 +48,7 @@ class SpeakerNode(Node):
         self.sink = SpeakerSink(config_from(self, SpeakerConfig, DESCRIPTIONS), on_start=self.on_start,
                                 on_end=self.on_end, clock=time.time)
         self.sink.start()
-        self.create_subscription(AudioChunk, "speech_audio", self.on_audio, qos.EVENTS)
+        self.create_subscription(AudioChunk, "speech_audio", self.on_audio, qos.SPEECH_AUDIO)
         self.create_timer(1.0, self.report)
 
     def on_audio(self, msg: AudioChunk) -> None:
@@ -56,7 +58,8 @@ class SpeakerNode(Node):
             if mono.size == 0:
                 raise ValueError("empty audio")
             with self._lock:
-                playback_id = self.sink.play(mono, int(msg.sample_rate))
+                # A turn's pieces (frame_id = turn id) join its utterance while it plays.
+                playback_id = self.sink.play(mono, int(msg.sample_rate), key=msg.header.frame_id)
                 self._turns[playback_id] = msg.header.frame_id
         except Exception as error:  # refused (queue full, too long) or malformed: say so
             self.get_logger().warning(f"speech_audio {msg.header.frame_id!r} not played: {error}")
@@ -68,8 +71,7 @@ class SpeakerNode(Node):
         header = Header(frame_id=turn)
         header.stamp = seconds_to_stamp(playback.started_at)
         self._started.publish(header)
-        self.get_logger().info(f"speaking {turn or playback.id} ({playback.seconds:.1f} s)"
-                               + (f" -> {playback.path}" if playback.path else ""))
+        self.get_logger().info(f"speaking {turn or playback.id}" + (f" -> {playback.path}" if playback.path else ""))
 
     def on_end(self, playback) -> None:
         # A queued next utterance sets it true again at once; ASR's echo tail covers the gap.

@@ -53,6 +53,10 @@ class VLMNode(EngineNode):
         "require_review": (False, "Refuse to answer when no ethics node is running (false: answer unreviewed, logged once)"),
         "max_frame_age": (10.0, "Camera frames older than this (seconds) are not used as the user image; 0 = any age"),
         "frame_history": (30, "Camera frames kept (raw and compressed together) to pick the one nearest an utterance"),
+        "speech_chunk_seconds": (0.5, "Spoken audio goes out on speech_audio in pieces: the first this many "
+                                      "seconds long, each next one twice the one before. The speaker starts on "
+                                      "the first (it crosses a link in a fraction of the whole's time) and joins "
+                                      "the turn's pieces gaplessly (0 = one message per answer or sentence)"),
     }
 
     def __init__(self, **kwargs):
@@ -70,7 +74,7 @@ class VLMNode(EngineNode):
         self._said_in_process: set[str] = set()
         self._review_seen = False
         # publish_audio / stream_audio asks: the answer (each sentence) goes straight to the robot's speaker.
-        self._speech_audio = self.create_publisher(AudioChunk, "speech_audio", qos.EVENTS)
+        self._speech_audio = self.create_publisher(AudioChunk, "speech_audio", qos.SPEECH_AUDIO)
 
     # -- lifecycle ----------------------------------------------------------------------------
     def load_engine(self, config):
@@ -172,11 +176,18 @@ class VLMNode(EngineNode):
                            seconds=float(response.synthesis_seconds))
 
     def _publish_speech(self, speech: turn.Speech, turn_id: str) -> float:
-        """Publish synthesized speech on speech_audio for the robot's speaker; the perf_counter
-        time of its header stamp (where the bench splits the spoken path)."""
-        stamped = time.perf_counter()
-        self._speech_audio.publish(array_to_audio(speech.samples, speech.sample_rate,
-                                                  stamp=self.get_clock().now().to_msg(), frame_id=turn_id))
+        """Publish synthesized speech on speech_audio for the robot's speaker (frame_id = turn id:
+        the speaker joins the pieces): a first piece of ``speech_chunk_seconds``, then pieces
+        twice as long each — each arrives while the ones before it play, and a long answer is a
+        handful of messages, not a burst. Returns the perf_counter time of the first piece's
+        header stamp (where the bench splits the spoken path)."""
+        first = int(round(max(0.0, float(self.param("speech_chunk_seconds"))) * speech.sample_rate))
+        stamped, start, size = None, 0, first or speech.samples.size
+        while stamped is None or start < speech.samples.size:
+            stamped = stamped or time.perf_counter()
+            self._speech_audio.publish(array_to_audio(speech.samples[start:start + size], speech.sample_rate,
+                                                      stamp=self.get_clock().now().to_msg(), frame_id=turn_id))
+            start, size = start + size, 2 * size
         return stamped
 
     def speak_sentence(self, sentence: str, turn_id: str) -> float:

@@ -5,7 +5,10 @@
     sink.play(speech.samples, speech.sample_rate)     # returns at once; a worker thread plays
 
 Utterances play one after another from a bounded queue (``max_queue``) in a worker thread, so a
-long answer never blocks the caller. Each one fires ``on_start(playback)`` when its first sample
+long answer never blocks the caller. Pieces given the same ``key`` (the turn: the cloud sends a
+spoken answer in short chunks, or sentence by sentence) join the utterance of that key that is
+still queued or playing, gaplessly: one stream, one WAV, one on_start / on_end. A piece that comes
+after its utterance has ended (the sender fell behind real time) starts a new one. Each one fires ``on_start(playback)`` when its first sample
 goes out and ``on_end(playback)`` when its last sample has been played (or it was cancelled), from
 the worker thread, always in that order and in queue order. The node publishes ``robot_speaking``
 true / false from them, and ``playback.started_at`` is the "first audio sample out" time.
@@ -38,13 +41,14 @@ import os
 import queue
 import threading
 import time
+import wave
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, List, Optional, Tuple
 
 import numpy as np
 
-from uservlm_ros.audio import float_to_int16, resample, validate_audio, write_wav
+from uservlm_ros.audio import float_to_int16, resample, validate_audio
 
 _LOG = logging.getLogger(__name__)
 
@@ -97,6 +101,8 @@ class Playback:
     completed: bool = False  # False: cancelled or failed
     error: str = ""
     audio: Optional[np.ndarray] = field(default=None, repr=False)
+    key: str = ""  # pieces with the same key join this utterance while it is open
+    closed: bool = False  # set by the worker once it takes no more pieces
 
 
 @dataclass
@@ -149,6 +155,7 @@ class SpeakerSink:
         self._next_id = 1
         self._pending = 0  # queued + playing
         self._current: Optional[Playback] = None
+        self._open: Optional[Playback] = None  # the newest keyed utterance, queued or playing
         self.mode = self.config.mode if self.config.mode != "auto" else ""
         self._status = "ok"
         self._last_error = ""
@@ -178,26 +185,47 @@ class SpeakerSink:
             self._thread = threading.Thread(target=self._run, name="speaker_sink", daemon=True)
             self._thread.start()
 
-    def play(self, samples: np.ndarray, sample_rate: int) -> int:
-        """Queue one utterance; returns its id. ValueError for invalid audio or a full queue."""
+    def play(self, samples: np.ndarray, sample_rate: int, key: str = "") -> int:
+        """Queue one utterance, or with ``key`` append to the open utterance of that key (same
+        rate); returns its id. ValueError for invalid audio or a full queue."""
         samples = np.asarray(samples)
         validate_audio(samples, sample_rate, self.config.max_seconds, channels=1)
         pcm = samples if samples.dtype == np.int16 else float_to_int16(samples)
         with self._lock:
             if self._thread is None:
                 raise RuntimeError("SpeakerSink.start() has not been called")
+            joined = self._open
+            if key and joined is not None and joined.key == key and not joined.closed \
+                    and joined.sample_rate == int(sample_rate):
+                if joined.seconds + pcm.size / float(sample_rate) > self.config.max_seconds:
+                    self.refused += 1
+                    raise ValueError(f"utterance {key!r} would be longer than {self.config.max_seconds} s")
+                joined.audio = np.concatenate([joined.audio, pcm])
+                joined.samples = int(joined.audio.size)
+                joined.seconds = joined.samples / float(joined.sample_rate)
+                return joined.id
             waiting = self._pending - (1 if self._current is not None else 0)
             if waiting >= self.config.max_queue:
                 self.refused += 1
                 raise ValueError(f"speaker queue is full ({self.config.max_queue} utterances waiting)")
             playback = Playback(
                 id=self._next_id, sample_rate=int(sample_rate), samples=int(pcm.size),
-                seconds=pcm.size / float(sample_rate), queued_at=self._clock(), audio=pcm.copy(),
+                seconds=pcm.size / float(sample_rate), queued_at=self._clock(), audio=pcm.copy(), key=key,
             )
+            self._open = playback if key else None
             self._next_id += 1
             self._pending += 1
         self._queue.put(playback)
         return playback.id
+
+    def _take(self, item: Playback, offset: int, close: bool = True) -> np.ndarray:
+        """The item's samples from ``offset`` on. With ``close``, none left closes the item: later
+        pieces of its key start a new utterance."""
+        with self._lock:
+            piece = item.audio[offset:]
+            if piece.size == 0 and close:
+                item.closed = True
+            return piece
 
     def cancel(self) -> int:
         """Stop the current utterance and drop the queued ones (barge-in); returns how many."""
@@ -214,7 +242,9 @@ class SpeakerSink:
         with self._lock:
             self._pending -= dropped
             self.cancelled += dropped
+            self._open = None  # pieces still coming for a cancelled utterance start a new one
             if self._current is not None:
+                self._current.closed = True
                 self._cancel.set()
                 dropped += 1
             self._idle.notify_all()
@@ -278,6 +308,7 @@ class SpeakerSink:
                     self._finish(item, completed=False)
             finally:
                 with self._lock:
+                    item.closed = True
                     self._current = None
                     self._pending -= 1
                     item.audio = None
@@ -308,15 +339,38 @@ class SpeakerSink:
         wall = time.time()
         stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(wall)) + f"-{int(wall * 1000) % 1000:03d}"
         path = folder / f"{stamp}_{item.id}.wav"
-        write_wav(path, item.audio, item.sample_rate)
         item.path = str(path)
         with self._lock:
             self.last_path = item.path
-        item.started_at = self._clock()
-        self._emit(self.on_start, item)
         completed = True
-        if self.config.realtime:
-            completed = not self._cancel.wait(item.seconds)
+        with wave.open(str(path), "wb") as out:
+            out.setnchannels(1)
+            out.setsampwidth(2)
+            out.setframerate(item.sample_rate)
+            written = 0
+            while True:
+                # Realtime: the utterance lasts its duration, as on a speaker, and takes pieces
+                # until then; otherwise it ends with the samples it has.
+                piece = self._take(item, written, close=not self.config.realtime)
+                if piece.size:
+                    out.writeframes(piece.astype("<i2", copy=False).tobytes())
+                    written += piece.size
+                    if item.started_at is None:  # the first samples are out
+                        item.started_at = self._clock()
+                        self._emit(self.on_start, item)
+                    continue
+                if not self.config.realtime:
+                    break
+                left = item.started_at + written / item.sample_rate - self._clock()
+                if left <= 0:
+                    with self._lock:
+                        if item.audio.size == written:
+                            item.closed = True
+                            break
+                    continue
+                if self._cancel.wait(min(left, _BLOCK_SECONDS)):
+                    completed = False
+                    break
         self._finish(item, completed)
 
     def _play_device(self, item: Playback) -> None:
@@ -324,13 +378,12 @@ class SpeakerSink:
         try:
             sd = self._sd or _import_sounddevice()
             device = self._device()
-            audio, rate = item.audio, item.sample_rate
+            rate = item.sample_rate
             try:
                 sd.check_output_settings(device=device, channels=1, dtype="int16", samplerate=rate)
             except Exception:
                 info = sd.query_devices(device, "output")
                 rate = int(round(float(info["default_samplerate"])))
-                audio = float_to_int16(np.clip(resample(audio, item.sample_rate, rate), -1.0, 1.0))
             stream = sd.OutputStream(samplerate=rate, device=device, channels=1, dtype="int16")
             stream.start()
         except Exception as exc:
@@ -338,14 +391,22 @@ class SpeakerSink:
         block = max(1, int(rate * _BLOCK_SECONDS))
         completed = True
         try:
-            for offset in range(0, audio.size, block):
-                if self._cancel.is_set():
-                    completed = False
+            taken = 0
+            while completed:
+                piece = self._take(item, taken)  # what has arrived: the first piece, then joiners
+                if piece.size == 0:
                     break
-                if offset == 0:
-                    item.started_at = self._clock() + float(getattr(stream, "latency", 0.0) or 0.0)
-                    self._emit(self.on_start, item)
-                stream.write(audio[offset:offset + block].reshape(-1, 1))
+                taken += piece.size
+                if rate != item.sample_rate:  # the device refused the audio's rate
+                    piece = float_to_int16(np.clip(resample(piece, item.sample_rate, rate), -1.0, 1.0))
+                for offset in range(0, piece.size, block):
+                    if self._cancel.is_set():
+                        completed = False
+                        break
+                    if item.started_at is None:
+                        item.started_at = self._clock() + float(getattr(stream, "latency", 0.0) or 0.0)
+                        self._emit(self.on_start, item)
+                    stream.write(piece[offset:offset + block].reshape(-1, 1))
             if completed:
                 stream.stop()  # returns once every buffered sample has been played
             else:

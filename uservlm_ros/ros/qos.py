@@ -44,6 +44,14 @@ EVENTS = QoSProfile(
     durability=DurabilityPolicy.VOLATILE,
 )
 
+# Spoken answers (speech_audio): a turn goes out as a burst of short pieces, faster than it is
+# played; keep every piece until it is taken (KEEP_LAST would drop the oldest of a long answer).
+SPEECH_AUDIO = QoSProfile(
+    history=HistoryPolicy.KEEP_ALL,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.VOLATILE,
+)
+
 # Services (/uservlm/ask, transcribe, synthesize, review): reliable, volatile. A request that
 # arrives while the server is busy waits in this queue, then is answered or refused as "busy".
 SERVICES = QoSProfile(
