@@ -101,8 +101,9 @@ def print_turn(record: Interaction, speech_dir: Path, out=sys.stdout) -> None:
           file=out)
     wavs = sorted(speech_dir.glob("*.wav"), key=lambda p: p.stat().st_mtime)
     if wavs:
-        print(f"  spoken:   {wavs[-1]} (newest of {len(wavs)} WAVs: answers are spoken sentence by "
-              "sentence while the model writes)", file=out)
+        print(f"  spoken:   {wavs[-1]} (newest of {len(wavs)} WAVs: an answer is spoken sentence by "
+              "sentence while the model writes; the sentences join one WAV unless synthesis fell "
+              "behind playback)", file=out)
 
 
 def run_demo(out_dir: Path, startup_timeout: float = 600.0, turn_timeout: float = 300.0) -> int:
