@@ -6,11 +6,12 @@
 
 Utterances play one after another from a bounded queue (``max_queue``) in a worker thread, so a
 long answer never blocks the caller. Pieces given the same ``key`` (the turn: the cloud sends a
-spoken answer in short chunks, or sentence by sentence) join the utterance of that key that is
+spoken answer in growing pieces, or sentence by sentence) join the utterance of that key that is
 still queued or playing, gaplessly: one stream, one WAV, one on_start / on_end. A piece that comes
-after its utterance has ended (the sender fell behind real time) starts a new one. Each one fires ``on_start(playback)`` when its first sample
-goes out and ``on_end(playback)`` when its last sample has been played (or it was cancelled), from
-the worker thread, always in that order and in queue order. The node publishes ``robot_speaking``
+after its utterance has ended (the sender fell behind real time) or was cancelled starts a new
+one. Each utterance fires ``on_start(playback)`` when its first sample goes out and
+``on_end(playback)`` when its last sample has been played (or it was cancelled), from the worker
+thread, always in that order and in queue order. The node publishes ``robot_speaking``
 true / false from them, and ``playback.started_at`` is the "first audio sample out" time.
 
 Outputs (``SpeakerConfig.mode``):
