@@ -24,13 +24,10 @@ import sys
 import yaml
 
 from uservlm_ros.ros import local_services
-from uservlm_ros.ros.runner import run_nodes
+from uservlm_ros.ros.runner import DEFAULT_THREADS, run_nodes
 
 CLOUD_MEMBERS = ("asr_node", "tts_node", "vlm_node", "ethics_node")
 MEMBERS = (*CLOUD_MEMBERS, "dialogue_node")
-# Executor threads per member: the engine nodes' callbacks wait (on the engine, on each other);
-# dialogue_node's only queue work for its own turn thread.
-THREADS = {"asr_node": 8, "tts_node": 8, "vlm_node": 8, "ethics_node": 8, "dialogue_node": 1}
 
 
 def parse_arguments(argv: list[str]) -> tuple[tuple[str, ...], dict[str, dict]]:
@@ -88,7 +85,9 @@ def main(args=None) -> int:
     local_services.enable()
     # The servers first: vlm_node finds ethics and TTS ready when it takes its first ask, and
     # dialogue_node finds vlm_node.
-    return run_nodes([(make(name), THREADS[name]) for name in kinds if name in members], args=argv)
+    # Each member's executor as in its own process: run_node's default, or the node's EXECUTOR_THREADS.
+    threads = lambda name: getattr(kinds[name], "EXECUTOR_THREADS", DEFAULT_THREADS)  # noqa: E731
+    return run_nodes([(make(name), threads(name)) for name in kinds if name in members], args=argv)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,10 @@ PARAMETERS = {
 
 
 class DialogueNode(Node):
+    # Callbacks only queue and record: the turns run on their own thread, one executor thread is
+    # enough (a single-threaded executor, alone or composed into cloud_node).
+    EXECUTOR_THREADS = 1
+
     def __init__(self, **kwargs):
         super().__init__("dialogue_node", **kwargs)
         declare(self, PARAMETERS)
@@ -218,8 +222,7 @@ class DialogueNode(Node):
 
 
 def main(args=None) -> int:
-    # Callbacks only queue and record: the turns run on their own thread, one executor thread is enough.
-    return run_node(lambda: DialogueNode(), args, threads=1)
+    return run_node(lambda: DialogueNode(), args, threads=DialogueNode.EXECUTOR_THREADS)
 
 
 if __name__ == "__main__":

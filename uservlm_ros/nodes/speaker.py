@@ -9,7 +9,6 @@ CI) or ``mode: file``, each utterance is written to a WAV in ``output_dir``.
 """
 from __future__ import annotations
 
-import threading
 import time
 
 import numpy as np
@@ -39,8 +38,6 @@ class SpeakerNode(Node):
     def __init__(self, **kwargs):
         super().__init__("speaker_node", **kwargs)
         declare(self, dataclass_parameters(SpeakerConfig, DESCRIPTIONS))
-        self._turns: dict[int, str] = {}
-        self._lock = threading.Lock()
         self._speaking = self.create_publisher(Bool, "robot_speaking", qos.LATCHED)
         self._started = self.create_publisher(Header, "speech_started", qos.EVENTS)
         self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", qos.DIAGNOSTICS)
@@ -57,17 +54,14 @@ class SpeakerNode(Node):
             mono = samples[:, 0] if samples.shape[1] == 1 else samples.mean(axis=1).astype(np.int16)
             if mono.size == 0:
                 raise ValueError("empty audio")
-            with self._lock:
-                # A turn's pieces (frame_id = turn id) join its utterance while it plays.
-                playback_id = self.sink.play(mono, int(msg.sample_rate), key=msg.header.frame_id)
-                self._turns[playback_id] = msg.header.frame_id
+            # A turn's pieces (frame_id = turn id) join its utterance while it plays.
+            self.sink.play(mono, int(msg.sample_rate), key=msg.header.frame_id)
         except Exception as error:  # refused (queue full, too long) or malformed: say so
             self.get_logger().warning(f"speech_audio {msg.header.frame_id!r} not played: {error}")
 
     def on_start(self, playback) -> None:
         self._speaking.publish(Bool(data=True))
-        with self._lock:
-            turn = self._turns.pop(playback.id, "")
+        turn = playback.key  # the turn id the audio carried
         header = Header(frame_id=turn)
         header.stamp = seconds_to_stamp(playback.started_at)
         self._started.publish(header)

@@ -9,9 +9,10 @@ import rclpy
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 
 SHUTDOWN_SECONDS = 5.0
+DEFAULT_THREADS = 8
 
 
-def run_node(node_factory, args=None, threads: int = 8) -> int:
+def run_node(node_factory, args=None, threads: int = DEFAULT_THREADS) -> int:
     """Run one node in its own process. ``threads``: executor threads, enough for a service
     callback to wait on another service (or the engine lock) without starving the executor;
     1 = a single-threaded executor (no thread-pool hand-off per callback) for nodes whose
