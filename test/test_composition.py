@@ -179,6 +179,31 @@ def test_composed_cloud_answers_a_spoken_ask_with_review_and_synthesis_in_proces
         assert records[0].speech_end_to_answer > 0
         log = (tmp_path / "cloud_node.log").read_text()
         assert "in-process (no DDS): /composed/uservlm/ask" in log, log[-2000:]
+
+        # Spoken: asr_node hands the utterance to dialogue_node in-process, and the DDS copy of it
+        # is dropped — one turn, not two.
+        from diagnostic_msgs.msg import DiagnosticArray
+
+        from uservlm_ros import bags
+        from uservlm_ros.bench import default_bag
+
+        dialogue_values = {}
+
+        def on_diagnostics(msg):
+            for status in msg.status:
+                if status.name.endswith("dialogue_node"):
+                    dialogue_values.update({kv.key: kv.value for kv in status.values})
+
+        probe.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, qos.DIAGNOSTICS)
+        bags.replay(default_bag(), namespace="composed", wait_for_subscribers=30)
+        spoken = lambda: [r for r in records if r.transcript != "What is a good book?"]  # noqa: E731
+        assert spin_until(executor, lambda: spoken(), 120), (tmp_path / "cloud_node.log").read_text()[-3000:]
+        assert spoken()[0].success, spoken()[0].error
+        assert spin_until(executor, lambda: int(dialogue_values.get("speech_dds_duplicates_dropped", 0)) >= 1, 30), \
+            dialogue_values
+        assert int(dialogue_values["speech_in_process"]) == 1
+        spin_until(executor, lambda: False, 2.0)  # a second turn for the same utterance would come now
+        assert len(spoken()) == 1, [r.transcript for r in spoken()]
         probe.destroy_node()
     finally:
         graph.stop()

@@ -15,7 +15,6 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from std_msgs.msg import Bool
 
 from uservlm_ros.audio import ASR_SAMPLE_RATE, resample, to_mono
@@ -23,7 +22,8 @@ from uservlm_ros.engines.asr import ASRConfig, ASREngine, VoiceActivitySegmenter
 from uservlm_ros.engines.listening import HeardSpeech, StreamListener
 from uservlm_ros.msg import AudioChunk, Utterance
 from uservlm_ros.robot.self_speech import SelfSpeechGate
-from uservlm_ros.ros import qos
+from uservlm_ros.ros import local_topics, qos
+from uservlm_ros.ros.executors import InlineCallbackGroup
 from uservlm_ros.ros.conversions import audio_to_array, seconds_to_stamp, stamp_to_seconds
 from uservlm_ros.ros.engine_node import EngineNode
 from uservlm_ros.ros.runner import run_node
@@ -97,7 +97,8 @@ class ASRNode(EngineNode):
                 threshold=self.param("vad_threshold"), min_silence_ms=self.param("min_silence_ms"),
                 speech_pad_ms=self.param("speech_pad_ms"), max_utterance_s=self.param("max_utterance_seconds"))
             self._listener = StreamListener(segmenter, SelfSpeechGate(tail_seconds=self.param("self_speech_tail")))
-            stream = MutuallyExclusiveCallbackGroup()
+            # audio chunks and robot_speaking: short, in the executor's spin thread (no pool hand-off)
+            stream = InlineCallbackGroup()
             self._speech_pub = self.create_publisher(Utterance, "speech", qos.EVENTS)
             self._stream_entities = [
                 self.create_subscription(AudioChunk, "audio", self.on_audio, qos.AUDIO, callback_group=stream),
@@ -175,13 +176,14 @@ class ASRNode(EngineNode):
             msg = Utterance(text=transcript.text.strip(), language=transcript.language,
                             confidence=float(transcript.confidence), asr_seconds=float(transcript.asr_seconds),
                             vad_seconds=float(vad_seconds), start=seconds_to_stamp(heard.start), end=seconds_to_stamp(heard.end))
-            msg.header.stamp = self.get_clock().now().to_msg()
-            msg.header.frame_id = "microphone"
-            self._speech_pub.publish(msg)
             self.utterances += 1
             self.stage_times.add(asr=transcript.asr_seconds)
+            # Logged before the publish: nothing of this thread competes with the turn it starts.
             self.get_logger().info(f"heard ({heard.end - heard.start:.1f} s{', speculative' if speculation else ''}): "
                                    f"{msg.text!r}")
+            msg.header.stamp = self.get_clock().now().to_msg()
+            msg.header.frame_id = "microphone"
+            local_topics.publish(self._speech_pub, msg)  # composed with dialogue_node: in-process too
 
     def diagnostic_values(self) -> dict[str, str]:
         if self._listener is None:

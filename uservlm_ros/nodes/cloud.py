@@ -23,7 +23,7 @@ import sys
 
 import yaml
 
-from uservlm_ros.ros import local_services
+from uservlm_ros.ros import local_services, local_topics
 from uservlm_ros.ros.runner import DEFAULT_THREADS, run_nodes
 
 CLOUD_MEMBERS = ("asr_node", "tts_node", "vlm_node", "ethics_node")
@@ -83,6 +83,7 @@ def main(args=None) -> int:
         return lambda: kinds[name](parameter_overrides=parameters)
 
     local_services.enable()
+    local_topics.enable()
     # The servers first: vlm_node finds ethics and TTS ready when it takes its first ask, and
     # dialogue_node finds vlm_node.
     # Each member's executor as in its own process: run_node's default, or the node's EXECUTOR_THREADS.

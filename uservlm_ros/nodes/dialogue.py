@@ -24,7 +24,7 @@ from rclpy.node import Node
 from std_msgs.msg import Header
 
 from uservlm_ros.msg import AudioChunk, Interaction, Utterance
-from uservlm_ros.ros import qos
+from uservlm_ros.ros import local_topics, qos
 from uservlm_ros.ros.diagnostics import OK, WARN, publish_status
 from uservlm_ros.ros.parameters import declare
 from uservlm_ros.ros.conversions import check_compressed, check_image, stamp_to_seconds
@@ -55,6 +55,7 @@ class DialogueNode(Node):
         declare(self, PARAMETERS)
         self.frames = FrameBuffer(self.param("frame_history"))
         self._turns: queue.Queue = queue.Queue(maxsize=max(1, self.param("max_pending_turns")))
+        self._queueing = threading.Lock()
         self._started: dict[str, float] = {}
         self._started_event = threading.Condition()
         self._counter = itertools.count(1)
@@ -68,7 +69,9 @@ class DialogueNode(Node):
         self._audio_out = self.create_publisher(AudioChunk, "speech_audio", qos.SPEECH_AUDIO)
         self._interactions = self.create_publisher(Interaction, "interactions", qos.EVENTS)
         self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", qos.DIAGNOSTICS)
-        self.create_subscription(Utterance, "speech", self.on_speech, qos.EVENTS, callback_group=events)
+        # Composed with asr_node (cloud_node), utterances come in-process; DDS copies are dropped.
+        self._speech_in = local_topics.subscribe(self.resolve_topic_name("speech"), self.on_speech)
+        self.create_subscription(Utterance, "speech", self._speech_in.from_dds, qos.EVENTS, callback_group=events)
         self.create_subscription(Header, "speech_started", self.on_speech_started, qos.EVENTS,
                                  callback_group=events)
         subscribe_camera(self, self.frames, callback_group=events)
@@ -82,6 +85,7 @@ class DialogueNode(Node):
 
     def destroy_node(self):
         self._stopping.set()
+        local_topics.unsubscribe(self._speech_in)
         self._turns.put(None)
         self._worker.join(timeout=5)
         return super().destroy_node()
@@ -90,13 +94,14 @@ class DialogueNode(Node):
     def on_speech(self, utterance: Utterance) -> None:
         if not utterance.text.strip():
             return
-        try:
-            self._turns.put_nowait(utterance)
-        except queue.Full:
-            dropped = self._turns.get_nowait()
-            self._turns.put_nowait(utterance)
-            self.turns_dropped += 1
-            self.get_logger().warning(f"turn queue full: dropped the utterance {dropped.text!r}")
+        with self._queueing:  # called by the executor and, composed with asr_node, by its thread
+            try:
+                self._turns.put_nowait(utterance)
+            except queue.Full:
+                dropped = self._turns.get_nowait()
+                self._turns.put_nowait(utterance)
+                self.turns_dropped += 1
+                self.get_logger().warning(f"turn queue full: dropped the utterance {dropped.text!r}")
 
     def on_speech_started(self, header: Header) -> None:
         with self._started_event:
@@ -216,6 +221,8 @@ class DialogueNode(Node):
             self.cloud_up = up
         values = {"turns_done": self.turns_done, "turns_failed": self.turns_failed,
                   "turns_dropped": self.turns_dropped, "frames_received": self.frames.received,
+                  "speech_in_process": local_topics.delivered.get(self._speech_in.name, 0),
+                  "speech_dds_duplicates_dropped": self._speech_in.duplicates,
                   "last_error": self.last_error}
         publish_status(self, self._diagnostics, OK if up else WARN,
                        "cloud side reachable" if up else "cloud side not reachable (/uservlm/ask)", values)

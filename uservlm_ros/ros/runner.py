@@ -6,7 +6,9 @@ import threading
 import traceback
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+
+from uservlm_ros.ros.executors import StreamExecutor
 
 SHUTDOWN_SECONDS = 5.0
 DEFAULT_THREADS = 8
@@ -21,7 +23,7 @@ def run_node(node_factory, args=None, threads: int = DEFAULT_THREADS) -> int:
 
 
 def _executor(threads: int):
-    return SingleThreadedExecutor() if threads == 1 else MultiThreadedExecutor(num_threads=threads)
+    return SingleThreadedExecutor() if threads == 1 else StreamExecutor(num_threads=threads)
 
 
 def run_nodes(members, args=None) -> int:
