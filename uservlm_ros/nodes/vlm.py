@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.callback_groups import ReentrantCallbackGroup
 
 from uservlm_ros import turn
 from uservlm_ros.engines import vlm as vlm_engine
@@ -20,10 +20,12 @@ from uservlm_ros.ros import local_services, qos
 from uservlm_ros.ros.conversions import (array_to_audio, audio_to_array, check_compressed, compressed_is_empty,
                                          compressed_to_rgb, image_is_empty, image_to_rgb)
 from uservlm_ros.ros.engine_node import EngineNode
+from uservlm_ros.ros.executors import InlineCallbackGroup
 from uservlm_ros.ros.frame_buffer import FrameBuffer, subscribe_camera
 from uservlm_ros.ros.runner import run_node
 from uservlm_ros.ros.service_client import call_with_timeout, wait_for_server
 from uservlm_ros.msg import AudioChunk
+from uservlm_ros.speech_pacer import SpeechPacer
 from uservlm_ros.speech_stream import SentenceSpeaker
 from uservlm_ros.srv import Ask, Review, Synthesize
 
@@ -63,7 +65,7 @@ class VLMNode(EngineNode):
         super().__init__("vlm_node", **kwargs)
         self.frames = FrameBuffer(self.param("frame_history"))
         self._service_group = ReentrantCallbackGroup()
-        self._camera_group = MutuallyExclusiveCallbackGroup()
+        self._camera_group = InlineCallbackGroup()  # frames are only stored: no pool hand-off
         self._subscriptions = []
         self._synthesize = self.create_client(Synthesize, "uservlm/synthesize",
                                               qos_profile=qos.SERVICES,
@@ -75,6 +77,7 @@ class VLMNode(EngineNode):
         self._review_seen = False
         # publish_audio / stream_audio asks: the answer (each sentence) goes straight to the robot's speaker.
         self._speech_audio = self.create_publisher(AudioChunk, "speech_audio", qos.SPEECH_AUDIO)
+        self._pacer = SpeechPacer(self._send_piece)
 
     # -- lifecycle ----------------------------------------------------------------------------
     def load_engine(self, config):
@@ -102,9 +105,14 @@ class VLMNode(EngineNode):
         self._subscriptions = []
         super().destroy_interfaces()
 
+    def destroy_node(self):
+        self._pacer.close()  # pieces still waiting go out before the publisher goes
+        return super().destroy_node()
+
     # -- camera -------------------------------------------------------------------------------
     def diagnostic_values(self) -> dict[str, str]:
         return {"frames_received": str(self.frames.received), "frames_dropped": str(self.frames.dropped),
+                "speech_pieces_sent": str(self._pacer.sent), "speech_piece_errors": str(self._pacer.send_errors),
                 "in_process_calls": str(sum(local_services.calls.values())),
                 "placeholder_model": str(bool(self.engine and self.engine.placeholder))}
 
@@ -175,20 +183,19 @@ class VLMNode(EngineNode):
         return turn.Speech(samples=samples, sample_rate=int(response.audio.sample_rate),
                            seconds=float(response.synthesis_seconds))
 
-    def _publish_speech(self, speech: turn.Speech, turn_id: str) -> float:
-        """Publish synthesized speech on speech_audio for the robot's speaker (frame_id = turn id:
-        the speaker joins the pieces): a first piece of ``speech_chunk_seconds``, then pieces
-        twice as long each — each arrives while the ones before it play, and a long answer is a
-        handful of messages, not a burst. Returns the perf_counter time of the first piece's
-        header stamp (where the bench splits the spoken path)."""
-        first = int(round(max(0.0, float(self.param("speech_chunk_seconds"))) * speech.sample_rate))
-        stamped, start, size = None, 0, first or speech.samples.size
-        while stamped is None or start < speech.samples.size:
-            stamped = stamped or time.perf_counter()
-            self._speech_audio.publish(array_to_audio(speech.samples[start:start + size], speech.sample_rate,
-                                                      stamp=self.get_clock().now().to_msg(), frame_id=turn_id))
-            start, size = start + size, 2 * size
-        return stamped
+    def _publish_speech(self, speech: turn.Speech, turn_id: str) -> float | None:
+        """Send synthesized speech on speech_audio for the robot's speaker (frame_id = turn id:
+        the speaker joins the pieces), paced (:class:`uservlm_ros.speech_pacer.SpeechPacer`): a
+        first piece of ``speech_chunk_seconds`` at once, then pieces twice as long each, every
+        one sent when the audio before it has half played. Returns the perf_counter time of the
+        first piece's header stamp (where the bench splits the spoken path), None if it waits
+        behind this turn's earlier pieces."""
+        return self._pacer.speak(speech.samples, speech.sample_rate, turn_id,
+                                 first_seconds=float(self.param("speech_chunk_seconds")))
+
+    def _send_piece(self, samples: np.ndarray, sample_rate: int, turn_id: str) -> None:
+        self._speech_audio.publish(array_to_audio(samples, sample_rate, stamp=self.get_clock().now().to_msg(),
+                                                  frame_id=turn_id))
 
     def speak_sentence(self, sentence: str, turn_id: str) -> float:
         """Synthesize one sentence and publish it for the robot's speaker at once."""
@@ -200,7 +207,9 @@ class VLMNode(EngineNode):
         """run_turn's synthesis step with publish_audio: the whole answer goes to the robot's
         speaker as soon as it is synthesized; its publish time is appended to ``published``."""
         speech = self.synthesize(text)
-        published.append(self._publish_speech(speech, turn_id))
+        sent = self._publish_speech(speech, turn_id)
+        if sent is not None:
+            published.append(sent)
         return turn.Speech(samples=np.zeros(0, np.int16), sample_rate=0, seconds=speech.seconds)
 
     def finish_stream(self, speaker: SentenceSpeaker, text: str) -> turn.Speech:
