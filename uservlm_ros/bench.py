@@ -124,6 +124,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from uservlm_ros import bags
+from uservlm_ros.cpu_latency import CpuLatencyHold, LatencyError
 from uservlm_ros.engines.asr import WINDOW_SECONDS_DEFAULT
 
 DEFAULT_USER = "bench-visitor"
@@ -868,6 +869,8 @@ def format_report(result: dict) -> str:
     lines.append("link: " + meta["link_text"])
     if "cloud_processes" in meta:
         lines.append("cloud nodes: " + meta["cloud_processes"])
+    if "cpu_idle" in meta:
+        lines.append(meta["cpu_idle"])
     session = result["session"]
     bag = session["bag"]
     lines.append(f"bag: {bag['path']} ({bag['messages']} messages, {bag['duration']:.2f} s); question "
@@ -984,6 +987,7 @@ class BenchOptions:
     stream_audio: bool = False
     compare: bool = False  # one phase per PIPELINES entry
     compose: bool = False  # the cloud nodes in one process (uservlm_ros/nodes/cloud.py)
+    low_latency: bool = False  # hold /dev/cpu_dma_latency at 0 µs for the run (uservlm_ros/cpu_latency.py)
 
 
 def graph_overrides(options: BenchOptions, out_dir: Path) -> dict:
@@ -1032,8 +1036,6 @@ def _watch(graphs):
 
 def run_bench(options: BenchOptions, log=print) -> tuple[dict, str]:
     """Run the benchmark; returns (result, report text). Raises BenchError naming what failed."""
-    from uservlm_ros.launcher import GraphProcesses
-
     out_dir = Path(options.out).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     if options.link not in ("loopback", "netns"):
@@ -1046,6 +1048,22 @@ def run_bench(options: BenchOptions, log=print) -> tuple[dict, str]:
     meta["cloud_processes"] = ("one process (cloud_node, --compose) with dialogue_node: ask, review and "
                                "synthesis called in-process, each node on its own executor thread"
                                if options.compose else "one process per node")
+    hold = CpuLatencyHold(0)
+    if options.low_latency:
+        try:
+            hold.acquire()  # system-wide: every process of the graph, either namespace
+        except LatencyError as error:
+            raise BenchError(f"--low-latency: {error}") from None
+    meta["cpu_idle"] = hold.describe()
+    try:
+        return _run_bench(options, out_dir, meta, log)
+    finally:
+        hold.release()
+
+
+def _run_bench(options: BenchOptions, out_dir: Path, meta: dict, log) -> tuple[dict, str]:
+    from uservlm_ros.launcher import GraphProcesses
+
     started = time.monotonic()
     if options.link == "loopback":
         os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
@@ -1140,7 +1158,7 @@ def options_from_args(args) -> BenchOptions:
                         params_file=Path(args.params_file) if args.params_file else None, overrides=overrides,
                         consent=args.consent, user_id=args.user_id, startup_timeout=args.startup_timeout,
                         turn_timeout=args.turn_timeout, stream_audio=args.stream_audio, compare=args.compare,
-                        compose=args.compose,
+                        compose=args.compose, low_latency=args.low_latency,
                         label=args.label or (args.link if args.link != "loopback" else ""))
 
 
@@ -1198,6 +1216,9 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--compose", action="store_true",
                         help="run the cloud nodes and dialogue_node in one process (cloud_node): the ask, the "
                              "ethics review and TTS are called in-process instead of over DDS")
+    parser.add_argument("--low-latency", action="store_true",
+                        help="hold the kernel's CPU wake-up latency at 0 µs for the run (/dev/cpu_dma_latency; "
+                             "needs root or write access): idle CPUs poll instead of sleeping")
     parser.add_argument("--params-file", help="parameter YAML applied after config/*.yaml")
     parser.add_argument("--out", default="out/bench", help="folder for CSV, PNG, JSON, logs and spoken WAVs")
     parser.add_argument("--label", default="", help="suffix of the output file names")

@@ -108,6 +108,7 @@ def cmd_ask(args) -> int:
 
 
 def cmd_up(args) -> int:
+    from uservlm_ros.cpu_latency import CpuLatencyHold, LatencyError
     from uservlm_ros.graph import compose_cloud, model_overrides, nodes
     from uservlm_ros.launcher import GraphProcesses
 
@@ -118,9 +119,19 @@ def cmd_up(args) -> int:
     overrides = model_overrides({name: getattr(args, name) for name in MODEL_ARGUMENTS})
     graph = GraphProcesses(specs, params_file=Path(args.params_file) if args.params_file else None,
                            namespace=args.namespace, overrides=overrides)
-    print(f"starting {', '.join(s.name for s in specs)} (Ctrl-C stops them)", flush=True)
-    graph.start()
-    return graph.wait()
+    hold = CpuLatencyHold(0)
+    if args.low_latency:
+        try:
+            hold.acquire()  # held as long as this process runs the graph
+        except LatencyError as error:
+            print(f"error: --low-latency: {error}", file=sys.stderr)
+            return 2
+    print(f"starting {', '.join(s.name for s in specs)} (Ctrl-C stops them); {hold.describe()}", flush=True)
+    try:
+        graph.start()
+        return graph.wait()
+    finally:
+        hold.release()
 
 
 def cmd_demo(args) -> int:
@@ -157,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="run the cloud nodes in one process (cloud_node), joined by dialogue_node when both "
                          "sides run here: the ask, review and synthesis calls stay in-process; separate "
                          "processes (default) isolate crashes")
+    up.add_argument("--low-latency", action="store_true",
+                    help="hold the kernel's CPU wake-up latency at 0 µs while the graph runs "
+                         "(/dev/cpu_dma_latency; needs root or write access): idle CPUs poll instead of sleeping")
     for argument, (_, _, help_text) in MODEL_ARGUMENTS.items():
         up.add_argument(f"--{argument.replace('_', '-')}", dest=argument, default="", help=help_text)
     up.set_defaults(func=cmd_up)

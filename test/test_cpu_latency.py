@@ -1,0 +1,54 @@
+"""uservlm_ros.cpu_latency: the PM QoS request is written, held while open, and refused clearly."""
+from __future__ import annotations
+
+import os
+import struct
+
+import pytest
+
+from uservlm_ros.cpu_latency import CpuLatencyHold, LatencyError, idle_states
+
+
+def test_holds_the_request_while_open_and_drops_it_on_exit(tmp_path):
+    device = tmp_path / "cpu_dma_latency"  # a file stands in for the character device
+    device.write_bytes(b"")
+    hold = CpuLatencyHold(0, device=str(device))
+    assert not hold.held and "kernel default" in hold.describe()
+    with hold:
+        assert hold.held
+        assert struct.unpack("i", device.read_bytes()) == (0,)
+        assert "held at 0 µs" in hold.describe()
+        fd = hold._fd
+        os.fstat(fd)  # open while held
+    assert not hold.held
+    with pytest.raises(OSError):
+        os.fstat(fd)  # closed: the kernel would drop the request
+
+
+def test_refusals_say_why_and_what_would_allow_it(tmp_path):
+    with pytest.raises(LatencyError, match="does not exist"):
+        CpuLatencyHold(device=str(tmp_path / "missing")).acquire()
+    if os.geteuid() != 0:  # root may write a read-only file
+        locked = tmp_path / "locked"
+        locked.write_bytes(b"")
+        locked.chmod(0o400)
+        with pytest.raises(LatencyError, match="root"):
+            CpuLatencyHold(device=str(locked)).acquire()
+    with pytest.raises(ValueError):
+        CpuLatencyHold(-1)
+
+
+def test_idle_states_is_a_string():
+    assert isinstance(idle_states(), str)
+
+
+def test_bench_and_up_refuse_low_latency_they_cannot_get(tmp_path, monkeypatch, capsys):
+    from uservlm_ros import cpu_latency
+    from uservlm_ros.bench import BenchError, BenchOptions, default_bag, run_bench
+    from uservlm_ros.cli import main
+
+    monkeypatch.setattr(cpu_latency, "DEVICE", str(tmp_path / "no_such_device"))
+    with pytest.raises(BenchError, match="--low-latency: .*does not exist"):
+        run_bench(BenchOptions(bag=default_bag(), out=tmp_path / "bench", low_latency=True))
+    assert main(["up", "--cloud", "--low-latency"]) == 2
+    assert "--low-latency" in capsys.readouterr().err
