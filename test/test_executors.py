@@ -1,7 +1,9 @@
 """uservlm_ros.ros.executors: inline callbacks run in the spin thread, the others in the pool."""
 from __future__ import annotations
 
+import contextlib
 import threading
+import time
 
 from std_msgs.msg import String
 
@@ -10,8 +12,6 @@ from uservlm_ros.ros.executors import InlineCallbackGroup, StreamExecutor
 
 
 def _publish_until(publisher, done, timeout=10.0):
-    import time
-
     deadline = time.monotonic() + timeout
     while not done() and time.monotonic() < deadline:
         publisher.publish(String(data="x"))
@@ -19,61 +19,60 @@ def _publish_until(publisher, done, timeout=10.0):
     return done()
 
 
-def test_inline_group_runs_in_the_spin_thread_others_in_the_pool(rclpy_context):
+@contextlib.contextmanager
+def spinning(context, name, spin=None):
+    """A node on a StreamExecutor spun by a thread named ``the_spin_thread`` (``spin``: its body)."""
     import rclpy
 
-    node = rclpy.create_node("stream_executor_test", context=rclpy_context)
-    executor = StreamExecutor(num_threads=2, context=rclpy_context)
+    node = rclpy.create_node(name, context=context)
+    executor = StreamExecutor(num_threads=2, context=context)
     executor.add_node(node)
-    seen = {"inline": set(), "pool": set()}
-    node.create_subscription(String, "inline_topic", lambda msg: seen["inline"].add(threading.current_thread().name),
-                             qos.EVENTS, callback_group=InlineCallbackGroup())
-    node.create_subscription(String, "pool_topic", lambda msg: seen["pool"].add(threading.current_thread().name),
-                             qos.EVENTS)
-    inline_pub = node.create_publisher(String, "inline_topic", qos.EVENTS)
-    pool_pub = node.create_publisher(String, "pool_topic", qos.EVENTS)
-    spinner = threading.Thread(target=executor.spin, name="the_spin_thread", daemon=True)
-    spinner.start()
+    spinner = threading.Thread(target=spin or executor.spin, args=(executor,) if spin else (),
+                               name="the_spin_thread", daemon=True)
     try:
-        assert _publish_until(inline_pub, lambda: len(seen["inline"]) > 0)
-        assert _publish_until(pool_pub, lambda: len(seen["pool"]) > 0)
-        assert seen["inline"] == {"the_spin_thread"}
-        assert "the_spin_thread" not in seen["pool"]
+        yield node, spinner
     finally:
         executor.shutdown()
-        spinner.join(timeout=5)
+        if spinner.is_alive():
+            spinner.join(timeout=5)
         node.destroy_node()
 
 
+def test_inline_group_runs_in_the_spin_thread_others_in_the_pool(rclpy_context):
+    seen = {"inline": set(), "pool": set()}
+    with spinning(rclpy_context, "stream_executor_test") as (node, spinner):
+        node.create_subscription(String, "inline_topic",
+                                 lambda msg: seen["inline"].add(threading.current_thread().name),
+                                 qos.EVENTS, callback_group=InlineCallbackGroup())
+        node.create_subscription(String, "pool_topic", lambda msg: seen["pool"].add(threading.current_thread().name),
+                                 qos.EVENTS)
+        inline_pub = node.create_publisher(String, "inline_topic", qos.EVENTS)
+        pool_pub = node.create_publisher(String, "pool_topic", qos.EVENTS)
+        spinner.start()
+        assert _publish_until(inline_pub, lambda: len(seen["inline"]) > 0)
+        assert _publish_until(pool_pub, lambda: len(seen["pool"]) > 0)
+    assert seen["inline"] == {"the_spin_thread"}
+    assert "the_spin_thread" not in seen["pool"]
+
+
 def test_an_error_in_an_inline_callback_escapes_spin(rclpy_context):
-    import rclpy
-
-    node = rclpy.create_node("stream_executor_error", context=rclpy_context)
-    executor = StreamExecutor(num_threads=2, context=rclpy_context)
-    executor.add_node(node)
-
-    def broken(msg):
-        raise ValueError("inline callback bug")
-
-    node.create_subscription(String, "broken_topic", broken, qos.EVENTS, callback_group=InlineCallbackGroup())
-    publisher = node.create_publisher(String, "broken_topic", qos.EVENTS)
     errors = []
 
-    def spin():
+    def spin(executor):
         try:
             executor.spin()
         except ValueError as error:
             errors.append(error)
 
-    spinner = threading.Thread(target=spin, daemon=True)
-    spinner.start()
-    try:
+    def broken(msg):
+        raise ValueError("inline callback bug")
+
+    with spinning(rclpy_context, "stream_executor_error", spin) as (node, spinner):
+        node.create_subscription(String, "broken_topic", broken, qos.EVENTS, callback_group=InlineCallbackGroup())
+        publisher = node.create_publisher(String, "broken_topic", qos.EVENTS)
+        spinner.start()
         assert _publish_until(publisher, lambda: bool(errors))
-        assert "inline callback bug" in str(errors[0])
-    finally:
-        executor.shutdown()
-        spinner.join(timeout=5)
-        node.destroy_node()
+    assert "inline callback bug" in str(errors[0])
 
 
 def test_spin_once_returns_after_an_inline_callback(rclpy_context):
@@ -86,8 +85,6 @@ def test_spin_once_returns_after_an_inline_callback(rclpy_context):
     node.create_subscription(String, "once_topic", got.append, qos.EVENTS, callback_group=InlineCallbackGroup())
     publisher = node.create_publisher(String, "once_topic", qos.EVENTS)
     try:
-        import time
-
         deadline = time.monotonic() + 10
         while not got and time.monotonic() < deadline:
             publisher.publish(String(data="x"))
