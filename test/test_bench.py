@@ -204,6 +204,15 @@ def _netns_available() -> str:
     return "" if probe.returncode == 0 else f"ip netns unavailable: {probe.stderr.strip()}"
 
 
+def test_an_output_path_that_is_a_file_is_a_clear_error(tmp_path, capsys):
+    from uservlm_ros.cli import main
+
+    taken = tmp_path / "taken"
+    taken.write_text("not a folder")
+    assert main(["bench", "--turns", "1", "--out", str(taken)]) == 2
+    assert "cannot create the output folder" in capsys.readouterr().err
+
+
 @pytest.mark.skipif(bool(_netns_available()), reason=_netns_available() or "netns available")
 def test_link_setup_failure_names_the_step_and_cleans_up():
     link = netlink.Link(rate="0bit")  # tc refuses a zero rate

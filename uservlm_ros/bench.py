@@ -1037,7 +1037,10 @@ def _watch(graphs):
 def run_bench(options: BenchOptions, log=print) -> tuple[dict, str]:
     """Run the benchmark; returns (result, report text). Raises BenchError naming what failed."""
     out_dir = Path(options.out).resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # e.g. a file of that name, no permission
+        raise BenchError(f"--out {out_dir}: cannot create the output folder: {error}") from None
     if options.link not in ("loopback", "netns"):
         raise BenchError(f"--link must be loopback or netns, got {options.link!r}")
     if options.link == "netns" and options.attach:
