@@ -25,9 +25,13 @@ In ``--attach`` mode dialogue_node's ``user_id`` parameter is set to the bench u
 and restored afterwards; no real user's consent is touched.
 
 ``--compose`` runs the four cloud nodes and dialogue_node as one process (``cloud_node``):
-dialogue_node takes the turn on the cloud side and calls the ask in-process, vlm_node calls the
-review and the synthesis in-process; ``hop_ask_transport`` and ``hop_cloud_internal`` shrink to
-what the nodes do. The robot side is then speaker_node alone.
+dialogue_node takes the turn on the cloud side, gets asr_node's utterance in-process and calls
+the ask in-process, vlm_node calls the review and the synthesis in-process;
+``hop_ask_transport`` and ``hop_cloud_internal`` shrink to what the nodes do. The robot side is
+then speaker_node alone.
+
+``--low-latency`` holds /dev/cpu_dma_latency at 0 µs for the run (:mod:`uservlm_ros.cpu_latency`:
+idle CPUs poll instead of halting); the report states the CPU idle setting either way.
 
 Speech out. dialogue_node can have the cloud speak the answer sentence by sentence while it is
 still being written (its ``stream_audio`` parameter). The bench turns that off for its run by default

@@ -7,8 +7,9 @@ parameters (cloud.yaml and robot.yaml are keyed by node name), services and topi
 looks the same from outside. What changes is inside: calls between members go straight to the
 serving callback (:mod:`uservlm_ros.ros.local_services`) instead of through DDS — vlm_node's
 ``uservlm/review`` and ``uservlm/synthesize`` (the answer's 180 KB of audio are not serialised
-twice) and, with dialogue_node, its ``uservlm/ask`` (the question and the camera's JPEG). Each
-member spins its own executor on its own thread (:func:`uservlm_ros.ros.runner.run_nodes`).
+twice) and, with dialogue_node, its ``uservlm/ask`` (the question and the camera's JPEG); and
+asr_node's utterances reach dialogue_node in-process too (:mod:`uservlm_ros.ros.local_topics`).
+Each member spins its own executor on its own thread (:func:`uservlm_ros.ros.runner.run_nodes`).
 
 The price: one Python interpreter for the engines (they release the GIL in their C++ and Torch
 kernels, the Python glue shares it) and one crash takes every member down together; separate

@@ -56,9 +56,10 @@ class VLMNode(EngineNode):
         "max_frame_age": (10.0, "Camera frames older than this (seconds) are not used as the user image; 0 = any age"),
         "frame_history": (30, "Camera frames kept (raw and compressed together) to pick the one nearest an utterance"),
         "speech_chunk_seconds": (0.5, "Spoken audio goes out on speech_audio in pieces: the first this many "
-                                      "seconds long, each next one twice the one before. The speaker starts on "
-                                      "the first (it crosses a link in a fraction of the whole's time) and joins "
-                                      "the turn's pieces gaplessly (0 = one message per answer or sentence)"),
+                                      "seconds long and sent at once, each next one twice the one before and sent "
+                                      "when the audio before it has half played. The speaker starts on the first "
+                                      "(it crosses a link in a fraction of the whole's time) and joins the turn's "
+                                      "pieces gaplessly (0 = one message per answer or sentence)"),
     }
 
     def __init__(self, **kwargs):
