@@ -83,7 +83,8 @@ class CpuLatencyHold:
 
     def describe(self) -> str:
         if not self.held:
-            return "CPU idle: kernel default" + (f" ({idle_states()})" if idle_states() else "")
+            states = idle_states()
+            return "CPU idle: kernel default" + (f" ({states})" if states else "")
         return (f"CPU idle: wake-up latency held at {self.microseconds} µs via {self.device} "
                 "(--low-latency: idle CPUs poll instead of sleeping)")
 
