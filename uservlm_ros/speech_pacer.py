@@ -81,11 +81,6 @@ class SpeechPacer:
             self._cond.notify()
             return first_at
 
-    def flush(self) -> None:
-        """Send every waiting piece now."""
-        with self._cond:
-            self._flush_locked()
-
     def close(self, timeout: float = 5.0) -> None:
         """Send what is waiting and stop the worker."""
         with self._cond:

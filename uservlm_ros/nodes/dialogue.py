@@ -221,7 +221,7 @@ class DialogueNode(Node):
             self.cloud_up = up
         values = {"turns_done": self.turns_done, "turns_failed": self.turns_failed,
                   "turns_dropped": self.turns_dropped, "frames_received": self.frames.received,
-                  "speech_in_process": local_topics.delivered.get(self._speech_in.name, 0),
+                  "speech_in_process": self._speech_in.delivered,
                   "speech_dds_duplicates_dropped": self._speech_in.duplicates,
                   "last_error": self.last_error}
         publish_status(self, self._diagnostics, OK if up else WARN,

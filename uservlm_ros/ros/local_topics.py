@@ -8,8 +8,9 @@ registered here (:func:`subscribe`) is also called directly by :func:`publish` f
 publishing thread, with the very message object (no serialisation, no executor); the message is
 then published on DDS as always, so other processes (the robot, the bench, ``ros2 topic echo``)
 see every message. The subscription's DDS callback (:meth:`LocalSubscription.from_dds`) then
-recognises that copy by its key (default: header stamp and frame id) and drops it, counted as
-``duplicates``: each message reaches the node once.
+recognises that copy by its key (default: header stamp and frame id) and drops it: each message
+reaches the node once. The subscription counts both (``delivered`` in-process, ``duplicates``
+dropped) for /diagnostics.
 
 Rules for a subscription registered here: its callback must be thread-safe (it runs on the
 publisher's thread, outside the executor and its callback groups — dialogue_node's ``on_speech``
@@ -25,7 +26,6 @@ from typing import Callable
 _lock = threading.Lock()
 _subscriptions: dict[str, list["LocalSubscription"]] = {}
 _enabled = False
-delivered: dict[str, int] = {}  # messages handed over in-process, per topic (for /diagnostics)
 KEYS_KEPT = 256  # locally delivered keys remembered until their DDS copy arrives
 
 
@@ -47,7 +47,6 @@ def disable() -> None:
     with _lock:
         _enabled = False
         _subscriptions.clear()
-        delivered.clear()
 
 
 def enabled() -> bool:
@@ -59,6 +58,7 @@ class LocalSubscription:
 
     def __init__(self, name: str, callback: Callable, key: Callable = header_key):
         self.name, self.callback, self.key = name, callback, key
+        self.delivered = 0  # messages handed over in-process
         self.duplicates = 0  # DDS copies of messages already delivered in-process, dropped
         self._keys: deque = deque(maxlen=KEYS_KEPT)
         self._keys_lock = threading.Lock()
@@ -67,6 +67,7 @@ class LocalSubscription:
         """The in-process delivery (called by :func:`publish`, before the DDS copy is sent)."""
         with self._keys_lock:
             self._keys.append(self.key(msg))
+            self.delivered += 1
         self.callback(msg)
 
     def from_dds(self, msg) -> None:
@@ -103,8 +104,6 @@ def publish(publisher, msg) -> int:
     DDS. Returns how many in-process subscriptions it reached."""
     with _lock:
         local = list(_subscriptions.get(publisher.topic_name, ())) if _enabled else []
-        if local:
-            delivered[publisher.topic_name] = delivered.get(publisher.topic_name, 0) + 1
     for subscription in local:
         subscription.deliver(msg)
     publisher.publish(msg)

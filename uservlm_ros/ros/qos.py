@@ -44,8 +44,8 @@ EVENTS = QoSProfile(
     durability=DurabilityPolicy.VOLATILE,
 )
 
-# Spoken answers (speech_audio): a turn goes out as a burst of short pieces, faster than it is
-# played; keep every piece until it is taken (KEEP_LAST would drop the oldest of a long answer).
+# Spoken answers (speech_audio): a turn goes out as several pieces (and sentences), ahead of its
+# playback; keep every piece until it is taken (KEEP_LAST could drop the oldest of a long answer).
 SPEECH_AUDIO = QoSProfile(
     history=HistoryPolicy.KEEP_ALL,
     reliability=ReliabilityPolicy.RELIABLE,
