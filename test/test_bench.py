@@ -27,7 +27,7 @@ def _row(**values) -> dict:
            "transcript": "q", "answer": "a", "clarification": False, "image_source": "camera/image_raw/compressed",
            "model": "tiny-random-paligemma2 (placeholder)", "placeholder_model": True,
            "speech_end_to_transcript": 1.70, "speech_end_to_answer": 2.10, "speech_end_to_audio_out": 2.12,
-           "vad_wait": 0.34, "asr_start": 0.34, "speculative_asr": False, "vad": 0.0, "asr": 1.30, "review": 0.02, "preprocess": 0.01, "prefill": 0.02,
+           "vad_wait": 0.34, "asr_start": 0.34, "replay_late": 0.0, "speculative_asr": False, "vad": 0.0, "asr": 1.30, "review": 0.02, "preprocess": 0.01, "prefill": 0.02,
            "generation": 0.05, "synthesis": 0.25, "ask_round_trip": 0.39, "server": 0.37,
            "speech_hop": 0.002, "speech_audio_hop": 0.003, "probe_rtt": 0.001,
            "frames_published": 35, "frames_received_vlm": 35, "frames_received_dialogue": 35,
@@ -102,11 +102,33 @@ def test_vad_track_finds_the_question_once_per_replay(speculative):
         assert 0.25 < utterance["vad_wait"] < 0.45
         start_ns = bag.start - 41_000_000  # first chunk's capture time
         assert 2.3 < utterance["end"] - start_ns / 1e9 < 3.0  # the speech ends ~2.6 s into the bag
+        # the chunk indices name the chunks whose receive times the waits were measured to
+        audio = bag.of(bags.AUDIO)
+        assert audio[utterance["chunk"]].log_time / 1e9 - utterance["end"] == pytest.approx(utterance["vad_wait"])
+        assert audio[utterance["start_chunk"]].log_time / 1e9 - utterance["end"] == \
+            pytest.approx(utterance["asr_start"])
         if speculative and hasattr(track.listener, "candidate"):
             # offered within a chunk (40 ms) of the speech end, closed unchanged ~0.3 s later
             assert utterance["speculative"] and 0.0 <= utterance["asr_start"] <= 0.045
+            assert utterance["start_chunk"] < utterance["chunk"]
         else:
             assert not utterance["speculative"] and utterance["asr_start"] == utterance["vad_wait"]
+
+
+def test_the_replays_lateness_on_a_chunk_is_the_microphones_wait_not_middleware():
+    report = bags.ReplayReport(started_wall=0.0, counts={}, scheduled=[0.0, 0.0, 0.04, 0.04, 0.08],
+                               published=[0.0, 0.001, 0.043, 0.045, 0.0801], topics=["a", "c", "a", "c", "a"])
+    late = bench.audio_lateness(report, {"a": "/robot/audio", "c": "/robot/camera/image_raw/compressed"})
+    assert late == pytest.approx([0.0, 0.003, 0.0001])  # audio chunks only, in bag order
+    times = bench.vad_times({"vad_wait": 0.34, "asr_start": 0.02, "chunk": 1, "start_chunk": 2}, late)
+    assert times == pytest.approx({"vad_wait": 0.343, "asr_start": 0.0201, "replay_late": 0.003})
+    # early (negative lateness: the clock poll's overshoot) is not credited; unknown chunks are on time
+    assert bench.vad_times({"vad_wait": 0.34, "asr_start": 0.34, "chunk": 0, "start_chunk": 0}, [-0.001]) == \
+        pytest.approx({"vad_wait": 0.34, "asr_start": 0.34, "replay_late": 0.0})
+    assert bench.vad_times({"vad_wait": 0.34, "asr_start": 0.34}, late)["replay_late"] == 0.0
+    late_row = _row(vad_wait=0.343, asr_start=0.343, replay_late=0.003)
+    assert late_row["middleware"] == pytest.approx(_row()["middleware"] - 0.003)
+    assert late_row["hop_audio_to_transcript"] == pytest.approx(_row()["hop_audio_to_transcript"] - 0.003)
 
 
 def test_report_csv_and_plot_from_rows(tmp_path):

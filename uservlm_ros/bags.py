@@ -506,7 +506,7 @@ class ReplayReport:
     started_wall: float  # time.time() when the first message was due
     counts: dict[str, int]  # messages published per topic (bag name)
     scheduled: list[float]  # seconds after start each message was due
-    published: list[float]  # seconds after start each message was published
+    published: list[float]  # seconds after start each message was handed to publish()
     topics: list[str]  # bag topic of each message
 
     @property
@@ -626,8 +626,8 @@ class Replayer:
             if restamp and self._header[message.topic]:
                 shift = int((wall0 + offset) * 1e9) - message.log_time
                 data = with_header_stamp(data, header_stamp(data) + shift)
+            sent = time.perf_counter() - perf0  # handed to DDS now (a slow publish() is not lateness)
             self.publishers[message.topic].publish(data)
-            sent = time.perf_counter() - perf0
             counts[message.topic] += 1
             scheduled.append(offset)
             published.append(sent)

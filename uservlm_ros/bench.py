@@ -55,7 +55,10 @@ the end of the utterance as the VAD placed it, in the audio's capture clock):
   asr_node can start transcribing; earlier than ``vad_wait`` when asr_node transcribes
   speculatively (its ``speculative`` parameter: it starts on the candidate utterance while the
   end is being confirmed). Both computed by running asr_node's segmenter, with its parameters,
-  over the bag's audio (:class:`VadTrack`). Not compute, not middleware: it is time.
+  over the bag's audio (:class:`VadTrack`), then moved to when the replay actually published that
+  chunk: ``replay_late`` is the replay's own timing error on it (the bench process is busy too:
+  it spins its subscriptions and publishes the camera between chunks). Not compute, not
+  middleware: audio that has not been published yet is time the microphone takes.
 - ``vad_exposed`` = max(vad_wait - asr, asr_start): the part of that wait ASR does not hide (the
   transcript needs both the confirmed end and the transcription); = ``vad_wait`` without
   speculation.
@@ -145,6 +148,7 @@ SUMMARY = (
     ("speech_end_to_answer", "speech end -> answer"),
     ("speech_end_to_audio_out", "speech end -> first audio out"),
     ("vad_wait", "  VAD: audio to hear after speech end"),
+    ("replay_late", "  ... of it the replay's lateness"),
     ("vad_exposed", "  ... of it not hidden by ASR"),
     ("compute", "  engine compute (VAD+ASR+review+VLM+TTS)"),
     *((stage, f"    {stage}") for stage in COMPUTE_STAGES),
@@ -243,6 +247,9 @@ class VadTrack:
       or, with asr_node's ``speculative`` transcription, the earlier chunk at which the segmenter
       first offers the utterance as a candidate that then closes unchanged.
 
+Each carries the bag index of its chunk (``chunk``, ``start_chunk``), so the bench can move those
+times to when the replay actually published the chunk (:func:`vad_times`).
+
     Same Silero segmenter and parameters as asr_node (``vad_threshold``, ``min_silence_ms``,
     ``speech_pad_ms``, ``max_utterance_seconds``, ``speculative``), fed the same chunk sequence.
     asr_node's segmenter keeps its state from one replay to the next, so :meth:`next_replay` is
@@ -273,22 +280,23 @@ class VadTrack:
             stamp = chunk.header.stamp.sec + chunk.header.stamp.nanosec * 1e-9
             self.chunks.append((stamp, message.log_time / 1e9, samples))
         self._shift = 0.0
-        self._candidate = None  # (HeardSpeech, receive time of the chunk that offered it)
+        self._candidate = None  # (HeardSpeech, receive time and index of the chunk that offered it)
 
     def next_replay(self) -> list[dict]:
         found = []
         # Later replays continue the stream: shift the stamps past the previous replay's end.
-        for stamp, received, samples in self.chunks:
+        for index, (stamp, received, samples) in enumerate(self.chunks):
             for heard in self.listener.feed(samples, stamp + self._shift):
                 end = heard.end - self._shift
                 early = self._candidate if self._candidate and heard.same_as(self._candidate[0]) else None
                 found.append({"end": end, "vad_wait": received - end,
-                              "asr_start": (early[1] if early else received) - end, "speculative": bool(early)})
+                              "asr_start": (early[1] if early else received) - end, "speculative": bool(early),
+                              "chunk": index, "start_chunk": early[2] if early else index})
                 self._candidate = None
             if self.speculative:  # as asr_node.on_audio: a new candidate replaces the previous one
                 candidate = self.listener.candidate()
                 if candidate is not None and not candidate.same_as(self._candidate and self._candidate[0]):
-                    self._candidate = (candidate, received)
+                    self._candidate = (candidate, received, index)
         if self.chunks:
             self._shift += self.chunks[-1][1] - self.chunks[0][0] + 1.0
         return found
@@ -638,6 +646,7 @@ class Session:
                 return None
             return sum(after[node_name].values()) - sum(before[node_name].values())
 
+        late = audio_lateness(report, replayer.names)
         rows = []
         new_utterances = self.utterances[n_utterances:]
         for position, (received, record) in enumerate(self.interactions[n_interactions:n_interactions + expected]):
@@ -654,8 +663,7 @@ class Session:
                    "speech_end_to_transcript": record.speech_end_to_transcript,
                    "speech_end_to_answer": record.speech_end_to_answer,
                    "speech_end_to_audio_out": record.speech_end_to_audio_out,
-                   "vad_wait": utterances[min(position, len(utterances) - 1)]["vad_wait"],
-                   "asr_start": utterances[min(position, len(utterances) - 1)]["asr_start"],
+                   **vad_times(utterances[min(position, len(utterances) - 1)], late),
                    "speculative_asr": utterances[min(position, len(utterances) - 1)]["speculative"],
                    # online speech end - where the offline VAD put it (restamped): ~0 when they agree
                    "speech_end_error": (record.speech_end.sec + record.speech_end.nanosec * 1e-9)
@@ -685,6 +693,27 @@ class Session:
         self.executor.shutdown()
         self.node.destroy_node()
         rclpy.try_shutdown(context=self.context)
+
+
+def audio_lateness(report: bags.ReplayReport, names: dict) -> list[float]:
+    """Seconds each audio chunk of one replay went out after its due time (the replay's own
+    timing error: a busy bench process publishes a chunk late), in bag order."""
+    return [published - scheduled
+            for published, scheduled, topic in zip(report.published, report.scheduled, report.topics)
+            if names[topic].endswith(bags.AUDIO)]
+
+
+def vad_times(utterance: dict, late: list[float]) -> dict:
+    """``vad_wait`` and ``asr_start`` of one utterance (:class:`VadTrack`), each moved to when the
+    replay actually published its chunk, and that lateness as ``replay_late`` (seconds): the
+    audio was not there yet, so the wait is the microphone's, not the middleware's."""
+    def lateness(key: str) -> float:
+        index = utterance.get(key)
+        return max(late[index], 0.0) if index is not None and index < len(late) else 0.0
+
+    return {"vad_wait": utterance["vad_wait"] + lateness("chunk"),
+            "asr_start": utterance["asr_start"] + lateness("start_chunk"),
+            "replay_late": lateness("chunk")}
 
 
 def fill_derived(row: dict) -> dict:
