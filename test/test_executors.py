@@ -93,3 +93,60 @@ def test_spin_once_returns_after_an_inline_callback(rclpy_context):
     finally:
         executor.shutdown()
         node.destroy_node()
+
+
+def test_events_spinner_delivers_while_other_threads_run_and_stops_on_shutdown(rclpy_context):
+    import rclpy
+
+    from uservlm_ros.ros.executors import EventsSpinner
+
+    node = rclpy.create_node("events_spinner_test", context=rclpy_context)
+    seen = []
+    node.create_subscription(String, "events_topic", lambda msg: seen.append(threading.current_thread().name),
+                             qos.EVENTS)
+    publisher = node.create_publisher(String, "events_topic", qos.EVENTS)
+    executor = EventsSpinner(context=rclpy_context)
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, name="the_spin_thread", daemon=True)
+    try:
+        spinner.start()
+        # this thread publishes while the spinner waits: the wait releases the GIL
+        assert _publish_until(publisher, lambda: len(seen) >= 3)
+        assert set(seen) == {"the_spin_thread"}
+    finally:
+        assert executor.shutdown(timeout_sec=5)
+        spinner.join(timeout=5)
+        node.destroy_node()
+    assert not spinner.is_alive()
+
+
+def test_an_error_in_an_events_callback_escapes_spin(rclpy_context):
+    import rclpy
+
+    from uservlm_ros.ros.executors import EventsSpinner
+
+    def fail(msg):
+        raise RuntimeError("callback failed")
+
+    node = rclpy.create_node("events_spinner_error_test", context=rclpy_context)
+    node.create_subscription(String, "events_error_topic", fail, qos.EVENTS)
+    publisher = node.create_publisher(String, "events_error_topic", qos.EVENTS)
+    executor = EventsSpinner(context=rclpy_context)
+    executor.add_node(node)
+    errors = []
+
+    def spin():
+        try:
+            executor.spin()
+        except RuntimeError as error:
+            errors.append(error)
+
+    spinner = threading.Thread(target=spin, daemon=True)
+    try:
+        spinner.start()
+        assert _publish_until(publisher, lambda: bool(errors))
+        assert str(errors[0]) == "callback failed"
+    finally:
+        executor.shutdown(timeout_sec=5)
+        spinner.join(timeout=5)
+        node.destroy_node()

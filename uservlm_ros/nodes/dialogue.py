@@ -29,7 +29,7 @@ from uservlm_ros.ros.diagnostics import OK, WARN, publish_status
 from uservlm_ros.ros.parameters import declare
 from uservlm_ros.ros.conversions import check_compressed, check_image, stamp_to_seconds
 from uservlm_ros.ros.frame_buffer import FrameBuffer, subscribe_camera
-from uservlm_ros.ros.runner import run_node
+from uservlm_ros.ros.runner import EVENTS, run_node
 from uservlm_ros.ros.service_client import ServiceUnavailable, call_with_timeout
 from uservlm_ros.srv import Ask
 
@@ -46,9 +46,9 @@ PARAMETERS = {
 
 
 class DialogueNode(Node):
-    # Callbacks only queue and record: the turns run on their own thread, one executor thread is
-    # enough (a single-threaded executor, alone or composed into cloud_node).
-    EXECUTOR_THREADS = 1
+    # Callbacks only queue and record: the turns run on their own thread, so the events executor
+    # (one thread, no wait set rebuilt per camera frame) serves it, alone or composed into cloud_node.
+    EXECUTOR_THREADS = EVENTS
 
     def __init__(self, **kwargs):
         super().__init__("dialogue_node", **kwargs)

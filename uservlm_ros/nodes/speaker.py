@@ -22,7 +22,7 @@ from uservlm_ros.ros import qos
 from uservlm_ros.ros.conversions import audio_to_array, seconds_to_stamp
 from uservlm_ros.ros.diagnostics import ERROR, OK, publish_status
 from uservlm_ros.ros.parameters import config_from, dataclass_parameters, declare
-from uservlm_ros.ros.runner import run_node
+from uservlm_ros.ros.runner import EVENTS, run_node
 
 DESCRIPTIONS = {
     "mode": "auto (device if one exists, else WAV files) | device | file",
@@ -82,8 +82,9 @@ class SpeakerNode(Node):
 
 
 def main(args=None) -> int:
-    # Callbacks only hand audio to the sink thread: one executor thread, no pool hand-off.
-    return run_node(lambda: SpeakerNode(), args, threads=1)
+    # Callbacks only hand audio to the sink thread: the events executor, one thread, no pool
+    # hand-off and no wait set rebuilt per message (the sink thread starts sooner).
+    return run_node(lambda: SpeakerNode(), args, threads=EVENTS)
 
 
 if __name__ == "__main__":
