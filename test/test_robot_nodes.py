@@ -80,6 +80,9 @@ def test_asr_ignores_audio_while_the_robot_speaks(tmp_path, rclpy_context):
         assert probe.until(lambda: heard, 60), "speech after the robot stopped must be heard"
         assert "business meeting" in heard[0].text.lower()
         assert heard[0].end.sec > heard[0].start.sec or heard[0].end.nanosec > heard[0].start.nanosec
+        # the "heard" line is logged a little after the utterance went out, and not lost
+        log = tmp_path / "asr_node.log"
+        assert probe.until(lambda: f"{heard[0].text!r}" in log.read_text(), 10), log.read_text()[-2000:]
     finally:
         nodes.stop()
 

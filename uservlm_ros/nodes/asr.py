@@ -30,6 +30,12 @@ from uservlm_ros.ros.runner import run_node
 from uservlm_ros.srv import Transcribe
 
 
+# The "heard" line is logged this long after the utterance went out, not before or at once: an
+# rclpy log call holds the GIL ~0.5 ms (it inspects the caller's frame and publishes on /rosout),
+# which would delay the turn the utterance starts (measured here, in the composed cloud process).
+HEARD_LOG_DELAY = 0.1
+
+
 class ASRNode(EngineNode):
     CONFIG = ASRConfig
     DESCRIPTIONS = {
@@ -156,10 +162,19 @@ class ASRNode(EngineNode):
                 self._speculation = (candidate, future)
 
     def _transcribe_stream(self) -> None:
+        heard_line = ""  # the last utterance's log line, until the turn it starts is under way
         while True:
-            item = self._heard.get()
+            try:
+                item = self._heard.get(timeout=HEARD_LOG_DELAY if heard_line else None)
+            except queue.Empty:
+                item = ()
+            if heard_line:  # HEARD_LOG_DELAY has passed, or the next utterance came first
+                self.get_logger().info(heard_line)
+                heard_line = ""
             if item is None:
                 return
+            if not item:
+                continue
             heard, speculation, vad_seconds = item
             try:
                 if speculation is not None:  # already transcribed (or being) while the end was confirmed
@@ -178,12 +193,10 @@ class ASRNode(EngineNode):
                             vad_seconds=float(vad_seconds), start=seconds_to_stamp(heard.start), end=seconds_to_stamp(heard.end))
             self.utterances += 1
             self.stage_times.add(asr=transcript.asr_seconds)
-            # Logged before the publish: nothing of this thread competes with the turn it starts.
-            self.get_logger().info(f"heard ({heard.end - heard.start:.1f} s{', speculative' if speculation else ''}): "
-                                   f"{msg.text!r}")
             msg.header.stamp = self.get_clock().now().to_msg()
             msg.header.frame_id = "microphone"
             local_topics.publish(self._speech_pub, msg)  # composed with dialogue_node: in-process too
+            heard_line = f"heard ({heard.end - heard.start:.1f} s{', speculative' if speculation else ''}): {msg.text!r}"
 
     def diagnostic_values(self) -> dict[str, str]:
         if self._listener is None:
