@@ -247,8 +247,8 @@ class VadTrack:
       or, with asr_node's ``speculative`` transcription, the earlier chunk at which the segmenter
       first offers the utterance as a candidate that then closes unchanged.
 
-Each carries the bag index of its chunk (``chunk``, ``start_chunk``), so the bench can move those
-times to when the replay actually published the chunk (:func:`vad_times`).
+    Each carries the bag index of its chunk (``chunk``, ``start_chunk``), so the bench can move
+    those times to when the replay actually published the chunk (:func:`vad_times`).
 
     Same Silero segmenter and parameters as asr_node (``vad_threshold``, ``min_silence_ms``,
     ``speech_pad_ms``, ``max_utterance_seconds``, ``speculative``), fed the same chunk sequence.
