@@ -1,14 +1,16 @@
-"""uservlm_ros.ros.executors: inline callbacks run in the spin thread, the others in the pool."""
+"""uservlm_ros.ros.executors: inline callbacks run in the spin thread, the others in the pool;
+the events spinner delivers without holding the GIL and stops on shutdown; callback errors escape."""
 from __future__ import annotations
 
 import contextlib
 import threading
 import time
 
+import pytest
 from std_msgs.msg import String
 
 from uservlm_ros.ros import qos
-from uservlm_ros.ros.executors import InlineCallbackGroup, StreamExecutor
+from uservlm_ros.ros.executors import EventsSpinner, InlineCallbackGroup, StreamExecutor
 
 
 def _publish_until(publisher, done, timeout=10.0):
@@ -20,12 +22,13 @@ def _publish_until(publisher, done, timeout=10.0):
 
 
 @contextlib.contextmanager
-def spinning(context, name, spin=None):
-    """A node on a StreamExecutor spun by a thread named ``the_spin_thread`` (``spin``: its body)."""
+def spinning(context, name, spin=None, executor=None):
+    """A node on ``executor`` (default: a StreamExecutor) spun by a thread named
+    ``the_spin_thread`` (``spin``: its body)."""
     import rclpy
 
     node = rclpy.create_node(name, context=context)
-    executor = StreamExecutor(num_threads=2, context=context)
+    executor = executor or StreamExecutor(num_threads=2, context=context)
     executor.add_node(node)
     spinner = threading.Thread(target=spin or executor.spin, args=(executor,) if spin else (),
                                name="the_spin_thread", daemon=True)
@@ -55,7 +58,9 @@ def test_inline_group_runs_in_the_spin_thread_others_in_the_pool(rclpy_context):
     assert "the_spin_thread" not in seen["pool"]
 
 
-def test_an_error_in_an_inline_callback_escapes_spin(rclpy_context):
+@pytest.mark.parametrize("kind", ["stream_inline", "events"])
+def test_a_callback_error_escapes_spin(rclpy_context, kind):
+    """An inline callback on a StreamExecutor, any callback on an EventsSpinner."""
     errors = []
 
     def spin(executor):
@@ -65,14 +70,16 @@ def test_an_error_in_an_inline_callback_escapes_spin(rclpy_context):
             errors.append(error)
 
     def broken(msg):
-        raise ValueError("inline callback bug")
+        raise ValueError(f"{kind} callback bug")
 
-    with spinning(rclpy_context, "stream_executor_error", spin) as (node, spinner):
-        node.create_subscription(String, "broken_topic", broken, qos.EVENTS, callback_group=InlineCallbackGroup())
+    executor = EventsSpinner(context=rclpy_context) if kind == "events" else None
+    group = InlineCallbackGroup() if kind == "stream_inline" else None
+    with spinning(rclpy_context, f"{kind}_executor_error", spin, executor) as (node, spinner):
+        node.create_subscription(String, "broken_topic", broken, qos.EVENTS, callback_group=group)
         publisher = node.create_publisher(String, "broken_topic", qos.EVENTS)
         spinner.start()
         assert _publish_until(publisher, lambda: bool(errors))
-    assert "inline callback bug" in str(errors[0])
+    assert str(errors[0]) == f"{kind} callback bug"
 
 
 def test_spin_once_returns_after_an_inline_callback(rclpy_context):
@@ -96,57 +103,16 @@ def test_spin_once_returns_after_an_inline_callback(rclpy_context):
 
 
 def test_events_spinner_delivers_while_other_threads_run_and_stops_on_shutdown(rclpy_context):
-    import rclpy
-
-    from uservlm_ros.ros.executors import EventsSpinner
-
-    node = rclpy.create_node("events_spinner_test", context=rclpy_context)
     seen = []
-    node.create_subscription(String, "events_topic", lambda msg: seen.append(threading.current_thread().name),
-                             qos.EVENTS)
-    publisher = node.create_publisher(String, "events_topic", qos.EVENTS)
     executor = EventsSpinner(context=rclpy_context)
-    executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, name="the_spin_thread", daemon=True)
-    try:
+    with spinning(rclpy_context, "events_spinner_test", executor=executor) as (node, spinner):
+        node.create_subscription(String, "events_topic", lambda msg: seen.append(threading.current_thread().name),
+                                 qos.EVENTS)
+        publisher = node.create_publisher(String, "events_topic", qos.EVENTS)
         spinner.start()
         # this thread publishes while the spinner waits: the wait releases the GIL
         assert _publish_until(publisher, lambda: len(seen) >= 3)
         assert set(seen) == {"the_spin_thread"}
-    finally:
         assert executor.shutdown(timeout_sec=5)
         spinner.join(timeout=5)
-        node.destroy_node()
-    assert not spinner.is_alive()
-
-
-def test_an_error_in_an_events_callback_escapes_spin(rclpy_context):
-    import rclpy
-
-    from uservlm_ros.ros.executors import EventsSpinner
-
-    def fail(msg):
-        raise RuntimeError("callback failed")
-
-    node = rclpy.create_node("events_spinner_error_test", context=rclpy_context)
-    node.create_subscription(String, "events_error_topic", fail, qos.EVENTS)
-    publisher = node.create_publisher(String, "events_error_topic", qos.EVENTS)
-    executor = EventsSpinner(context=rclpy_context)
-    executor.add_node(node)
-    errors = []
-
-    def spin():
-        try:
-            executor.spin()
-        except RuntimeError as error:
-            errors.append(error)
-
-    spinner = threading.Thread(target=spin, daemon=True)
-    try:
-        spinner.start()
-        assert _publish_until(publisher, lambda: bool(errors))
-        assert str(errors[0]) == "callback failed"
-    finally:
-        executor.shutdown(timeout_sec=5)
-        spinner.join(timeout=5)
-        node.destroy_node()
+        assert not spinner.is_alive()

@@ -45,8 +45,9 @@ class EventsSpinner:
     Its own ``spin()`` holds the GIL while it waits in the rclpy wheel pinned here (7.1.5,
     measured: no other thread of the process ran, and an idle process used ~75 % of a core), so
     :meth:`spin` loops ``spin_once()``, which releases it while waiting (idle: 0.2 % of a core).
-    Coroutine callbacks are not supported by it (a service answering ``async`` fails). Same ``add_node`` / ``spin`` / ``spin_once`` / ``shutdown`` as
-    rclpy's executors; ``spin`` returns once the context is shut down."""
+    Coroutine callbacks are not supported by it (a service answering ``async`` fails). Same
+    ``add_node`` / ``spin`` / ``spin_once`` / ``shutdown`` as rclpy's executors; ``spin`` returns
+    once the context is shut down."""
 
     WAIT_SECONDS = 0.2  # longest wait between two checks of the context (and of shutdown())
 
