@@ -187,12 +187,14 @@ def test_composed_cloud_answers_a_spoken_ask_with_review_and_synthesis_in_proces
         from uservlm_ros import bags
         from uservlm_ros.bench import default_bag
 
-        dialogue_values = {}
+        dialogue_values, vlm_values = {}, {}
 
         def on_diagnostics(msg):
             for status in msg.status:
                 if status.name.endswith("dialogue_node"):
                     dialogue_values.update({kv.key: kv.value for kv in status.values})
+                if status.name.endswith("vlm_node"):
+                    vlm_values.update({kv.key: kv.value for kv in status.values})
 
         probe.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, qos.DIAGNOSTICS)
         bags.replay(default_bag(), namespace="composed", wait_for_subscribers=30)
@@ -202,6 +204,13 @@ def test_composed_cloud_answers_a_spoken_ask_with_review_and_synthesis_in_proces
         assert spin_until(executor, lambda: int(dialogue_values.get("speech_dds_duplicates_dropped", 0)) >= 1, 30), \
             dialogue_values
         assert int(dialogue_values["speech_in_process"]) == 1
+        # One camera subscription for the process: vlm_node keeps the frames dialogue_node receives.
+        for topic in ("/composed/camera/image_raw", "/composed/camera/image_raw/compressed"):
+            assert [i.node_name for i in probe.get_subscriptions_info_by_topic(topic)] == ["dialogue_node"]
+        frames = lambda values: int(values.get("frames_received", 0))  # noqa: E731
+        assert spin_until(executor, lambda: frames(vlm_values) > 0 and frames(vlm_values) == frames(dialogue_values),
+                          30), (vlm_values, dialogue_values)
+        assert vlm_values["frames_from"] == "dialogue_node (in-process)"
         spin_until(executor, lambda: False, 2.0)  # a second turn for the same utterance would come now
         assert len(spoken()) == 1, [r.transcript for r in spoken()]
         probe.destroy_node()

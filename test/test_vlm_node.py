@@ -115,3 +115,51 @@ def test_engine_exception_becomes_error_response(vlm_in_process, rclpy_context):
     assert "internal error" in node.last_error
     assert call("What should I cook tonight?").success
     client_node.destroy_node()
+
+
+def test_shared_camera_replaces_the_subscriptions_and_follows_the_lifecycle(vlm_in_process, rclpy_context):
+    """Composed with dialogue_node, vlm_node takes that node's frames instead of subscribing: no
+    camera subscription of its own, the frames reach its asks, and none reach it while inactive."""
+    import numpy as np
+    import rclpy
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.serialization import serialize_message
+    from sensor_msgs.msg import Image
+
+    from uservlm_ros.ros.conversions import rgb_to_image, serialized_image_to_rgb
+    from uservlm_ros.ros.frame_buffer import FrameBuffer, serialized_frame
+
+    node = vlm_in_process
+    frame = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    camera_topics = lambda: sorted(s.topic_name for s in node.subscriptions if "camera" in s.topic_name)  # noqa: E731
+    assert camera_topics() == ["/fault/camera/image_raw", "/fault/camera/image_raw/compressed"]
+    owner = FrameBuffer()
+    node.share_camera("dialogue_node", owner)
+    assert camera_topics() == []
+    assert node.diagnostic_values()["frames_from"] == "dialogue_node (in-process)"
+
+    client_node = rclpy.create_node("shared_camera_client", namespace="fault", context=rclpy_context)
+    executor = SingleThreadedExecutor(context=rclpy_context)
+    executor.add_node(client_node)
+    ask = client_node.create_client(Ask, "uservlm/ask", qos_profile=qos.SERVICES)
+    assert spin_until(executor, ask.service_is_ready, 30)
+
+    def image_source():
+        future = ask.call_async(Ask.Request(question="Who am I?"))
+        assert spin_until(executor, future.done, 60)
+        assert future.result().success, future.result().error
+        return future.result().image_source
+
+    add = lambda: owner.add(serialized_frame(serialize_message(rgb_to_image(frame)), "camera/image_raw",  # noqa: E731
+                                             serialized_image_to_rgb, Image))
+    assert image_source() == "none"
+    add()
+    assert node.frames.received == 1 and image_source() == "camera/image_raw"
+
+    assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+    add()  # inactive: not forwarded, as no subscription would deliver it
+    assert node.frames.received == 1 and camera_topics() == []
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    add()
+    assert node.frames.received == 2 and camera_topics() == []
+    client_node.destroy_node()

@@ -206,7 +206,7 @@ class SessionConfig:
     startup_timeout: float = 600.0
     turn_timeout: float = 180.0
     probes: int = 5
-    min_camera_subscribers: int = 2  # dialogue_node + vlm_node
+    min_camera_subscribers: int = 2  # dialogue_node + vlm_node (composed: one, vlm_node shares dialogue_node's)
     link: dict | None = None  # netns link (token, rate) for the shaper counters
     stream_audio: bool = False  # dialogue_node's stream_audio for the run (see the module docstring)
     pipelines: list = field(default_factory=lambda: [""])  # "" = as configured; else keys of PIPELINES
@@ -1054,7 +1054,8 @@ def _session_config(options: BenchOptions, link=None) -> SessionConfig:
                          uplinks=list(options.uplinks), speed=options.speed, namespace=options.namespace,
                          user_id=options.user_id, consent=options.consent, attach=options.attach,
                          startup_timeout=options.startup_timeout, turn_timeout=options.turn_timeout,
-                         min_camera_subscribers=1 if options.attach else 2, stream_audio=options.stream_audio,
+                         min_camera_subscribers=1 if options.attach or options.compose else 2,
+                         stream_audio=options.stream_audio,
                          pipelines=list(PIPELINES) if options.compare else [""],
                          link={"token": link.token, "rate": link.rate} if link is not None else None)
 

@@ -9,7 +9,11 @@ serving callback (:mod:`uservlm_ros.ros.local_services`) instead of through DDS 
 ``uservlm/review`` and ``uservlm/synthesize`` (the answer's 180 KB of audio are not serialised
 twice) and, with dialogue_node, its ``uservlm/ask`` (the question and the camera's JPEG); and
 asr_node's utterances reach dialogue_node in-process too (:mod:`uservlm_ros.ros.local_topics`).
-Each member spins its own executor on its own thread (:func:`uservlm_ros.ros.runner.run_nodes`).
+With dialogue_node, the process subscribes to the camera once: vlm_node keeps the frames
+dialogue_node's subscriptions receive (:meth:`uservlm_ros.nodes.vlm.VLMNode.share_camera`), so
+its thread-pool executor is not woken 30 times a second, and ``ros2 topic info`` lists
+dialogue_node alone as the camera topics' subscriber in this process. Each member spins its own
+executor on its own thread (:func:`uservlm_ros.ros.runner.run_nodes`).
 
 The price: one Python interpreter for the engines (they release the GIL in their C++ and Torch
 kernels, the Python glue shares it) and one crash takes every member down together; separate
@@ -89,7 +93,15 @@ def main(args=None) -> int:
     # dialogue_node finds vlm_node.
     # Each member's executor as in its own process: run_node's default, or the node's EXECUTOR_THREADS.
     threads = lambda name: getattr(kinds[name], "EXECUTOR_THREADS", DEFAULT_THREADS)  # noqa: E731
-    return run_nodes([(make(name), threads(name)) for name in kinds if name in members], args=argv)
+    return run_nodes([(make(name), threads(name)) for name in kinds if name in members], args=argv,
+                     connect=share_camera)
+
+
+def share_camera(nodes) -> None:
+    """vlm_node takes its frames from dialogue_node's camera subscriptions when both are members."""
+    named = {node.get_name(): node for node in nodes}
+    if "vlm_node" in named and "dialogue_node" in named:
+        named["vlm_node"].share_camera("dialogue_node", named["dialogue_node"].frames)
 
 
 if __name__ == "__main__":

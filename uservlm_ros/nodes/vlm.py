@@ -3,7 +3,8 @@
 Lifecycle node around :class:`uservlm_ros.engines.vlm.VLMEngine` (PaliGemma 2 + a LoRA or MoLE
 adapter; a tiny randomly initialised PaliGemma 2 offline, whose answers are meaningless). Keeps the
 newest frames of ``camera/image_raw`` and ``camera/image_raw/compressed`` (sensor-data QoS) for
-requests that carry no image, and calls ``uservlm/synthesize`` when a request asks to speak; with
+requests that carry no image — from its own subscriptions, or composed with dialogue_node from that
+node's (:meth:`VLMNode.share_camera`) — and calls ``uservlm/synthesize`` when a request asks to speak; with
 ``publish_audio`` or ``stream_audio`` the audio goes to the robot's speaker on ``speech_audio``
 itself instead of back to the caller.
 """
@@ -68,6 +69,8 @@ class VLMNode(EngineNode):
         self._service_group = ReentrantCallbackGroup()
         self._camera_group = InlineCallbackGroup()  # frames are only stored: no pool hand-off
         self._subscriptions = []
+        self._camera_source: tuple[str, FrameBuffer] | None = None  # see share_camera
+        self._active = False
         self._synthesize = self.create_client(Synthesize, "uservlm/synthesize",
                                               qos_profile=qos.SERVICES,
                                               callback_group=self._service_group)
@@ -97,22 +100,50 @@ class VLMNode(EngineNode):
         return f"{self.engine.model_name}{note}"
 
     def create_interfaces(self) -> None:
-        self._subscriptions = subscribe_camera(self, self.frames, self._camera_group)
+        self._active = True
+        self._take_frames()
         self.serve(Ask, "uservlm/ask", self.on_ask, self._service_group)
 
     def destroy_interfaces(self) -> None:
+        self._active = False
+        self._release_frames()
+        super().destroy_interfaces()
+
+    # -- camera -------------------------------------------------------------------------------
+    def share_camera(self, owner: str, frames: FrameBuffer) -> None:
+        """Composed with a node that already keeps the camera's frames (``owner``: dialogue_node
+        in cloud_node), take each of its frames instead of subscribing to the camera a second time.
+
+        The process then receives each frame once, and this node's executor — a thread pool whose
+        spin thread rebuilds its wait set in Python, GIL held, for every message — no longer wakes
+        30 times a second for frames: the owner's events executor takes them. While this node is
+        inactive, no frame is forwarded to it, as no subscription would deliver one."""
+        self._release_frames()
+        self._camera_source = (owner, frames)
+        if self._active:
+            self._take_frames()
+
+    def _take_frames(self) -> None:
+        if self._camera_source is not None:
+            self._camera_source[1].forward_to(self.frames)
+        else:
+            self._subscriptions = subscribe_camera(self, self.frames, self._camera_group)
+
+    def _release_frames(self) -> None:
+        if self._camera_source is not None:
+            self._camera_source[1].stop_forwarding(self.frames)
         for subscription in self._subscriptions:
             self.destroy_subscription(subscription)
         self._subscriptions = []
-        super().destroy_interfaces()
 
     def destroy_node(self):
         self._pacer.close()  # pieces still waiting go out before the publisher goes
         return super().destroy_node()
 
-    # -- camera -------------------------------------------------------------------------------
     def diagnostic_values(self) -> dict[str, str]:
+        source = f"{self._camera_source[0]} (in-process)" if self._camera_source else "own subscriptions"
         return {"frames_received": str(self.frames.received), "frames_dropped": str(self.frames.dropped),
+                "frames_from": source,
                 "speech_pieces_sent": str(self._pacer.sent), "speech_piece_errors": str(self._pacer.send_errors),
                 "in_process_calls": str(sum(local_services.calls.values())),
                 "placeholder_model": str(bool(self.engine and self.engine.placeholder))}

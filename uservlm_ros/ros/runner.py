@@ -30,9 +30,10 @@ def _executor(threads: int):
     return SingleThreadedExecutor() if threads == 1 else StreamExecutor(num_threads=threads)
 
 
-def run_nodes(members, args=None) -> int:
+def run_nodes(members, args=None, connect=None) -> int:
     """Run several nodes in one process (a composed process). ``members``: ``(node_factory,
-    threads)`` pairs. Each node gets an executor of its own, spun on a thread of its own: rclpy
+    threads)`` pairs; ``connect(nodes)``, if given, is called once every node exists and before
+    any is activated (to let members share what they would otherwise each take from DDS). Each node gets an executor of its own, spun on a thread of its own: rclpy
     (Jazzy) rebuilds its wait set in Python from every entity of its nodes before each callback
     (~0.9 ms for four default nodes with four subscriptions each, measured here), so one executor
     over every member pays that per camera frame, holding the GIL, and a message for one node
@@ -55,6 +56,8 @@ def run_nodes(members, args=None) -> int:
     try:
         for factory, _ in members:
             nodes.append(factory())
+        if connect is not None:
+            connect(nodes)
         for node in nodes:
             if hasattr(node, "autostart"):
                 node.autostart()
