@@ -11,9 +11,7 @@ timed out, 3 a node failed to start.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import time
 from importlib import resources
 from pathlib import Path
 
