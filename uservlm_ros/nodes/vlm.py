@@ -117,7 +117,8 @@ class VLMNode(EngineNode):
         The process then receives each frame once, and this node's executor — a thread pool whose
         spin thread rebuilds its wait set in Python, GIL held, for every message — no longer wakes
         30 times a second for frames: the owner's events executor takes them. While this node is
-        inactive, no frame is forwarded to it, as no subscription would deliver one."""
+        inactive, no frame is forwarded to it, as no subscription would deliver one. The owner's
+        camera remaps apply (the graph gives both nodes the same ones, e.g. a Pepper's front camera)."""
         self._release_frames()
         self._camera_source = (owner, frames)
         if self._active:

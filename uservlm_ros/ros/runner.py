@@ -33,12 +33,13 @@ def _executor(threads: int):
 def run_nodes(members, args=None, connect=None) -> int:
     """Run several nodes in one process (a composed process). ``members``: ``(node_factory,
     threads)`` pairs; ``connect(nodes)``, if given, is called once every node exists and before
-    any is activated (to let members share what they would otherwise each take from DDS). Each node gets an executor of its own, spun on a thread of its own: rclpy
-    (Jazzy) rebuilds its wait set in Python from every entity of its nodes before each callback
-    (~0.9 ms for four default nodes with four subscriptions each, measured here), so one executor
-    over every member pays that per camera frame, holding the GIL, and a message for one node
-    waits behind another node's frames. If one executor stops (shutdown or an escaped error) they
-    all stop."""
+    any is activated (to let members share what they would otherwise each take from DDS).
+
+    Each node gets an executor of its own, spun on a thread of its own: rclpy (Jazzy) rebuilds
+    its wait set in Python from every entity of its nodes before each callback (~0.9 ms for four
+    default nodes with four subscriptions each, measured here), so one executor over every member
+    pays that per camera frame, holding the GIL, and a message for one node waits behind another
+    node's frames. If one executor stops (shutdown or an escaped error) they all stop."""
     rclpy.init(args=args)
     nodes, executors, spinners, failures = [], [], [], []
     stopped = threading.Event()
