@@ -3,10 +3,10 @@
 Lifecycle node around :class:`uservlm_ros.engines.vlm.VLMEngine` (PaliGemma 2 + a LoRA or MoLE
 adapter; a tiny randomly initialised PaliGemma 2 offline, whose answers are meaningless). Keeps the
 newest frames of ``camera/image_raw`` and ``camera/image_raw/compressed`` (sensor-data QoS) for
-requests that carry no image — from its own subscriptions, or composed with dialogue_node from that
-node's (:meth:`VLMNode.share_camera`) — and calls ``uservlm/synthesize`` when a request asks to speak; with
-``publish_audio`` or ``stream_audio`` the audio goes to the robot's speaker on ``speech_audio``
-itself instead of back to the caller.
+requests that carry no image — from its own subscriptions, or composed with dialogue_node from
+that node's (:meth:`VLMNode.share_camera`) — and calls ``uservlm/synthesize`` when a request asks
+to speak; with ``publish_audio`` or ``stream_audio`` the audio goes to the robot's speaker on
+``speech_audio`` itself instead of back to the caller.
 """
 from __future__ import annotations
 
