@@ -67,10 +67,11 @@ def vlm_in_process(rclpy_context):
     thread.join(timeout=10)
 
 
-def test_engine_exception_becomes_error_response(vlm_in_process, rclpy_context):
+@pytest.fixture
+def ask_fault(vlm_in_process, rclpy_context):
+    """``call(question) -> Ask.Response`` from a client of /fault/uservlm/ask (vlm_in_process's)."""
     import rclpy
 
-    node = vlm_in_process
     client_node = rclpy.create_node("fault_client", namespace="fault", context=rclpy_context)
     executor = SingleThreadedExecutor(context=rclpy_context)
     executor.add_node(client_node)
@@ -82,6 +83,13 @@ def test_engine_exception_becomes_error_response(vlm_in_process, rclpy_context):
         assert spin_until(executor, future.done, 60)
         return future.result()
 
+    yield call
+    client_node.destroy_node()
+
+
+def test_engine_exception_becomes_error_response(vlm_in_process, ask_fault):
+    node = vlm_in_process
+    call = ask_fault
     real_answer = node.engine.answer
 
     def broken_answer(*args, **kwargs):  # fault injection: the engine raises mid-request
@@ -114,14 +122,12 @@ def test_engine_exception_becomes_error_response(vlm_in_process, rclpy_context):
     assert escaped.error.startswith("uservlm/ask failed: internal error: KeyError") and "timings" in escaped.error
     assert "internal error" in node.last_error
     assert call("What should I cook tonight?").success
-    client_node.destroy_node()
 
 
-def test_shared_camera_replaces_the_subscriptions_and_follows_the_lifecycle(vlm_in_process, rclpy_context):
+def test_shared_camera_replaces_the_subscriptions_and_follows_the_lifecycle(vlm_in_process, ask_fault):
     """Composed with dialogue_node, vlm_node takes that node's frames instead of subscribing: no
     camera subscription of its own, the frames reach its asks, and none reach it while inactive."""
     import numpy as np
-    import rclpy
     from rclpy.lifecycle import TransitionCallbackReturn
     from rclpy.serialization import serialize_message
     from sensor_msgs.msg import Image
@@ -138,17 +144,10 @@ def test_shared_camera_replaces_the_subscriptions_and_follows_the_lifecycle(vlm_
     assert camera_topics() == []
     assert node.diagnostic_values()["frames_from"] == "dialogue_node (in-process)"
 
-    client_node = rclpy.create_node("shared_camera_client", namespace="fault", context=rclpy_context)
-    executor = SingleThreadedExecutor(context=rclpy_context)
-    executor.add_node(client_node)
-    ask = client_node.create_client(Ask, "uservlm/ask", qos_profile=qos.SERVICES)
-    assert spin_until(executor, ask.service_is_ready, 30)
-
     def image_source():
-        future = ask.call_async(Ask.Request(question="Who am I?"))
-        assert spin_until(executor, future.done, 60)
-        assert future.result().success, future.result().error
-        return future.result().image_source
+        response = ask_fault("Who am I?")
+        assert response.success, response.error
+        return response.image_source
 
     add = lambda: owner.add(serialized_frame(serialize_message(rgb_to_image(frame)), "camera/image_raw",  # noqa: E731
                                              serialized_image_to_rgb, Image))
@@ -162,4 +161,3 @@ def test_shared_camera_replaces_the_subscriptions_and_follows_the_lifecycle(vlm_
     assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
     add()
     assert node.frames.received == 2 and camera_topics() == []
-    client_node.destroy_node()

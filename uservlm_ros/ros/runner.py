@@ -6,7 +6,7 @@ import threading
 import traceback
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import ExternalShutdownException
 
 from uservlm_ros.ros.executors import EventsSpinner, StreamExecutor
 
@@ -18,16 +18,13 @@ EVENTS = 0  # threads=EVENTS: rclpy's events executor, one thread (see executors
 def run_node(node_factory, args=None, threads: int = DEFAULT_THREADS) -> int:
     """Run one node in its own process. ``threads``: executor threads, enough for a service
     callback to wait on another service (or the engine lock) without starving the executor;
-    1 = a single-threaded executor (no thread-pool hand-off per callback) for nodes whose
-    callbacks never wait; ``EVENTS`` = rclpy's events executor for such a node, one thread and
-    no wait set rebuilt in Python per message."""
+    ``EVENTS`` = rclpy's events executor for a node whose callbacks never wait: one thread, no
+    thread-pool hand-off and no wait set rebuilt in Python per message."""
     return run_nodes([(node_factory, threads)], args)
 
 
 def _executor(threads: int):
-    if threads == EVENTS:
-        return EventsSpinner()
-    return SingleThreadedExecutor() if threads == 1 else StreamExecutor(num_threads=threads)
+    return EventsSpinner() if threads == EVENTS else StreamExecutor(num_threads=threads)
 
 
 def run_nodes(members, args=None, connect=None) -> int:
