@@ -38,8 +38,20 @@ def test_refusals_say_why_and_what_would_allow_it(tmp_path):
         CpuLatencyHold(-1)
 
 
-def test_idle_states_is_a_string():
-    assert isinstance(idle_states(), str)
+def test_idle_states_reads_the_driver_the_states_and_halt_polling(tmp_path):
+    assert idle_states(str(tmp_path)) == ""  # no cpuidle in this tree
+    cpuidle = tmp_path / "devices/system/cpu"
+    (cpuidle / "cpuidle").mkdir(parents=True)
+    (cpuidle / "cpuidle/current_driver").write_text("intel_idle\n")
+    assert idle_states(str(tmp_path)) == "intel_idle"
+    for index, name in enumerate(["POLL", "C1", "C6"]):
+        (cpuidle / f"cpu0/cpuidle/state{index}").mkdir(parents=True)
+        (cpuidle / f"cpu0/cpuidle/state{index}/name").write_text(name + "\n")
+    assert idle_states(str(tmp_path)) == "intel_idle: POLL, C1, C6"
+    (tmp_path / "module/haltpoll/parameters").mkdir(parents=True)
+    (tmp_path / "module/haltpoll/parameters/guest_halt_poll_ns").write_text("0\n")
+    assert idle_states(str(tmp_path)) == "intel_idle: POLL, C1, C6; guest halt polling 0 ns"
+    assert isinstance(idle_states(), str)  # this machine's, whatever it has
 
 
 def test_bench_and_up_refuse_low_latency_they_cannot_get(tmp_path, monkeypatch, capsys):

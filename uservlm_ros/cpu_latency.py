@@ -3,10 +3,13 @@
 Every hop of the spoken loop wakes a thread that was waiting: Fast DDS's receive thread, an
 executor, a worker. When the CPU it wakes on is idle in a sleep state, the wake-up waits for that
 CPU to come back; in a VM that idles its vCPUs with HLT (these machines: cpuidle driver
-``haltpoll``, host-side halt polling off) the vCPU has left the guest and must be scheduled
-again by the host. Measured here with ``scripts/measure_wakeup.py`` (a thread sleeping 2 ms,
-lateness of its wake-up): median 0.15 / p95 1.25 / p99 2.9 ms with the kernel's defaults, 0.09 /
-0.12 / 0.15 ms while this request is held — a spoken turn crosses about ten such wake-ups.
+``haltpoll``, booted with ``haltpoll.guest_halt_poll_ns=0``, so an idle vCPU halts at once) the
+vCPU has left the guest and must be scheduled again by the host. Measured here with
+``scripts/measure_wakeup.py`` (a thread sleeping 2 ms, lateness of its wake-up): median 0.15 /
+p95 1.25 / p99 2.9 ms with the kernel's defaults, 0.09 / 0.12 / 0.15 ms while this request is
+held — a spoken turn crosses about ten such wake-ups. Polling 200 µs before halting (the
+kernel's default ``guest_halt_poll_ns``) did not shorten the bench's tail (``--compose``, 40
+turns: ROS middleware 7.2 / 12.3 ms median / p95, as with 0); holding 0 µs did (6.3 / 8.5).
 
 The request is the kernel's PM QoS interface, the one ``tuned``'s ``latency-performance``
 profile and the ROS 2 real-time guides use: write a 32-bit latency bound in microseconds to
@@ -17,7 +20,6 @@ a cloud host's CPU time) and nothing else. Writing it needs root or write access
 """
 from __future__ import annotations
 
-import glob
 import os
 import struct
 from pathlib import Path
@@ -29,19 +31,28 @@ class LatencyError(RuntimeError):
     """The request could not be made; the message says why and what would allow it."""
 
 
-def idle_states() -> str:
-    """The cpuidle driver and CPU 0's idle states, e.g. ``haltpoll: POLL, haltpoll`` ('' if unknown)."""
+def idle_states(sysfs: str = "/sys") -> str:
+    """The cpuidle driver and CPU 0's idle states, e.g. ``haltpoll: POLL, haltpoll idle; guest halt
+    polling 0 ns`` ('' if unknown). With the ``haltpoll`` driver, how long an idle vCPU polls before
+    it halts (``haltpoll.guest_halt_poll_ns``; the kernel's default is 200000, these VMs boot
+    with 0: every idle vCPU halts at once)."""
+    root = Path(sysfs)
     try:
-        driver = Path("/sys/devices/system/cpu/cpuidle/current_driver").read_text().strip()
+        driver = (root / "devices/system/cpu/cpuidle/current_driver").read_text().strip()
     except OSError:
         return ""
     names = []
-    for state in sorted(glob.glob("/sys/devices/system/cpu/cpu0/cpuidle/state*/name")):
+    for state in sorted((root / "devices/system/cpu/cpu0/cpuidle").glob("state*/name")):
         try:
-            names.append(Path(state).read_text().strip())
+            names.append(state.read_text().strip())
         except OSError:
             pass
-    return f"{driver}: {', '.join(names)}" if names else driver
+    described = f"{driver}: {', '.join(names)}" if names else driver
+    try:
+        poll_ns = (root / "module/haltpoll/parameters/guest_halt_poll_ns").read_text().strip()
+    except OSError:
+        return described
+    return f"{described}; guest halt polling {poll_ns} ns"
 
 
 class CpuLatencyHold:
