@@ -1,0 +1,1 @@
+"""Echo-aware listening while the robot speaks: cancel its own voice, hear a person cut in."""
