@@ -34,7 +34,9 @@ How, per 10 ms block of microphone audio:
 
 Capture stamps that drift within ``jitter_ms`` of the sample count are taken as the sample
 count (the echo path would jump otherwise); a stamp further ahead is a gap (the chunks between
-were lost), further behind an overlap (the samples already covered are dropped, counted).
+were lost), further behind an overlap (the samples already covered are dropped, counted). After
+a gap, and after audio cancelled without its reference, the echo still comes from reference the
+canceller did not use for ``echo_delay_max_ms + tail_ms``: no barge-in is taken from that time.
 Thread-safe: references and speaking changes may come from one thread, audio from another.
 """
 from __future__ import annotations
@@ -218,6 +220,9 @@ class EchoGate:
         self._window_removed = np.zeros(0, dtype=np.float32)  # what the canceller took from it
         self._window_stamp = 0.0
         self._untrusted_until = -math.inf  # audio cancelled without its reference, until then
+        # Echo until then comes from reference the canceller did not get (missing, or skipped
+        # over by a gap in the microphone stream): no barge-in from it.
+        self._blind_until = -math.inf
         self._run: list[tuple[float, float, float]] = []  # (stamp, probability, level)
         self._through = False  # listening through the robot after a barge-in
         self._silent_for = 0.0
@@ -314,6 +319,7 @@ class EchoGate:
         self._close_partial()
         self._drain(result, force=False)
         self._anchor, self._count = stamp, 0
+        self._blind_until = max(self._blind_until, stamp + self._max_delay + self._tail)
         return audio
 
     def _close_partial(self) -> None:
@@ -365,7 +371,10 @@ class EchoGate:
         if not complete:
             self.unreferenced_blocks += 1
         self.cancelled_s += BLOCK / ASR_SAMPLE_RATE
-        trusted = complete and self.cancelled_s > self.config.warmup_ms / 1000.0
+        if not complete:
+            self._blind_until = max(self._blind_until, end + self._max_delay + self._tail)
+        trusted = (complete and block.stamp >= self._blind_until
+                   and self.cancelled_s > self.config.warmup_ms / 1000.0)
         piece = GatedAudio(cleaned, block.stamp, True)
         if self._through:
             self._emit(piece, result)
