@@ -87,7 +87,8 @@ def main(argv=None) -> int:
         else:
             reactions.append(true_ones[0][1] - onset)
             onset_errors.append(true_ones[0][0].onset - onset)
-        line = (f"{recording.name}: echo {recording.path.gain_db:+5.1f} dB {1000 * recording.path.delay_s:3.0f} ms "
+        path = recording.path
+        line = (f"{recording.name}: echo {path.gain_db:+5.1f} dB {1000 * path.delay_s:3.0f} ms "
                 f"RT60 {recording.path.rt60_s:.2f} s | false {len(echo.barge_ins)} | "
                 + (f"reaction {1000 * reactions[-1]:4.0f} ms" if true_ones else "missed"))
         if asr is not None:
@@ -99,7 +100,8 @@ def main(argv=None) -> int:
             for runs, errors in ((stopped, errors_stopped), (heard, errors_running)):
                 texts.append(asr.transcribe(runs.heard(a, b), ASR_SAMPLE_RATE).text)
                 errors.append(word_error_rate(recording.person_text, texts[-1]))
-            clean = recording.person[recording.index_of(a):recording.index_of(b)].astype(np.float32)
+            clean = recording.person[recording.index_of(a):recording.index_of(b)]
+            clean = clean.astype(np.float32)
             errors_clean.append(word_error_rate(recording.person_text,
                                                 asr.transcribe(clean, ASR_SAMPLE_RATE).text))
             line += f" | heard (speaker stopped): {texts[0]!r}"
@@ -108,19 +110,24 @@ def main(argv=None) -> int:
     print()
     print(f"answers: {n} (seed {args.seed}), chunks of {args.chunk_ms} ms, reference lag "
           f"{1000 * args.reference_lag:.0f} ms; cold canceller per answer")
-    print(f"reaction time (onset -> barge-in reported): median {1000 * statistics.median(reactions):.0f} ms, "
+    print(f"reaction time (onset -> barge-in reported): "
+          f"median {1000 * statistics.median(reactions):.0f} ms, "
           f"p95 {1000 * percentile(reactions, 95):.0f} ms, max {1000 * max(reactions):.0f} ms "
           f"(n={len(reactions)})")
     print(f"onset estimate - true onset: median {1000 * statistics.median(onset_errors):+.0f} ms, "
           f"p95 {1000 * percentile(onset_errors, 95):+.0f} ms")
     print(f"missed barge-ins: {missed} of {n}")
     print(f"false barge-ins: {false} in {2 * n} runs = {100.0 * false / n:.1f} per 100 answers")
-    print(f"CPU per {args.chunk_ms} ms chunk: median {1000 * statistics.median(chunk_costs):.2f} ms, "
-          f"p95 {1000 * percentile(chunk_costs, 95):.2f} ms; AEC3 {100 * cancel_s / audio_s:.2f} % "
+    print(f"CPU per {args.chunk_ms} ms chunk: "
+          f"median {1000 * statistics.median(chunk_costs):.2f} ms, "
+          f"p95 {1000 * percentile(chunk_costs, 95):.2f} ms; "
+          f"AEC3 {100 * cancel_s / audio_s:.2f} % "
           f"and Silero {100 * vad_s / audio_s:.2f} % of one core (echo-only runs)")
     if asr is not None:
-        print(f"Whisper base WER of the person's words: person alone {100 * statistics.mean(errors_clean):.1f} %, "
-              f"gate output with the speaker stopped {1000 * args.stop_after:.0f} ms after the barge-in "
+        print(f"Whisper base WER of the person's words: "
+              f"person alone {100 * statistics.mean(errors_clean):.1f} %, "
+              f"gate output with the speaker stopped {1000 * args.stop_after:.0f} ms "
+              f"after the barge-in "
               f"{100 * statistics.mean(errors_stopped):.1f} %, speaker never stopped "
               f"{100 * statistics.mean(errors_running):.1f} %")
     return 0

@@ -220,7 +220,8 @@ def run(factory, mic: np.ndarray, far: np.ndarray) -> tuple[np.ndarray, list[flo
     costs = []
     for start in range(0, mic.size - BLOCK + 1, BLOCK):
         began = time.perf_counter()
-        out[start:start + BLOCK] = option.process(mic[start:start + BLOCK], far[start:start + BLOCK])
+        block = slice(start, start + BLOCK)
+        out[block] = option.process(mic[block], far[block])
         costs.append(time.perf_counter() - began)
     return out, costs
 
@@ -273,7 +274,8 @@ def main(argv=None) -> int:
             split = start + ASR_SAMPLE_RATE // 2
             end = recording.index_of(recording.reference_end)
             tail = end + int(0.3 * ASR_SAMPLE_RATE)
-            first.append(db(np.sum(mic_echo[start:split] ** 2), np.sum(out_echo[start:split] ** 2)))
+            first.append(db(np.sum(mic_echo[start:split] ** 2),
+                            np.sum(out_echo[start:split] ** 2)))
             later.append(db(np.sum(mic_echo[split:end] ** 2), np.sum(out_echo[split:end] ** 2)))
             heard.append(silero_speech_fraction(segmenter, out_echo[start:tail]))
             mic = recording.mic()
@@ -287,7 +289,8 @@ def main(argv=None) -> int:
                 text = asr.transcribe(out[a:b], ASR_SAMPLE_RATE).text
                 errors.append(word_error_rate(recording.person_text, text))
         row = (name, licence,
-               f"{statistics.median(costs) * 1e6:7.0f} us | {np.percentile(costs, 95) * 1e6:7.0f} us",
+               f"{statistics.median(costs) * 1e6:7.0f} us | "
+               f"{np.percentile(costs, 95) * 1e6:7.0f} us",
                f"{statistics.median(first):5.1f} dB", f"{statistics.median(later):5.1f} dB",
                f"{statistics.median(kept):+5.1f} dB", f"{100 * statistics.mean(heard):5.1f} %",
                f"{100 * statistics.mean(errors):5.1f} %" if errors else "-", f"n={count}")

@@ -62,7 +62,8 @@ def test_the_pre_roll_hands_on_the_start_of_the_persons_speech():
 def test_robot_silent_passes_the_microphone_through_unchanged():
     rng = np.random.default_rng(1)
     gate = EchoGate()
-    chunks = [(rng.integers(-3000, 3000, 640).astype(np.int16), 50.0 + 0.04 * i) for i in range(25)]
+    chunks = [(rng.integers(-3000, 3000, 640).astype(np.int16), 50.0 + 0.04 * i)
+              for i in range(25)]
     out = [gate.feed(samples, stamp) for samples, stamp in chunks]
     audio = [piece for result in out for piece in result.audio]
     assert not any(result.barge_ins for result in out)

@@ -111,7 +111,8 @@ class EchoGateConfig:
             "min_snr_db": (0.0, 80.0), "min_level_dbfs": (-120.0, 0.0),
             "min_speech_ms": (32.0, 2000.0),
             "pre_roll_ms": (0.0, 5000.0), "release_ms": (100.0, 10000.0),
-            "warmup_ms": (0.0, 10000.0), "tail_ms": (0.0, 5000.0), "max_reference_wait_ms": (0.0, 5000.0),
+            "warmup_ms": (0.0, 10000.0), "tail_ms": (0.0, 5000.0),
+            "max_reference_wait_ms": (0.0, 5000.0),
             "jitter_ms": (0.5, 1000.0), "history_s": (1.0, 3600.0),
         }
         for name, (low, high) in ranges.items():
@@ -238,7 +239,7 @@ class EchoGate:
     # ------------------------------------------------------------------ speaker side
 
     def add_reference(self, samples: np.ndarray, sample_rate: int, start: float) -> None:
-        """A piece the speaker played, its first sample out at ``start`` (see ReferenceTimeline)."""
+        """A piece the speaker played, its first sample out at ``start`` (ReferenceTimeline)."""
         self.timeline.add(samples, sample_rate, start)
 
     def set_speaking(self, speaking: bool, stamp: float) -> None:
@@ -255,7 +256,8 @@ class EchoGate:
             raise ValueError(f"microphone chunk must be 1-D mono samples, got shape {audio.shape}")
         if audio.size and not np.all(np.isfinite(audio)):
             raise ValueError("microphone chunk contains NaN or infinite samples")
-        if isinstance(stamp, bool) or not isinstance(stamp, (int, float)) or not math.isfinite(stamp):
+        if isinstance(stamp, bool) or not isinstance(stamp, (int, float)) \
+                or not math.isfinite(stamp):
             raise ValueError(f"stamp must be a finite capture time, got {stamp!r}")
         with self._lock:
             result = GateResult()
@@ -296,7 +298,9 @@ class EchoGate:
     # ------------------------------------------------------------------ stream position
 
     def _position(self) -> float:
-        return self._anchor + self._count / ASR_SAMPLE_RATE if self._anchor is not None else -math.inf
+        if self._anchor is None:
+            return -math.inf
+        return self._anchor + self._count / ASR_SAMPLE_RATE
 
     def _place(self, audio: np.ndarray, stamp: float, result: GateResult) -> np.ndarray:
         """Fit the chunk to the stream: jitter is ignored, a gap or a jump back re-anchors."""
@@ -326,7 +330,8 @@ class EchoGate:
         """Pad the unfinished block with silence so its samples are not lost at a gap."""
         if self._partial.size:
             start = self._position() - self._partial.size / ASR_SAMPLE_RATE
-            padded = np.concatenate([self._partial, np.zeros(BLOCK - self._partial.size, np.float32)])
+            silence = np.zeros(BLOCK - self._partial.size, np.float32)
+            padded = np.concatenate([self._partial, silence])
             self._pending.append(_Block(padded, start))
             self._count += BLOCK - self._partial.size
             self._partial = np.zeros(0, dtype=np.float32)
@@ -339,7 +344,8 @@ class EchoGate:
         while self._pending:
             block = self._pending[0]
             far, complete = self.timeline.window(block.stamp - self._shift, BLOCK)
-            if not complete and not force and newest - (block.stamp + BLOCK / ASR_SAMPLE_RATE) < wait:
+            overdue = newest - (block.stamp + BLOCK / ASR_SAMPLE_RATE) >= wait
+            if not complete and not force and not overdue:
                 break  # its reference is due: wait for it
             self._pending.popleft()
             self._process(block, far, complete, result)
@@ -393,7 +399,8 @@ class EchoGate:
             self._canceller = WebRtcEchoCanceller(delay_hint_ms=int(round(hint)))
         return np.asarray(self._canceller.process(near, far), dtype=np.float32)
 
-    def _detect(self, block: _Block, cleaned: np.ndarray, trusted: bool, result: GateResult) -> None:
+    def _detect(self, block: _Block, cleaned: np.ndarray, trusted: bool,
+                result: GateResult) -> None:
         expected = self._window_stamp + self._window.size / ASR_SAMPLE_RATE
         if not self._window.size or abs(block.stamp - expected) > 0.5 / ASR_SAMPLE_RATE:
             # first block, or a gap: windows restart at this block
@@ -406,7 +413,8 @@ class EchoGate:
         self._window_removed = np.concatenate([self._window_removed, block.samples - cleaned])
         while self._window.size >= WINDOW:
             window, self._window = self._window[:WINDOW], self._window[WINDOW:]
-            removed, self._window_removed = self._window_removed[:WINDOW], self._window_removed[WINDOW:]
+            removed = self._window_removed[:WINDOW]
+            self._window_removed = self._window_removed[WINDOW:]
             stamp = self._window_stamp
             self._window_stamp += WINDOW / ASR_SAMPLE_RATE
             energy = float(np.dot(removed.astype(np.float64), removed))

@@ -154,7 +154,7 @@ class EchoRecording:
 
 
 class RecordingVoices:
-    """Piper (the project's TTSEngine) with its random noise off: the same text, the same samples."""
+    """Piper (the project's TTSEngine) with its random noise off: same text, same samples."""
 
     def __init__(self, engine=None):
         from uservlm_ros.engines.tts import TTSConfig, TTSEngine
@@ -184,7 +184,8 @@ class RecordingVoices:
     def person(self, text: str, pitch: float = PERSON_PITCH) -> np.ndarray:
         """The person's voice, float32 at 16 kHz: ``pitch`` times higher, same duration."""
         slow = to_float32(self._synthesize(text, pitch))
-        ratio = Fraction(ASR_SAMPLE_RATE) / (Fraction(self.rate) * Fraction(pitch).limit_denominator(100))
+        played_at = Fraction(self.rate) * Fraction(pitch).limit_denominator(100)
+        ratio = Fraction(ASR_SAMPLE_RATE) / played_at
         return resample_poly(slow, ratio.numerator, ratio.denominator).astype(np.float32)
 
 

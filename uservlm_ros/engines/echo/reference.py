@@ -91,7 +91,8 @@ class ReferenceTimeline:
         audio = to_float32(np.asarray(samples))
         if audio.ndim != 1:
             raise ValueError(f"reference must be 1-D mono samples, got shape {audio.shape}")
-        if isinstance(sample_rate, bool) or not MIN_SAMPLE_RATE <= int(sample_rate) <= MAX_SAMPLE_RATE:
+        if isinstance(sample_rate, bool) \
+                or not MIN_SAMPLE_RATE <= int(sample_rate) <= MAX_SAMPLE_RATE:
             raise ValueError(f"reference sample_rate must be in [{MIN_SAMPLE_RATE}, "
                              f"{MAX_SAMPLE_RATE}] Hz, got {sample_rate!r}")
         if audio.size and not np.all(np.isfinite(audio)):
@@ -159,7 +160,7 @@ class ReferenceTimeline:
         return out, complete
 
     def speaking_between(self, start: float, end: float, tail: float = 0.0) -> bool:
-        """True if the speaker spoke (interval or reference) anywhere in ``[start - tail, end]``."""
+        """True if the speaker spoke (interval or reference) in ``[start - tail, end]``."""
         with self._lock:
             lo = start - tail
             for s, e in self._speaking_intervals():
@@ -210,13 +211,15 @@ class ReferenceTimeline:
 
     def _continued(self, start: float, rate: int) -> _Stream | None:
         for stream in reversed(self._streams):
-            if stream.open and stream.rate == rate and abs(start - stream.input_end) <= JOIN_TOLERANCE_S:
+            if stream.open and stream.rate == rate \
+                    and abs(start - stream.input_end) <= JOIN_TOLERANCE_S:
                 return stream
         return None
 
     def _prune(self) -> None:
         horizon = self._latest - self.history
-        self._streams = [s for s in self._streams if s.end >= horizon or s.open and s.input_end >= horizon]
+        self._streams = [s for s in self._streams
+                         if s.end >= horizon or s.open and s.input_end >= horizon]
         self._intervals = [(s, e) for s, e in self._intervals if e >= horizon]
 
 

@@ -65,8 +65,11 @@ def active_rms(samples: np.ndarray, rate: int = ASR_SAMPLE_RATE, floor_db: float
     frame = max(1, int(0.02 * rate))
     count = samples.size // frame
     if count == 0:
-        return float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) if samples.size else 0.0
-    energy = np.mean(np.square(samples[: count * frame].reshape(count, frame), dtype=np.float64), axis=1)
+        if not samples.size:
+            return 0.0
+        return float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
+    frames = samples[: count * frame].reshape(count, frame)
+    energy = np.mean(np.square(frames, dtype=np.float64), axis=1)
     loud = energy[energy >= energy.max() * 10.0 ** (floor_db / 10.0)]
     return float(np.sqrt(np.mean(loud))) if loud.size else 0.0
 
