@@ -10,7 +10,7 @@ background. The face boxes of the source photos were measured once with dlib's H
 """
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import cv2
@@ -30,7 +30,7 @@ TRAINING_CROPS = {"astronaut": ("astronaut_body", "astronaut_face", "astronaut_g
                   "hopper": ("hopper_body", "hopper_face", "hopper_grey", "hopper_mirror")}
 
 
-@lru_cache(maxsize=None)
+@cache
 def photo(name: str) -> np.ndarray:
     """The source photograph, RGB uint8 (read-only)."""
     if name == "astronaut":

@@ -10,8 +10,15 @@ import stat
 import numpy as np
 import pytest
 
-from uservlm_ros.engines.person.identity import (KNOWN, NEW, REMEMBERED, UNKNOWN, Gallery,
-                                                 new_person_id, valid_person_id)
+from uservlm_ros.engines.person.identity import (
+    KNOWN,
+    NEW,
+    REMEMBERED,
+    UNKNOWN,
+    Gallery,
+    new_person_id,
+    valid_person_id,
+)
 from uservlm_ros.engines.person.store import SUFFIX, StoreError, TemplateStore
 
 RNG = np.random.default_rng(7)
@@ -127,7 +134,8 @@ def test_store_tightens_loosened_modes(tmp_path):
     os.chmod(tmp_path / "faces", 0o755)
     os.chmod(tmp_path / "faces" / f"{pid}{SUFFIX}", 0o644)
     assert pid in TemplateStore(tmp_path / "faces").open()
-    assert mode(tmp_path / "faces") == 0o700 and mode(tmp_path / "faces" / f"{pid}{SUFFIX}") == 0o600
+    assert mode(tmp_path / "faces") == 0o700
+    assert mode(tmp_path / "faces" / f"{pid}{SUFFIX}") == 0o600
 
 
 @pytest.mark.parametrize("content", [b"{not json", b"\xff\xfe", b"[]", b'{"format": 1}',

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
-
 import person_scenes as ps
+import pytest
 from person_engines import engine as make_engine
+
 from uservlm_ros.engines.person.identity import valid_person_id
 
 

@@ -74,14 +74,20 @@ class PersonConfig:
     #: Appearance similarity (aligned 32x32 grey chip, correlation) below which a continued
     #: track is checked by embedding: catches two people swapping places between frames.
     track_signature_min: float = 0.8
-    #: A track's identity is re-checked by embedding at least this often, seconds.
-    track_reverify_s: float = 2.0
+    #: A track's identity is re-checked by embedding about this often (one track per call),
+    #: seconds; a turn whose addressee is such a track, verified this recently and still
+    #: looking the same, takes the track's person without an embedding of its own.
+    track_reverify_s: float = 5.0
+    #: Let ``resolve`` reuse a live track's verified person as above (saves the ~75 ms
+    #: embedding per turn); False = every turn embeds its addressee.
+    reuse_track_identity: bool = True
     #: At most this many embeddings per ``track()`` call (about 75 ms each on one core); the
     #: rest wait for the next call.
     track_max_embeddings: int = 2
 
     def __post_init__(self) -> None:
-        _check(self.detector in DETECTORS, "detector", f"must be one of {DETECTORS}", self.detector)
+        _check(self.detector in DETECTORS, "detector", f"must be one of {DETECTORS}",
+               self.detector)
         _check(self.hog_upsample in (0, 1, 2), "hog_upsample", "must be 0, 1 or 2",
                self.hog_upsample)
         _check(_number(self.detect_scale) and 0.25 <= self.detect_scale <= 1.0, "detect_scale",
@@ -121,5 +127,7 @@ class PersonConfig:
                "track_signature_min", "must be in [-1, 1]", self.track_signature_min)
         _check(_number(self.track_reverify_s) and self.track_reverify_s > 0,
                "track_reverify_s", "must be > 0 seconds", self.track_reverify_s)
+        _check(isinstance(self.reuse_track_identity, bool), "reuse_track_identity",
+               "must be a bool", self.reuse_track_identity)
         _check(isinstance(self.track_max_embeddings, int) and 0 <= self.track_max_embeddings <= 64,
                "track_max_embeddings", "must be an int in [0, 64]", self.track_max_embeddings)

@@ -97,7 +97,7 @@ class FaceDetector:
             return found
         rects, scores, _ = self._hog.run(rgb, self.config.hog_upsample, 0.0)
         return [(Box(r.left(), r.top(), r.right() + 1, r.bottom() + 1), float(s))
-                for r, s in zip(rects, scores)]
+                for r, s in zip(rects, scores, strict=True)]
 
     def detect(self, rgb: np.ndarray) -> Detections:
         """Faces in ``rgb`` (H x W x 3 uint8, C-contiguous), largest first."""

@@ -36,19 +36,21 @@ import numpy as np
 
 from uservlm_ros.engines.person import addressee, crop
 from uservlm_ros.engines.person.config import PersonConfig
-from uservlm_ros.engines.person.detection import FaceDetector
+from uservlm_ros.engines.person.detection import Face, FaceDetector
 from uservlm_ros.engines.person.embedding import FaceEmbedder
 from uservlm_ros.engines.person.geometry import Box
-from uservlm_ros.engines.person.identity import REMEMBERED, Gallery, valid_person_id
+from uservlm_ros.engines.person.identity import KNOWN, REMEMBERED, Gallery, Match, valid_person_id
 from uservlm_ros.engines.person.image import as_rgb
 from uservlm_ros.engines.person.store import TemplateStore
-from uservlm_ros.engines.person.tracking import FaceTracker
+from uservlm_ros.engines.person.tracking import FaceTracker, TrackState
 
 LOG = logging.getLogger(__name__)
 
 NO_FACE, UNIDENTIFIED = "no_face", "unidentified"
-#: overlap at which a turn's addressee is the face of a live track
+#: overlap at which a turn's addressee is the face of a live track, and at which the turn may
+#: take that track's verified person without an embedding
 _SAME_FACE_IOU = 0.3
+_REUSE_IOU = 0.5
 
 
 @dataclass(frozen=True)
@@ -58,15 +60,19 @@ class Resolution:
     ``status``: ``no_face`` (person_id ""), ``unidentified`` (a face, but turned away and
     matching nobody: person_id ""), ``known`` (a session person seen before), ``remembered``
     (a person who agreed to be remembered) or ``new`` (a new session person).
-    ``face_id`` is the live track of the addressee ("" if none). ``roi`` is REP-155's
-    normalised (xmin, ymin, xmax, ymax). ``timings`` in seconds: detect (with landmarks),
-    embed, identify, crop, total.
+    ``face_id`` is the addressee's live track ("" if none, or if the track at that place
+    belongs to someone else); ``reused_track``: the person
+    came from that track (verified recently, same place, same look) instead of an embedding of
+    this frame. ``roi`` is REP-155's normalised (xmin, ymin, xmax, ymax). ``distance``: to the
+    matched person (None if new, unidentified or reused). ``timings`` in seconds: detect (with
+    landmarks), embed (absent when reused or no face), identify, crop, total.
     """
 
     person_id: str
     status: str
     remembered: bool
     face_id: str
+    reused_track: bool
     box: Box | None
     roi: tuple[float, float, float, float] | None
     frontal: bool
@@ -197,21 +203,22 @@ class PersonEngine:
         if index is None:
             whole = Box(0, 0, width, height)
             timings["total"] = time.perf_counter() - start
-            return Resolution("", NO_FACE, False, "", None, None, False, None, 0,
+            return Resolution("", NO_FACE, False, "", False, None, None, False, None, 0,
                               found.too_small, rgb, "full", whole, stamp, timings)
         face = found.faces[index]
-        mark = time.perf_counter()
-        vector = embedder.embed(rgb, face)
-        timings["embed"] = time.perf_counter() - mark
-        mark = time.perf_counter()
-        match = self.gallery.identify(vector, face.frontal)
+        track = self._track_of(face)
+        if self._reusable(track, face):
+            mark = time.perf_counter()
+            self.gallery.touch([track.person_id])
+            remembered = self.gallery.is_remembered(track.person_id)
+            match = Match(track.person_id, REMEMBERED if remembered else KNOWN, None)
+        else:
+            mark = time.perf_counter()
+            vector = embedder.embed(rgb, face)
+            timings["embed"] = time.perf_counter() - mark
+            mark = time.perf_counter()
+            match = self.gallery.identify(vector, face.frontal)
         status = match.status if match.person_id else UNIDENTIFIED
-        face_id = ""
-        best = _SAME_FACE_IOU
-        for state in self.tracker.snapshot():
-            overlap = state.box.iou(face.box)
-            if overlap >= best:
-                face_id, best = state.face_id, overlap
         timings["identify"] = time.perf_counter() - mark
         mark = time.perf_counter()
         region = crop.region(face.box, cfg.user_crop, width, height, cfg.face_margin,
@@ -219,10 +226,34 @@ class PersonEngine:
         user_image = rgb if cfg.user_crop == "full" else crop.cut(rgb, region)
         timings["crop"] = time.perf_counter() - mark
         timings["total"] = time.perf_counter() - start
-        return Resolution(match.person_id, status, match.status == REMEMBERED, face_id,
-                          face.box, face.box.normalized(width, height), face.frontal,
-                          match.distance, len(found.faces), found.too_small, user_image,
-                          cfg.user_crop, region, stamp, timings)
+        # a track at the same place showing someone else is not this face's track
+        same = track is not None and track.person_id in ("", match.person_id)
+        return Resolution(match.person_id, status, match.status == REMEMBERED,
+                          track.face_id if same else "", "embed" not in timings, face.box,
+                          face.box.normalized(width, height), face.frontal, match.distance,
+                          len(found.faces), found.too_small, user_image, cfg.user_crop, region,
+                          stamp, timings)
+
+    def _track_of(self, face: Face) -> TrackState | None:
+        """The live track whose last box overlaps ``face`` most (at least _SAME_FACE_IOU)."""
+        best, found = _SAME_FACE_IOU, None
+        for state in self.tracker.snapshot():
+            overlap = state.box.iou(face.box)
+            if overlap >= best:
+                best, found = overlap, state
+        return found
+
+    def _reusable(self, track: TrackState | None, face: Face) -> bool:
+        """Whether the turn may take ``track``'s person without embedding: the track saw this
+        face in its latest frame, checked the person by embedding within track_reverify_s, and
+        the face still sits there and looks the same."""
+        cfg = self.config
+        return (cfg.reuse_track_identity and track is not None and track.visible
+                and bool(track.person_id) and track.verified_at is not None
+                and self._clock() - track.verified_at <= cfg.track_reverify_s
+                and track.box.iou(face.box) >= _REUSE_IOU
+                and float(track.signature @ face.signature) >= cfg.track_signature_min
+                and track.person_id in self.gallery)
 
     # --- the stream -------------------------------------------------------------------------
 
@@ -242,7 +273,7 @@ class PersonEngine:
             update = self.tracker.update(found.faces, lambda f: embedder.embed(rgb, f))
             associated = time.perf_counter() - mark
         faces, persons, sizes = [], {}, {}
-        for state, face in update.visible:
+        for state, _ in update.visible:
             remembered = bool(state.person_id) and self.gallery.is_remembered(state.person_id)
             faces.append(TrackedFace(state.face_id, state.person_id, remembered, state.box,
                                      state.box.normalized(width, height), state.frontal,

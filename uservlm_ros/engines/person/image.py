@@ -24,11 +24,12 @@ def as_rgb(image: np.ndarray) -> np.ndarray:
         raise ValueError(f"image must have 1, 3 or 4 channels, got {image.shape[2]}")
     height, width = image.shape[:2]
     if min(height, width) < MIN_SIDE or max(height, width) > MAX_SIDE:
-        raise ValueError(f"image is {width}x{height}; each side must be in [{MIN_SIDE}, {MAX_SIDE}]")
+        raise ValueError(f"image is {width}x{height}; each side must be in "
+                         f"[{MIN_SIDE}, {MAX_SIDE}]")
     if image.dtype == np.uint16:
         image = (image >> 8).astype(np.uint8)
     elif image.dtype != np.uint8:
-        raise ValueError(f"image must be uint8 (or uint16 mono), got {image.dtype}")
+        raise ValueError(f"image must be uint8 (or uint16), got {image.dtype}")
     if image.ndim == 2:
         image = np.repeat(image[:, :, None], 3, axis=2)
     elif image.shape[2] == 4:

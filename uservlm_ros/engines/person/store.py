@@ -125,8 +125,9 @@ class TemplateStore:
         record = {"format": FORMAT, "kind": KIND, "person_id": person_id,
                   "model_sha256": models.SHA256[models.EMBEDDING], "saved_at": self._clock(),
                   "exemplars": [[round(float(v), 7) for v in e] for e in exemplars]}
-        if _problem(record, person_id):
-            raise ValueError(f"refusing to write an invalid template: {_problem(record, person_id)}")
+        problem = _problem(record, person_id)
+        if problem:
+            raise ValueError(f"refusing to write an invalid template: {problem}")
         data = json.dumps(record, ensure_ascii=True).encode("ascii")
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}{_TMP}")
         with self._lock:
@@ -140,7 +141,10 @@ class TemplateStore:
                 os.replace(tmp, path)
                 _fsync_dir(self.directory)
             except OSError as exc:
-                tmp.unlink(missing_ok=True)
+                try:
+                    tmp.unlink(missing_ok=True)
+                except OSError:
+                    pass  # the directory itself is gone or unusable: nothing was written
                 raise StoreError(f"cannot write face template: {exc}") from exc
 
     def delete(self, person_id: str) -> bool:

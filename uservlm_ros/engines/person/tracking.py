@@ -8,8 +8,8 @@ Association per call, cheapest evidence first:
    and the track's identity was checked by embedding within ``track_reverify_s``. Otherwise the
    face is embedded and compared with the track's person: a mismatch (two people swapped places
    between frames) breaks the pair. Suspicious pairs are checked first, then unidentified
-   tracks, then stale ones; when the call's embedding budget is spent, the pair is kept and
-   checked first next time.
+   tracks, then (one per call) stale ones; when the call's embedding budget is spent, the
+   pair is kept and checked first next time.
 3. A face left without a track is embedded (budget permitting) and identified; if a live track
    that lost its face belongs to the same person, that track continues (so swapped people keep
    their face ids), else a new track starts (with person "" until identified).
@@ -24,7 +24,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -47,6 +47,8 @@ class TrackState:
     score: float
     hits: int
     missed: int
+    verified_at: float | None  # clock time of the last embedding check of person_id
+    signature: np.ndarray = field(repr=False)
 
 
 class _Track:
@@ -66,7 +68,8 @@ class _Track:
 
     def state(self, visible: bool) -> TrackState:
         return TrackState(self.face_id, self.person_id, self.face.box, visible,
-                          self.face.frontal, self.face.score, self.hits, self.missed)
+                          self.face.frontal, self.face.score, self.hits, self.missed,
+                          self.verified_at, self.face.signature)
 
 
 @dataclass(frozen=True)
@@ -119,7 +122,8 @@ class FaceTracker:
         if tracks and faces:
             overlap = np.array([[t.face.box.iou(f.box) for f in faces] for t in tracks])
             rows, cols = linear_sum_assignment(-overlap)
-            pairs = [(r, c) for r, c in zip(rows, cols) if overlap[r, c] >= cfg.track_iou_min]
+            pairs = [(r, c) for r, c in zip(rows, cols, strict=True)
+                     if overlap[r, c] >= cfg.track_iou_min]
 
         def urgency(pair: tuple[int, int]) -> int:
             track, face = tracks[pair[0]], faces[pair[1]]
@@ -133,8 +137,11 @@ class FaceTracker:
             return 3
 
         matched: dict[int, int] = {}
+        stale_checks = 1  # re-checks of settled tracks are a safety net: one per call
         for t, f in sorted(pairs, key=lambda p: (urgency(p), p[1])):
             track, level = tracks[t], urgency((t, f))
+            if level == 2:
+                level, stale_checks = (2, stale_checks - 1) if stale_checks else (3, 0)
             vector = embedding(f) if level < 3 else None
             if vector is None:  # nothing to check, or no budget left: keep, check first later
                 track.suspect = track.suspect or level == 0
