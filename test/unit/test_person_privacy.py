@@ -172,3 +172,18 @@ def test_without_a_store_remembering_only_stops_expiry(tmp_path, monkeypatch):
     clock.now += 100
     assert engine.expire() == [] and engine.is_remembered(person)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failing_forget_callback_is_logged_and_perception_goes_on(caplog):
+    clock = Clock()
+
+    def broken(person_id):
+        raise RuntimeError("consent store down")
+
+    engine = make_engine(clock=clock, on_forgotten=broken, session_ttl_s=10.0)
+    first = engine.resolve(ps.alone("hopper")).person_id
+    clock.now += 11
+    with caplog.at_level(logging.ERROR):
+        turn = engine.resolve(ps.alone("hopper"))
+    assert turn.status == "new" and turn.person_id != first
+    assert "on_forgotten" in caplog.text and first in caplog.text

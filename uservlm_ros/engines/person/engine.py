@@ -180,14 +180,19 @@ class PersonEngine:
             LOG.info("session person %s forgotten (not seen for %.0f s)", person_id,
                      self.config.session_ttl_s)
             if self._on_forgotten is not None:
-                self._on_forgotten(person_id)
+                try:
+                    self._on_forgotten(person_id)
+                except Exception:  # the caller's bug must not break perception
+                    LOG.exception("on_forgotten(%s) failed", person_id)
         return gone
 
     # --- the turn ---------------------------------------------------------------------------
 
     def resolve(self, image: np.ndarray, stamp: float | None = None) -> Resolution:
-        """Detect, pick the addressee, embed and identify them, and crop the user image, all
-        on this frame. ValueError for an unusable image or stamp."""
+        """Detect, pick the addressee, identify them and crop the user image, all on this
+        frame (RGB order; grey, RGBA and 16-bit mono are accepted). ValueError for an unusable
+        image or stamp. With ``user_crop="full"`` or no face, ``crop`` is the frame itself
+        (not a copy)."""
         detector, embedder = self._ready()
         start = time.perf_counter()
         stamp = _stamp(stamp)
