@@ -176,6 +176,10 @@ class PersonEngine:
         """Forget session persons unseen for ``session_ttl_s``; their ids (also passed to
         ``on_forgotten``)."""
         gone = self.gallery.expire()
+        if gone:
+            with self._track_lock:
+                for person_id in gone:
+                    self.tracker.clear_person(person_id)
         for person_id in gone:
             LOG.info("session person %s forgotten (not seen for %.0f s)", person_id,
                      self.config.session_ttl_s)
