@@ -6,7 +6,8 @@ people's variants.
 
 1. Per ask: ``PersonEngine.resolve`` (detect + 5-point landmarks + embed the addressee +
    identify + upper-body crop) on 640x480 frames of two people (faces ~100 and ~80 px, moving
-   between asks), median and p95 over N asks after 3 warm-ups, for each detector option:
+   between asks), median and p95 over N asks after 3 warm-ups (asks interleaved across the
+   options), for each detector option:
    YuNet at full size (the default), YuNet on the frame halved, dlib HOG with the frame doubled
    (finds faces from ~40 px) and HOG as is; the last column says whether each finds a 42 px
    face. "no tracks": a cold turn (always one embedding). "tracked": ``track`` saw the
@@ -75,30 +76,40 @@ def ask_frames() -> list[np.ndarray]:
 
 
 def bench_asks(n: int) -> list[dict]:
-    frames, rows = ask_frames(), []
+    """Asks interleaved across the options (ask i of every option, then ask i + 1), so that
+    load from other processes falls on all options alike."""
+    frames = ask_frames()
     small = ps.alone("hopper", face_px=42)
-    for label, (overrides, tracked) in OPTIONS.items():
-        engine = PersonEngine(PersonConfig(**overrides)).load()
+    engines = {label: PersonEngine(PersonConfig(**overrides)).load()
+               for label, (overrides, _) in OPTIONS.items()}
+    stats = {label: {"total": [], "cpu": [], "detect": [], "embed": [], "reused": 0, "faces": 0}
+             for label in OPTIONS}
+    for engine in engines.values():
         for frame in frames[:3]:
             engine.resolve(frame)
-        totals, steps, reused, cpu = [], {}, 0, []
-        for i in range(n):
+    for i in range(n):
+        for label, (_, tracked) in OPTIONS.items():
+            engine, row = engines[label], stats[label]
             if tracked:  # the 5 Hz stream saw the frame before this one
                 engine.track(frames[(i - 1) % len(frames)])
             before = time.process_time()
             turn = engine.resolve(frames[i % len(frames)])
-            cpu.append((time.process_time() - before) * 1000)
-            reused += turn.reused_track
-            totals.append(turn.timings["total"] * 1000)
-            for key, value in turn.timings.items():
-                steps.setdefault(key, []).append(value * 1000)
-        rows.append({"option": label, "median_ms": statistics.median(totals),
-                     "cpu_ms": statistics.median(cpu),
-                     "p95_ms": percentile(totals, 95),
-                     "detect_ms": statistics.median(steps["detect"]),
-                     "embed_ms": statistics.median(steps["embed"]) if "embed" in steps else 0,
-                     "reused": reused,
-                     "faces": turn.faces, "small_face_found": engine.resolve(small).faces == 1})
+            row["cpu"].append((time.process_time() - before) * 1000)
+            row["total"].append(turn.timings["total"] * 1000)
+            row["detect"].append(turn.timings["detect"] * 1000)
+            if "embed" in turn.timings:
+                row["embed"].append(turn.timings["embed"] * 1000)
+            row["reused"] += turn.reused_track
+            row["faces"] = turn.faces
+    rows = []
+    for label, row in stats.items():
+        rows.append({"option": label, "median_ms": statistics.median(row["total"]),
+                     "p95_ms": percentile(row["total"], 95),
+                     "cpu_ms": statistics.median(row["cpu"]),
+                     "detect_ms": statistics.median(row["detect"]),
+                     "embed_ms": statistics.median(row["embed"]) if row["embed"] else 0.0,
+                     "reused": row["reused"], "faces": row["faces"],
+                     "small_face_found": engines[label].resolve(small).faces == 1})
     return rows
 
 
