@@ -78,11 +78,11 @@ class PersonConfig:
     #: seconds; a turn whose addressee is such a track, verified this recently and still
     #: looking the same, takes the track's person without an embedding of its own.
     track_reverify_s: float = 5.0
-    #: Let ``resolve`` reuse a live track's verified person as above (saves the ~75 ms
-    #: embedding per turn); False = every turn embeds its addressee.
+    #: Let ``resolve`` reuse a live track's verified person as above (saves the turn's
+    #: embedding, its costliest step); False = every turn embeds its addressee.
     reuse_track_identity: bool = True
-    #: At most this many embeddings per ``track()`` call (about 75 ms each on one core); the
-    #: rest wait for the next call.
+    #: At most this many embeddings per ``track()`` call (each is one ResNet forward pass);
+    #: the rest wait for the next call, so one call's cost stays bounded with many faces.
     track_max_embeddings: int = 2
 
     def __post_init__(self) -> None:

@@ -1,7 +1,7 @@
 """128-d face embeddings (dlib's ResNet) of detected faces, and the distance between them.
 
-The network's buffers are shared, so calls are serialised; each face costs about 75 ms on one
-core, independent of its size in the frame (the face is aligned to a 150 x 150 chip first).
+The network's buffers are shared, so calls are serialised. The cost per face does not depend on
+its size in the frame: the face is aligned to a 150 x 150 chip first.
 """
 from __future__ import annotations
 

