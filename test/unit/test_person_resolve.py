@@ -68,7 +68,9 @@ def test_eight_faces_are_all_found():
     turn = make_engine().resolve(frame)
     assert turn.faces == 8 and turn.person_id and turn.too_small == 0
     crowd = make_engine().resolve(ps.crowd(5, 2, face_px=56))
-    assert crowd.faces == 10
+    assert crowd.faces == 10 and crowd.dropped == 0
+    capped = make_engine(max_faces=3).resolve(frame)
+    assert (capped.faces, capped.dropped) == (3, 5)
 
 
 def test_faces_under_40_px_are_ignored(engine):

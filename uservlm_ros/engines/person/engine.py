@@ -61,11 +61,13 @@ class Resolution:
     matching nobody: person_id ""), ``known`` (a session person seen before), ``remembered``
     (a person who agreed to be remembered) or ``new`` (a new session person).
     ``face_id`` is the addressee's live track ("" if none, or if the track at that place
-    belongs to someone else); ``reused_track``: the person
-    came from that track (verified recently, same place, same look) instead of an embedding of
-    this frame. ``roi`` is REP-155's normalised (xmin, ymin, xmax, ymax). ``distance``: to the
-    matched person (None if new, unidentified or reused). ``timings`` in seconds: detect (with
-    landmarks), embed (absent when reused or no face), identify, crop, total.
+    belongs to someone else); ``reused_track``: the person came from that track (verified
+    recently, same place, same look) instead of an embedding of this frame. ``faces`` counts
+    the faces used (at most ``max_faces``, largest first); ``too_small`` those under
+    ``min_face_px``, ``dropped`` those beyond ``max_faces``. ``roi`` is REP-155's normalised
+    (xmin, ymin, xmax, ymax). ``distance``: to the matched person (None if new, unidentified
+    or reused). ``timings`` in seconds: detect (with landmarks), embed (absent when reused or
+    no face), identify, crop, total.
     """
 
     person_id: str
@@ -79,6 +81,7 @@ class Resolution:
     distance: float | None
     faces: int
     too_small: int
+    dropped: int
     crop: np.ndarray = field(repr=False)
     crop_kind: str
     crop_box: Box
@@ -213,7 +216,8 @@ class PersonEngine:
             whole = Box(0, 0, width, height)
             timings["total"] = time.perf_counter() - start
             return Resolution("", NO_FACE, False, "", False, None, None, False, None, 0,
-                              found.too_small, rgb, "full", whole, stamp, timings)
+                              found.too_small, found.dropped, rgb, "full", whole, stamp,
+                              timings)
         face = found.faces[index]
         track = self._track_of(face)
         if self._reusable(track, face):
@@ -240,8 +244,8 @@ class PersonEngine:
         return Resolution(match.person_id, status, match.status == REMEMBERED,
                           track.face_id if same else "", "embed" not in timings, face.box,
                           face.box.normalized(width, height), face.frontal, match.distance,
-                          len(found.faces), found.too_small, user_image, cfg.user_crop, region,
-                          stamp, timings)
+                          len(found.faces), found.too_small, found.dropped, user_image,
+                          cfg.user_crop, region, stamp, timings)
 
     def _track_of(self, face: Face) -> TrackState | None:
         """The live track whose last box overlaps ``face`` most (at least _SAME_FACE_IOU)."""
