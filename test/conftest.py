@@ -27,8 +27,7 @@ os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 200)
 os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(REPO / "config" / "fastdds.xml"))
 # The nodes the tests start load the profile (graph.dds_environment sets the Fast DDS 2.x name,
 # FASTRTPS_DEFAULT_PROFILES_FILE, too). The test process itself keeps Jazzy's default transports:
-# with the profile loaded here as well, one of four concurrent test clients went unanswered in 2
-# of 5 runs (under investigation, see the issue notes).
+# with the profile loaded here as well, concurrent test clients were sometimes left unanswered.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # Node subprocesses started by the tests import the package from this checkout.

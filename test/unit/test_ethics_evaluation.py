@@ -1,4 +1,4 @@
-"""The held-out evaluation meets the issue's target (precision and recall >= 0.9), and the script
+"""The held-out evaluation meets its target (precision and recall >= 0.9), and the script
 runs."""
 
 import importlib.util
