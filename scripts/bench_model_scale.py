@@ -25,8 +25,8 @@ GPU (a session lent an H200: torch 2.11, transformers 5.17, Python 3.12; about 3
 command, rerunnable, printing every figure (3B and 10B, bfloat16, each mode, batch 1 and 4, 30
 new tokens) through scripts/gpu_model_scale.sh, which runs
 
-    PYTHONPATH=. python scripts/bench_model_scale.py --device cuda --dtype bfloat16 --sizes 3b 10b \
-        --modes none vision prefix --batch 1 4 --asks 5 --warmup 1 --new-tokens 30 \
+    PYTHONPATH=. python scripts/bench_model_scale.py --device cuda --dtype bfloat16 \
+        --sizes 3b 10b --modes none vision prefix --batch 1 4 --asks 5 --warmup 1 --new-tokens 30 \
         --json $OUT/model_scale_gpu.json
 
     run(command="bash scripts/gpu_model_scale.sh", carry=[".gpu_wheels"], timeout_s=420)
@@ -45,7 +45,8 @@ each on 2 cores, more when the machine is shared; one at a time):
 
 The doc, from every JSON kept in docs/model_scale/:
 
-    .venv/bin/python scripts/bench_model_scale.py --render docs/model_scale.md docs/model_scale/*.json
+    .venv/bin/python scripts/bench_model_scale.py --render docs/model_scale.md \
+        docs/model_scale/*.json
 """
 from __future__ import annotations
 
@@ -93,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES))
     parser.add_argument("--batch", nargs="+", type=int, default=[1], help="asks per generate")
     parser.add_argument("--asks", type=int, default=5, help="measured turns (batches) per mode")
-    parser.add_argument("--warmup", type=int, default=1, help="turns before measuring (cache miss)")
+    parser.add_argument("--warmup", type=int, default=1,
+                        help="turns before measuring (the cache miss)")
     parser.add_argument("--new-tokens", type=int, default=30, help="new tokens per answer")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     parser.add_argument("--json", help="write the results here")
@@ -221,7 +223,8 @@ def _summary(measured: list, first: list, memory: "_Memory", k: int) -> dict:
         "image_cache": sorted({answer.image_cache for answer in measured}),
         "preprocess_s": median("preprocess_seconds"), "prefill_s": median("prefill_seconds"),
         "generation_s": generation, "total_s": total, "new_tokens": tokens,
-        "decode_tokens_per_s": (tokens - 1) / generation if tokens > 1 and generation > 0 else None,
+        "decode_tokens_per_s": ((tokens - 1) / generation
+                                if tokens > 1 and generation > 0 else None),
         "asks_per_s": k / total, "peak_memory_gb": memory.peak_gb(),
     }
     if first:
@@ -340,7 +343,8 @@ def _row(name: str, s: dict) -> str:
 
 
 TABLE_HEAD = ("| mode | cache | preprocess ms | prefill (TTFT) ms | first turn prefill ms | "
-              "decode tok/s | total ms | asks/s | peak GB |\n|---|---|---|---|---|---|---|---|---|")
+              "decode tok/s | total ms | asks/s | peak GB |\n"
+              "|---|---|---|---|---|---|---|---|---|")
 
 
 def print_size(result: dict) -> None:
@@ -405,7 +409,8 @@ def render_doc(runs: list[dict], names: list[str]) -> str:
     if not any(size["device"].startswith("cuda") for run in runs for size in run["sizes"]):
         out += ["**No GPU figures yet**: no GPU was lent to this work. `bash "
                 "scripts/gpu_model_scale.sh` on an H200 (see its header) measures 3B and 10B in "
-                "bfloat16; add its JSON files to docs/model_scale/ and render this page again.", ""]
+                "bfloat16; add its JSON files to docs/model_scale/ and render this page again.",
+                ""]
     for run, name in zip(runs, names):
         env = run["environment"]
         out += [f"## {env['device_name']}: {Path(name).name}", "",

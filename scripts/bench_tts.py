@@ -54,7 +54,8 @@ def measure(engine: TTSEngine, repeats: int) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-n", type=int, default=3, help="repeats of the sentence set")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads for Coqui (0: default)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads for Coqui (0: default)")
     args = parser.parse_args()
 
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load average "

@@ -9,7 +9,8 @@
 # The image's transformers (5.17) lacks PaliGemma's mm_encoder_outputs, so the "vision" mode
 # reports itself unsupported there. If .gpu_wheels/ holds the project's transformers 5.23.0 and
 # huggingface-hub 1.33.0 wheels (git-ignored, hence the carry; fetch them beforehand with
-#   .venv/bin/python -m pip download --no-deps transformers==5.23.0 huggingface-hub==1.33.0 -d .gpu_wheels
+#   .venv/bin/python -m pip download --no-deps -d .gpu_wheels \
+#       transformers==5.23.0 huggingface-hub==1.33.0
 # ), that mode is measured again with them, in a second process, after the main results are saved.
 # Tried without a GPU (DEVICE=cpu SIZES=tiny) on torch 2.11 + transformers 5.17: both phases run.
 set -uo pipefail
@@ -23,8 +24,8 @@ COMMON=(--device "${DEVICE:-cuda}" --dtype bfloat16 --sizes "${SIZES[@]}" --asks
         --new-tokens 30)
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-python -c "import sys, torch, transformers; print(sys.version.split()[0], 'torch', torch.__version__, \
-'transformers', transformers.__version__, 'cuda', torch.cuda.is_available())"
+python -c "import sys, torch, transformers; print(sys.version.split()[0], 'torch', \
+torch.__version__, 'transformers', transformers.__version__, 'cuda', torch.cuda.is_available())"
 python scripts/bench_model_scale.py "${COMMON[@]}" --modes none vision prefix --batch 1 4 \
   --json "$OUT/model_scale_gpu.json"
 status=$?

@@ -75,7 +75,7 @@ def test_stream_yields_one_chunk_per_sentence(engine):
     chunks = list(engine.synthesize_stream(THREE))
     assert len(chunks) == 3
     gap = int(round(0.1 * OUTPUT_RATE))
-    assert all(not np.any(chunk[:gap]) for chunk in chunks[1:]), "later chunks start with the pause"
+    assert all(not np.any(c[:gap]) for c in chunks[1:]), "later chunks start with the pause"
     assert sum(c.size for c in chunks) == engine.synthesize(THREE).samples.size
 
 

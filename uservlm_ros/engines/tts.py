@@ -96,7 +96,8 @@ class TTSConfig:
         if not 0.0 <= self.sentence_silence <= 5.0:
             raise ValueError(f"sentence_silence must be in [0, 5] s, got {self.sentence_silence}")
         if self.sample_rate != 0 and not 8000 <= self.sample_rate <= 192000:
-            raise ValueError(f"sample_rate must be 0 or in [8000, 192000] Hz, got {self.sample_rate}")
+            raise ValueError(
+                f"sample_rate must be 0 or in [8000, 192000] Hz, got {self.sample_rate}")
 
 
 @dataclass
@@ -195,7 +196,7 @@ def _bundled_piper_voice() -> Path:
 
 
 class _CoquiBackend:
-    """Coqui TTS from a catalog name already on disk or a local model directory (see module doc)."""
+    """Coqui TTS: a catalog name already on disk or a local model directory (see module doc)."""
 
     def __init__(self, config: TTSConfig):
         try:
@@ -254,7 +255,8 @@ def _coqui_files(folder: Path, what: str) -> tuple[Path, Path]:
     for name in COQUI_CHECKPOINTS:
         if (folder / name).is_file():
             return folder / name, config
-    raise TTSLoadError(f"Coqui {what} directory {folder} has none of {', '.join(COQUI_CHECKPOINTS)}")
+    raise TTSLoadError(
+        f"Coqui {what} directory {folder} has none of {', '.join(COQUI_CHECKPOINTS)}")
 
 
 def _check_catalog_model(name: str, with_default_vocoder: bool) -> None:

@@ -73,8 +73,8 @@ def paper_config(key: str, processor, attn_implementation: str | None = None):
     arch = _paligemma(key)
     tokens = image_layout(arch).llm_image_tokens
     if processor.image_seq_length != tokens:
-        raise ValueError(
-            f"the processor makes {processor.image_seq_length} image tokens, {key} expects {tokens}")
+        raise ValueError(f"the processor makes {processor.image_seq_length} image tokens, "
+                         f"{key} expects {tokens}")
     config = arch.hf_config(attn_implementation)
     tokenizer = processor.tokenizer
     config.image_token_id = processor.image_token_id

@@ -148,11 +148,12 @@ def prepare_batch_inputs(
     prompts, images = [], []
     for question, image, user_context in asks:
         prompt = build_prompt(question, user_context, max_question_chars)
-        _check_special_tokens(processor.tokenizer, prompt[len(IMAGE_TOKEN):], "question or user context")
+        _check_special_tokens(processor.tokenizer, prompt[len(IMAGE_TOKEN):],
+                              "question or user context")
         prompts.append(prompt)
         images.append(validate_image(image) if image is not None else neutral_image())
-    inputs = processor(images=images, text=prompts, return_tensors=return_tensors, padding="longest",
-                       padding_side="left", input_data_format="channels_last")
+    inputs = processor(images=images, text=prompts, return_tensors=return_tensors,
+                       padding="longest", padding_side="left", input_data_format="channels_last")
     inputs.pop("labels", None)
     return inputs
 

@@ -70,7 +70,8 @@ def build_untrained_tacotron2(out_dir, sample_rate: int = 22050, max_decoder_ste
         torch.nn.init.constant_(stop.bias, -10.0)
         _save(out, model, model.config, marker)
         if vocoder:
-            vocoder_config = HifiganConfig(audio=audio, generator_model_params=HIFIGAN_V2_GENERATOR)
+            vocoder_config = HifiganConfig(audio=audio,
+                                           generator_model_params=HIFIGAN_V2_GENERATOR)
             _save(out / VOCODER_DIR, setup_vocoder(vocoder_config), vocoder_config, marker)
     return out
 
