@@ -2,7 +2,7 @@
 """The VLM stage at the paper's sizes: PaliGemma 2 3B and 10B (448 px) through the engine.
 
 RANDOM WEIGHTS. PaliGemma 2 cannot be downloaded here; the models are built from their public
-configurations (``uservlm_ros.vlm.architectures``) with random weights, directly on the device
+configurations (``uservlm_ros.model.architectures``) with random weights, directly on the device
 (:mod:`uservlm_ros.model.random_weights`). Timings and memory are the architecture's; the
 generated text means nothing (and mostly decodes to nothing: the tokenizer is the tiny one).
 
@@ -65,7 +65,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from uservlm_ros.engines.vlm import VLMAsk, VLMConfig, VLMEngine, VLMLoadError  # noqa: E402
 from uservlm_ros.model.random_weights import PAPER_SIZES, random_loader  # noqa: E402
-from uservlm_ros.vlm.tiny import TINY_MODEL_ID  # noqa: E402
+from uservlm_ros.model.tiny import TINY_MODEL_ID  # noqa: E402
 
 BANNER = ("RANDOM WEIGHTS: timings and memory are the architecture's; the generated text is "
           "meaningless.")
@@ -198,8 +198,8 @@ def _vision_tower(model, processor, info, args) -> dict:
 
     import torch
 
-    from uservlm_ros.vlm.image_cache import image_features
-    from uservlm_ros.vlm.prompt import prepare_inputs
+    from uservlm_ros.model.image_cache import image_features
+    from uservlm_ros.model.prompt import prepare_inputs
 
     pixels = prepare_inputs(processor, QUESTIONS[0], _picture())["pixel_values"]
     pixels = pixels.to(info.device, getattr(torch, info.dtype))

@@ -6,7 +6,7 @@ Tacotron 2 (the paper's TTS), both through the project's TTSEngine.
 
 Piper: the bundled en_US-joe-medium voice, real speech. Coqui: an UNTRAINED Tacotron 2 + HiFi-GAN
 V2 built from coqui-tts's own configurations (random weights: ITS OUTPUT IS NOISE; see
-``uservlm_ros.tools.bench.untrained_tacotron2``), the shapes of tacotron2-DDC and its default
+``uservlm_ros.tools.untrained_tacotron2``), the shapes of tacotron2-DDC and its default
 vocoder, so its cost per second of audio is the real model's. Its decoder always runs a fixed
 number of steps (2.3 s per sentence), whatever the text. Each engine speaks the same sentences
 N times; printed: load time, median synthesis seconds per sentence and per second of audio
@@ -69,7 +69,7 @@ def main() -> int:
         print(f"Coqui not measured: coqui-tts does not import here ({type(error).__name__}: "
               f"{reason})\n")
     else:
-        from uservlm_ros.tools.bench.untrained_tacotron2 import build_untrained_tacotron2
+        from uservlm_ros.tools.untrained_tacotron2 import build_untrained_tacotron2
 
         if args.threads:
             torch.set_num_threads(args.threads)

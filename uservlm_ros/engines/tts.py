@@ -39,7 +39,7 @@ from typing import Iterator, List, Optional
 
 import numpy as np
 
-from uservlm_ros.audio import float_to_int16, resample
+from uservlm_ros.speech.audio import float_to_int16, resample
 
 _LOG = logging.getLogger(__name__)
 

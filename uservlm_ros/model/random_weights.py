@@ -29,9 +29,9 @@ import copy
 import time
 from typing import Callable
 
-from ..vlm.architectures import ARCHITECTURES, Architecture, image_layout
-from ..vlm.loading import LoadInfo, resolve_device, resolve_dtype
-from ..vlm.tiny import TINY_MODEL_ID, ensure_tiny_model
+from uservlm_ros.model.architectures import ARCHITECTURES, Architecture, image_layout
+from uservlm_ros.model.loading import LoadInfo, resolve_device, resolve_dtype
+from uservlm_ros.model.tiny import TINY_MODEL_ID, ensure_tiny_model
 
 # The two User-VLM 360° sizes, by the short names the benchmark takes.
 PAPER_SIZES = {"3b": "paligemma2-3b-448", "10b": "paligemma2-10b-448"}
