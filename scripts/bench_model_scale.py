@@ -48,6 +48,7 @@ The doc, from every JSON kept in docs/model_scale/:
     .venv/bin/python scripts/bench_model_scale.py --render docs/model_scale.md \
         docs/model_scale/*.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -67,8 +68,9 @@ from uservlm_ros.engines.vlm import VLMAsk, VLMConfig, VLMEngine, VLMLoadError  
 from uservlm_ros.model.random_weights import PAPER_SIZES, random_loader  # noqa: E402
 from uservlm_ros.model.tiny import TINY_MODEL_ID  # noqa: E402
 
-BANNER = ("RANDOM WEIGHTS: timings and memory are the architecture's; the generated text is "
-          "meaningless.")
+BANNER = (
+    "RANDOM WEIGHTS: timings and memory are the architecture's; the generated text is meaningless."
+)
 SIZES = {**PAPER_SIZES, "tiny": TINY_MODEL_ID}
 MODES = {
     "none": dict(vision_cache_size=0, prefix_mode="bidirectional"),
@@ -94,8 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES))
     parser.add_argument("--batch", nargs="+", type=int, default=[1], help="asks per generate")
     parser.add_argument("--asks", type=int, default=5, help="measured turns (batches) per mode")
-    parser.add_argument("--warmup", type=int, default=1,
-                        help="turns before measuring (the cache miss)")
+    parser.add_argument(
+        "--warmup", type=int, default=1, help="turns before measuring (the cache miss)"
+    )
     parser.add_argument("--new-tokens", type=int, default=30, help="new tokens per answer")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     parser.add_argument("--json", help="write the results here")
@@ -121,8 +124,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"*** {BANNER} ***\n")
-    run = {"random_weights": True, "note": BANNER, "environment": _environment(args, argv),
-           "settings": dict(vars(args)), "sizes": []}
+    run = {
+        "random_weights": True,
+        "note": BANNER,
+        "environment": _environment(args, argv),
+        "settings": dict(vars(args)),
+        "sizes": [],
+    }
     for size in args.sizes:
         result = measure_size(size, args)
         run["sizes"].append(result)
@@ -142,17 +150,29 @@ def measure_size(size: str, args) -> dict:
 
     key = SIZES[size]
     memory = _Memory(args.device)
-    base = VLMConfig(base_model=key, adapter=None, device=args.device, dtype=args.dtype,
-                     max_new_tokens=args.new_tokens)
+    base = VLMConfig(
+        base_model=key,
+        adapter=None,
+        device=args.device,
+        dtype=args.dtype,
+        max_new_tokens=args.new_tokens,
+    )
     memory.reset()
     model, processor, info = random_loader(key)(base)
     result = {
-        "size": size, "architecture": key, "model": info.model_name, "device": info.device,
-        "dtype": info.dtype, "build_seconds": info.load_seconds,
+        "size": size,
+        "architecture": key,
+        "model": info.model_name,
+        "device": info.device,
+        "dtype": info.dtype,
+        "build_seconds": info.load_seconds,
         "parameters": sum(p.numel() for p in model.parameters()),
         "image_tokens": processor.image_seq_length,
-        "weights_memory_gb": memory.current_gb(), "build_peak_memory_gb": memory.peak_gb(),
-        "vision_tower": _vision_tower(model, processor, info, args), "modes": {}, "batches": {},
+        "weights_memory_gb": memory.current_gb(),
+        "build_peak_memory_gb": memory.peak_gb(),
+        "vision_tower": _vision_tower(model, processor, info, args),
+        "modes": {},
+        "batches": {},
     }
     shared = lambda config: (model, processor, info)  # noqa: E731 (built once, used by each mode)
     picture = _picture()
@@ -165,9 +185,11 @@ def measure_size(size: str, args) -> dict:
             result["modes"][mode] = {"error": str(error)}
             continue
         try:  # one failing mode (e.g. out of memory) must not lose the others' figures
-            turns = [engine.answer(QUESTIONS[turn % len(QUESTIONS)], picture, person_key="robot-1")
-                     for turn in range(args.warmup + args.asks)]
-            result["modes"][mode] = _summary(turns[args.warmup:], turns[:args.warmup], memory, 1)
+            turns = [
+                engine.answer(QUESTIONS[turn % len(QUESTIONS)], picture, person_key="robot-1")
+                for turn in range(args.warmup + args.asks)
+            ]
+            result["modes"][mode] = _summary(turns[args.warmup :], turns[: args.warmup], memory, 1)
         except Exception as error:  # noqa: BLE001 (reported in the results)
             result["modes"][mode] = {"error": f"{type(error).__name__}: {error}"[:300]}
         engine.close()
@@ -175,12 +197,15 @@ def measure_size(size: str, args) -> dict:
         engine = VLMEngine(base, loader=shared)
         engine.load()
         memory.reset()
-        asks = [VLMAsk(QUESTIONS[row % len(QUESTIONS)], _robot_picture(picture, row))
-                for row in range(k)]
+        asks = [
+            VLMAsk(QUESTIONS[row % len(QUESTIONS)], _robot_picture(picture, row))
+            for row in range(k)
+        ]
         try:
             batches = [engine.answer_batch(asks)[0] for _ in range(args.warmup + args.asks)]
-            result["batches"][str(k)] = _summary(batches[args.warmup:], batches[:args.warmup],
-                                                 memory, k)
+            result["batches"][str(k)] = _summary(
+                batches[args.warmup :], batches[: args.warmup], memory, k
+            )
         except Exception as error:  # noqa: BLE001 (reported in the results)
             result["batches"][str(k)] = {"error": f"{type(error).__name__}: {error}"[:300]}
         engine.close()
@@ -208,10 +233,10 @@ def _vision_tower(model, processor, info, args) -> dict:
         started = time.perf_counter()
         image_features(model, pixels).float().sum().item()  # .item() waits for the device
         times.append(time.perf_counter() - started)
-    return {"seconds": statistics.median(times[args.warmup:]), "runs": args.asks}
+    return {"seconds": statistics.median(times[args.warmup :]), "runs": args.asks}
 
 
-def _summary(measured: list, first: list, memory: "_Memory", k: int) -> dict:
+def _summary(measured: list, first: list, memory: _Memory, k: int) -> dict:
     def median(field):
         return statistics.median(getattr(answer, field) for answer in measured)
 
@@ -219,18 +244,26 @@ def _summary(measured: list, first: list, memory: "_Memory", k: int) -> dict:
     generation = median("generation_seconds")
     total = median("total_seconds")
     summary = {
-        "turns": len(measured), "asks_per_generate": k,
+        "turns": len(measured),
+        "asks_per_generate": k,
         "image_cache": sorted({answer.image_cache for answer in measured}),
-        "preprocess_s": median("preprocess_seconds"), "prefill_s": median("prefill_seconds"),
-        "generation_s": generation, "total_s": total, "new_tokens": tokens,
-        "decode_tokens_per_s": ((tokens - 1) / generation
-                                if tokens > 1 and generation > 0 else None),
-        "asks_per_s": k / total, "peak_memory_gb": memory.peak_gb(),
+        "preprocess_s": median("preprocess_seconds"),
+        "prefill_s": median("prefill_seconds"),
+        "generation_s": generation,
+        "total_s": total,
+        "new_tokens": tokens,
+        "decode_tokens_per_s": (
+            (tokens - 1) / generation if tokens > 1 and generation > 0 else None
+        ),
+        "asks_per_s": k / total,
+        "peak_memory_gb": memory.peak_gb(),
     }
     if first:
-        summary["first_turn"] = {"image_cache": first[0].image_cache,
-                                 "prefill_s": first[0].prefill_seconds,
-                                 "total_s": first[0].total_seconds}
+        summary["first_turn"] = {
+            "image_cache": first[0].image_cache,
+            "prefill_s": first[0].prefill_seconds,
+            "total_s": first[0].total_seconds,
+        }
     return summary
 
 
@@ -280,13 +313,20 @@ def _environment(args, argv: list[str]) -> dict:
     import transformers
 
     device = args.device
-    name = torch.cuda.get_device_name(device) if device.startswith("cuda") else (
-        platform.processor() or platform.machine())
+    name = (
+        torch.cuda.get_device_name(device)
+        if device.startswith("cuda")
+        else (platform.processor() or platform.machine())
+    )
     return {
-        "date": datetime.date.today().isoformat(), "device_name": name,
-        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__, "transformers": transformers.__version__,
-        "python": platform.python_version(), "load_average": os.getloadavg(),
+        "date": datetime.date.today().isoformat(),
+        "device_name": name,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "load_average": os.getloadavg(),
         "command": " ".join(["scripts/bench_model_scale.py", *argv]),
     }
 
@@ -336,24 +376,32 @@ def _row(name: str, s: dict) -> str:
         return f"| {name} | not run: {s['error']} |" + " |" * 7
     first = s.get("first_turn")
     first_text = f"{_ms(first['prefill_s'])} ({first['image_cache']})" if first else "-"
-    return (f"| {name} | {'/'.join(s['image_cache'])} | {_ms(s['preprocess_s'])} | "
-            f"{_ms(s['prefill_s'])} | {first_text} | {_rate(s['decode_tokens_per_s'])} | "
-            f"{_ms(s['total_s'])} ({s['new_tokens']:.0f} tok) | {s['asks_per_s']:.2f} | "
-            f"{s['peak_memory_gb']:.1f} |")
+    return (
+        f"| {name} | {'/'.join(s['image_cache'])} | {_ms(s['preprocess_s'])} | "
+        f"{_ms(s['prefill_s'])} | {first_text} | {_rate(s['decode_tokens_per_s'])} | "
+        f"{_ms(s['total_s'])} ({s['new_tokens']:.0f} tok) | {s['asks_per_s']:.2f} | "
+        f"{s['peak_memory_gb']:.1f} |"
+    )
 
 
-TABLE_HEAD = ("| mode | cache | preprocess ms | prefill (TTFT) ms | first turn prefill ms | "
-              "decode tok/s | total ms | asks/s | peak GB |\n"
-              "|---|---|---|---|---|---|---|---|---|")
+TABLE_HEAD = (
+    "| mode | cache | preprocess ms | prefill (TTFT) ms | first turn prefill ms | "
+    "decode tok/s | total ms | asks/s | peak GB |\n"
+    "|---|---|---|---|---|---|---|---|---|"
+)
 
 
 def print_size(result: dict) -> None:
-    print(f"\n## {result['model']} on {result['device']}, {result['dtype']}: "
-          f"{_params(result['parameters'])} parameters, {result['image_tokens']} image tokens")
-    print(f"build (allocate + random fill) {result['build_seconds']:.1f} s; weights "
-          f"{result['weights_memory_gb']:.1f} GB (peak while building "
-          f"{result['build_peak_memory_gb']:.1f} GB); vision tower + projector alone "
-          f"{_ms(result['vision_tower']['seconds'])} ms")
+    print(
+        f"\n## {result['model']} on {result['device']}, {result['dtype']}: "
+        f"{_params(result['parameters'])} parameters, {result['image_tokens']} image tokens"
+    )
+    print(
+        f"build (allocate + random fill) {result['build_seconds']:.1f} s; weights "
+        f"{result['weights_memory_gb']:.1f} GB (peak while building "
+        f"{result['build_peak_memory_gb']:.1f} GB); vision tower + projector alone "
+        f"{_ms(result['vision_tower']['seconds'])} ms"
+    )
     print(TABLE_HEAD)
     for row in _rows(result):
         print(row)
@@ -368,18 +416,26 @@ def _vlm_stage(result: dict) -> str:
     none = result["modes"].get("none", {})
     if "total_s" not in none:
         return ""
-    lines = [f"VLM stage, {none['new_tokens']:.0f}-token answer (no cache, batch 1): "
-             f"{none['total_s']:.2f} s"]
+    lines = [
+        f"VLM stage, {none['new_tokens']:.0f}-token answer (no cache, batch 1): "
+        f"{none['total_s']:.2f} s"
+    ]
     paper = PAPER_RESPONSE_S.get(result["size"])
     if paper is not None:
-        lines[0] += (f"; the paper's mean response for {result['size'].upper()} (whole turn: "
-                     f"ASR + VLM + TTS, Apple M4 Max): {paper} s")
+        lines[0] += (
+            f"; the paper's mean response for {result['size'].upper()} (whole turn: "
+            f"ASR + VLM + TTS, Apple M4 Max): {paper} s"
+        )
     best = min((s["prefill_s"], m) for m, s in result["modes"].items() if "prefill_s" in s)
-    lines.append(f"first token: {none['prefill_s']:.2f} s without cache, {best[0]:.2f} s best "
-                 f"({best[1]}); the human turn-taking gap is about {TURN_GAP_S} s")
+    lines.append(
+        f"first token: {none['prefill_s']:.2f} s without cache, {best[0]:.2f} s best "
+        f"({best[1]}); the human turn-taking gap is about {TURN_GAP_S} s"
+    )
     served = [f"{none['asks_per_s']:.2f} asks/s unbatched"] + [
         f"{s['asks_per_s']:.2f} asks/s in batches of {k}"
-        for k, s in result["batches"].items() if "asks_per_s" in s]
+        for k, s in result["batches"].items()
+        if "asks_per_s" in s
+    ]
     lines.append(f"one {result['device']} serves {', '.join(served)}")
     return "\n".join(lines)
 
@@ -400,33 +456,45 @@ def render_doc(runs: list[dict], names: list[str]) -> str:
         "",
         "Modes: `none` = vision tower, projector and the whole prompt on every turn; `vision` = "
         "the person's image features reused; `prefix` = the image block's KV cache reused "
-        "(`prefix_mode=\"cacheable\"`), only the question prefilled. Follow-up turns of one "
+        '(`prefix_mode="cacheable"`), only the question prefilled. Follow-up turns of one '
         "person with the same picture; the first turn (cache miss) is shown apart. `batch k` = k "
         "asks from k robots in one `generate`. Medians over the measured turns of one run. "
         "Memory: on CUDA what torch allocated, on CPU the whole process's resident set.",
         "",
     ]
     if not any(size["device"].startswith("cuda") for run in runs for size in run["sizes"]):
-        out += ["**No GPU figures yet**: no GPU was lent to this work. `bash "
-                "scripts/gpu_model_scale.sh` on an H200 (see its header) measures 3B and 10B in "
-                "bfloat16; add its JSON files to docs/model_scale/ and render this page again.",
-                ""]
+        out += [
+            "**No GPU figures yet**: no GPU was lent to this work. `bash "
+            "scripts/gpu_model_scale.sh` on an H200 (see its header) measures 3B and 10B in "
+            "bfloat16; add its JSON files to docs/model_scale/ and render this page again.",
+            "",
+        ]
     for run, name in zip(runs, names):
         env = run["environment"]
-        out += [f"## {env['device_name']}: {Path(name).name}", "",
-                f"{env['date']}, torch {env['torch']}, transformers {env['transformers']}, "
-                f"{env['torch_threads']} torch threads ({env['cpu_count']} CPUs), load average "
-                f"at the start {env['load_average'][0]:.1f} (the machine may be shared). "
-                f"Command: `{env['command']}`", ""]
+        out += [
+            f"## {env['device_name']}: {Path(name).name}",
+            "",
+            f"{env['date']}, torch {env['torch']}, transformers {env['transformers']}, "
+            f"{env['torch_threads']} torch threads ({env['cpu_count']} CPUs), load average "
+            f"at the start {env['load_average'][0]:.1f} (the machine may be shared). "
+            f"Command: `{env['command']}`",
+            "",
+        ]
         for result in run["sizes"]:
-            out += [f"### {result['model']}, {result['dtype']} on {result['device']}", "",
-                    f"{_params(result['parameters'])} parameters, {result['image_tokens']} "
-                    f"image tokens. Build {result['build_seconds']:.1f} s; weights "
-                    f"{result['weights_memory_gb']:.1f} GB (peak while building "
-                    f"{result['build_peak_memory_gb']:.1f} GB); vision tower + projector alone "
-                    f"{_ms(result['vision_tower']['seconds'])} ms. Load average at the end "
-                    f"{result['load_average_after'][0]:.1f}.", "", TABLE_HEAD,
-                    *_rows(result), ""]
+            out += [
+                f"### {result['model']}, {result['dtype']} on {result['device']}",
+                "",
+                f"{_params(result['parameters'])} parameters, {result['image_tokens']} "
+                f"image tokens. Build {result['build_seconds']:.1f} s; weights "
+                f"{result['weights_memory_gb']:.1f} GB (peak while building "
+                f"{result['build_peak_memory_gb']:.1f} GB); vision tower + projector alone "
+                f"{_ms(result['vision_tower']['seconds'])} ms. Load average at the end "
+                f"{result['load_average_after'][0]:.1f}.",
+                "",
+                TABLE_HEAD,
+                *_rows(result),
+                "",
+            ]
             stage = _vlm_stage(result)
             if stage:
                 out += [line + "." for line in stage.splitlines()] + [""]

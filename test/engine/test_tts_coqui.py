@@ -6,6 +6,7 @@ synthesis, resampling to the output rate, sentence streaming and cancel between 
 Skipped where coqui-tts does not import (on the CPU torch 2.13 wheel it cannot: it requires
 torchaudio, whose PyPI builds link CUDA libraries; see requirements/coqui.txt).
 """
+
 from __future__ import annotations
 
 import threading
@@ -22,8 +23,9 @@ try:
 except Exception as error:  # ImportError, or OSError from torchaudio's libraries
     COQUI_ERROR = f"{type(error).__name__}: {str(error).strip().splitlines()[-1][:200]}"
 
-pytestmark = pytest.mark.skipif(COQUI_ERROR is not None,
-                                reason=f"coqui-tts is not importable here ({COQUI_ERROR})")
+pytestmark = pytest.mark.skipif(
+    COQUI_ERROR is not None, reason=f"coqui-tts is not importable here ({COQUI_ERROR})"
+)
 
 MODEL_RATE = 16000  # the model's rate; the engine outputs OUTPUT_RATE
 OUTPUT_RATE = 22050
@@ -35,15 +37,22 @@ THREE = "Good morning. How are you feeling today? I can tell you a joke if you l
 def model_dir(tmp_path_factory):
     from uservlm_ros.tools.untrained_tacotron2 import build_untrained_tacotron2
 
-    return build_untrained_tacotron2(tmp_path_factory.mktemp("tacotron2"), sample_rate=MODEL_RATE,
-                                     max_decoder_steps=STEPS)
+    return build_untrained_tacotron2(
+        tmp_path_factory.mktemp("tacotron2"), sample_rate=MODEL_RATE, max_decoder_steps=STEPS
+    )
 
 
 @pytest.fixture(scope="module")
 def engine(model_dir):
-    engine = TTSEngine(TTSConfig(backend="coqui", coqui_model=str(model_dir),
-                                 coqui_vocoder=str(model_dir / "vocoder"),
-                                 sample_rate=OUTPUT_RATE, sentence_silence=0.1))
+    engine = TTSEngine(
+        TTSConfig(
+            backend="coqui",
+            coqui_model=str(model_dir),
+            coqui_vocoder=str(model_dir / "vocoder"),
+            sample_rate=OUTPUT_RATE,
+            sentence_silence=0.1,
+        )
+    )
     engine.load()
     return engine
 
@@ -54,8 +63,11 @@ def test_untrained_local_model_loads_and_says_it_is_noise(engine, model_dir):
 
 
 def test_synthesis_is_resampled_to_the_output_rate(engine, model_dir):
-    native = TTSEngine(TTSConfig(backend="coqui", coqui_model=str(model_dir),
-                                 coqui_vocoder=str(model_dir / "vocoder")))
+    native = TTSEngine(
+        TTSConfig(
+            backend="coqui", coqui_model=str(model_dir), coqui_vocoder=str(model_dir / "vocoder")
+        )
+    )
     native.load()
     assert native.sample_rate == MODEL_RATE
     reference = native.synthesize("Hello, I am Pepper.")
@@ -96,5 +108,8 @@ def test_missing_files_are_named(tmp_path, model_dir):
     with pytest.raises(TTSLoadError, match="has none of model.pth, model_file.pth"):
         TTSEngine(TTSConfig(backend="coqui", coqui_model=str(tmp_path))).load()
     with pytest.raises(TTSLoadError, match="vocoder directory .* does not exist"):
-        TTSEngine(TTSConfig(backend="coqui", coqui_model=str(model_dir),
-                            coqui_vocoder=str(tmp_path / "none"))).load()
+        TTSEngine(
+            TTSConfig(
+                backend="coqui", coqui_model=str(model_dir), coqui_vocoder=str(tmp_path / "none")
+            )
+        ).load()

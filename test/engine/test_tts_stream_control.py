@@ -1,5 +1,6 @@
 """TTS output rate and cancel between sentences, with the bundled Piper voice; SentenceSpeaker's
 cancel (barge-in while the answer is still being written)."""
+
 from __future__ import annotations
 
 import threading
@@ -32,8 +33,9 @@ def test_output_is_resampled_to_the_configured_rate(engines):
     assert speech.seconds == pytest.approx(reference.seconds, rel=0.15)
     spectrum = np.abs(np.fft.rfft(speech.samples.astype(np.float32)))
     freqs = np.fft.rfftfreq(speech.samples.size, 1 / 16000)
-    assert spectrum[(freqs > 200) & (freqs < 4000)].mean() > 10 * spectrum[freqs > 7800].mean(), \
+    assert spectrum[(freqs > 200) & (freqs < 4000)].mean() > 10 * spectrum[freqs > 7800].mean(), (
         "speech band kept, no aliasing above the new Nyquist"
+    )
     gap = int(round(at_16k.config.sentence_silence * 16000))
     chunks = list(at_16k.synthesize_stream(THREE))
     assert len(chunks) == 3 and all(not np.any(c[:gap]) for c in chunks[1:])

@@ -2,6 +2,7 @@
 minutes on 2 cores: slow, kept out of CI). What the tiny stand-in cannot show: the loader's
 device and dtype at the real size, the processor at 448 px (1,024 image tokens) and both image
 caches on a real-sized model. The generated text is meaningless (random weights)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,9 +12,9 @@ import pytest
 import torch
 
 from uservlm_ros.engines.vlm import VLMConfig, VLMEngine
-from uservlm_ros.model.random_weights import random_loader
 from uservlm_ros.model import image_cache
 from uservlm_ros.model.prompt import prepare_inputs
+from uservlm_ros.model.random_weights import random_loader
 
 pytestmark = pytest.mark.slow
 
@@ -69,15 +70,22 @@ def test_cached_image_features_give_the_same_logits(built, picture):
     with torch.inference_mode():
         full = model(**inputs, logits_to_keep=1).logits
         features = image_cache.image_features(model, inputs.pop("pixel_values"))
-        cached = model(**inputs, mm_encoder_outputs=image_cache.encoder_outputs(features),
-                       logits_to_keep=1).logits
+        cached = model(
+            **inputs, mm_encoder_outputs=image_cache.encoder_outputs(features), logits_to_keep=1
+        ).logits
     assert torch.equal(full, cached)
 
 
 @pytest.mark.parametrize("prefix_mode", ["bidirectional", "cacheable"])
 def test_both_image_caches_hit_on_the_follow_up_turn(built, picture, prefix_mode):
-    config = VLMConfig(adapter=None, device="cpu", dtype="bfloat16", max_new_tokens=2,
-                       vision_cache_size=2, prefix_mode=prefix_mode)
+    config = VLMConfig(
+        adapter=None,
+        device="cpu",
+        dtype="bfloat16",
+        max_new_tokens=2,
+        vision_cache_size=2,
+        prefix_mode=prefix_mode,
+    )
     engine = VLMEngine(config, loader=lambda _: built)
     engine.load()
     first = engine.answer(QUESTION, picture, person_key="alice")

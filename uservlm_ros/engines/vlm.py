@@ -35,19 +35,20 @@ Thread safety: one generation at a time. ``answer(..., lock_timeout=s)`` raises 
 when the engine stays busy for ``s`` seconds (0 = do not wait), so a server can refuse a request
 instead of queueing it forever; ``busy`` tells whether a generation is running.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import inspect
 import threading
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from uservlm_ros.model import image_cache, prefix
 from uservlm_ros.model.errors import VLMLoadError
-from uservlm_ros.model.loading import DTYPES, DEVICE_RE, LoadInfo, load_model
+from uservlm_ros.model.loading import DEVICE_RE, DTYPES, LoadInfo, load_model
 from uservlm_ros.model.prompt import (
     MAX_QUESTION_CHARS,
     build_prompt,
@@ -82,7 +83,8 @@ class VLMConfig:
     tiny_cache_dir: str | None = None
     # PaliGemma's 1,024 <locNNNN> and 128 <segNNN> tokens encode boxes and masks for detection and
     # segmentation prompts; a conversational answer never uses them, so they are suppressed while
-    # answering (otherwise the random placeholder model emits mostly those, and TTS reads them out).
+    # answering (otherwise the random placeholder model emits mostly those, and TTS reads them
+    # out).
     suppress_location_tokens: bool = True
     # Persons whose image features (or image-block KV cache, in "cacheable" mode) are kept for
     # their next turn; 0 = off. Used only by answer(..., person_key=...).
@@ -100,7 +102,9 @@ class VLMConfig:
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype {self.dtype!r}: use one of {', '.join(DTYPES)}")
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be a positive integer, got {self.max_new_tokens!r}")
+            raise ValueError(
+                f"max_new_tokens must be a positive integer, got {self.max_new_tokens!r}"
+            )
         if not isinstance(self.max_question_chars, int) or self.max_question_chars < 1:
             raise ValueError(
                 f"max_question_chars must be a positive integer, got {self.max_question_chars!r}"
@@ -174,11 +178,14 @@ class VLMEngine:
             _check_vision_cache_support(model, cfg)
             self._model, self._processor, self._info = model, processor, info
             tokenizer = self._processor.tokenizer
-            self._suppressed = sorted(set(_control_byte_token_ids(tokenizer)) | set(
-                _location_token_ids(tokenizer) if cfg.suppress_location_tokens else []))
+            self._suppressed = sorted(
+                set(_control_byte_token_ids(tokenizer))
+                | set(_location_token_ids(tokenizer) if cfg.suppress_location_tokens else [])
+            )
             if cfg.prefix_mode != prefix.DEFAULT_PREFIX_MODE:
                 self._info.warnings.append(
-                    f"prefix_mode={cfg.prefix_mode!r} changes the model's attention: answers are only "
+                    f"prefix_mode={cfg.prefix_mode!r} changes the model's attention: answers are "
+                    "only "
                     "as good as the adapter's training in that mode"
                 )
             return self._info
@@ -291,7 +298,8 @@ class VLMEngine:
                 raise RuntimeError("the VLM engine is not loaded: call load() first")
             started = time.perf_counter()
             inputs = prepare_batch_inputs(
-                self._processor, [(a.question, a.image, a.user_context) for a in asks],
+                self._processor,
+                [(a.question, a.image, a.user_context) for a in asks],
                 self.config.max_question_chars,
             )
             return self._run(self._to_device(inputs), new_tokens, started, None, "off")
@@ -323,8 +331,11 @@ class VLMEngine:
         inputs["pixel_values"] = inputs["pixel_values"].to(getattr(torch, info.dtype))
         if self.config.prefix_mode != prefix.DEFAULT_PREFIX_MODE:
             inputs["token_type_ids"] = prefix.make_token_type_ids(
-                inputs["input_ids"], inputs["token_type_ids"], self.config.prefix_mode,
-                model.config.image_token_id, processor.tokenizer.bos_token_id,
+                inputs["input_ids"],
+                inputs["token_type_ids"],
+                self.config.prefix_mode,
+                model.config.image_token_id,
+                processor.tokenizer.bos_token_id,
             )
         return inputs
 
@@ -332,17 +343,20 @@ class VLMEngine:
         self, question, image, user_context, on_token, max_new_tokens, person_key=None
     ) -> VLMAnswer:
         started = time.perf_counter()
-        inputs = prepare_inputs(self._processor, question, image, user_context,
-                                self.config.max_question_chars)
+        inputs = prepare_inputs(
+            self._processor, question, image, user_context, self.config.max_question_chars
+        )
         inputs = self._to_device(inputs)
         cache_state = None
         if person_key is not None and self._image_cache.enabled:
             cache_state = lambda: self._use_image_cache(  # noqa: E731 (in the prefill window)
-                self._model, inputs, person_key, image)
+                self._model, inputs, person_key, image
+            )
         return self._run(inputs, max_new_tokens, started, on_token, cache_state)[0]
 
-    def _run(self, inputs: dict, max_new_tokens: int, started: float, on_token,
-             cache_state) -> list[VLMAnswer]:
+    def _run(
+        self, inputs: dict, max_new_tokens: int, started: float, on_token, cache_state
+    ) -> list[VLMAnswer]:
         """``generate`` over prepared inputs (one row per ask); ``cache_state``: "off" or a
         function that applies the image cache to ``inputs`` and returns "hit" / "miss"."""
         import torch
@@ -366,18 +380,20 @@ class VLMEngine:
 
         not_counted = _eos_ids(model, processor) | {processor.tokenizer.pad_token_id}
         answers = []
-        for row in output[:, inputs["input_ids"].shape[1]:].tolist():
-            answers.append(VLMAnswer(
-                text=processor.tokenizer.decode(row, skip_special_tokens=True).strip(),
-                generated_tokens=sum(1 for token in row if token not in not_counted),
-                preprocess_seconds=preprocessed - started,
-                prefill_seconds=first - preprocessed,
-                generation_seconds=finished - first,
-                total_seconds=time.perf_counter() - started,
-                placeholder=info.placeholder,
-                model=info.model_name,
-                image_cache=cache_state,
-            ))
+        for row in output[:, inputs["input_ids"].shape[1] :].tolist():
+            answers.append(
+                VLMAnswer(
+                    text=processor.tokenizer.decode(row, skip_special_tokens=True).strip(),
+                    generated_tokens=sum(1 for token in row if token not in not_counted),
+                    preprocess_seconds=preprocessed - started,
+                    prefill_seconds=first - preprocessed,
+                    generation_seconds=finished - first,
+                    total_seconds=time.perf_counter() - started,
+                    placeholder=info.placeholder,
+                    model=info.model_name,
+                    image_cache=cache_state,
+                )
+            )
         return answers
 
     def _use_image_cache(self, model, inputs: dict, person_key: str, image) -> str:
@@ -390,11 +406,15 @@ class VLMEngine:
         if cacheable:
             length = prefix.cacheable_prefix_length(inputs["input_ids"], inputs["token_type_ids"])
             prefix_ids = inputs["input_ids"][:, :length]
-            if entry is not None and (entry.prefix is None or not _same(entry.prefix_ids, prefix_ids)):
+            if entry is not None and (
+                entry.prefix is None or not _same(entry.prefix_ids, prefix_ids)
+            ):
                 entry = None
             state = "hit" if entry is not None else "miss"
             if entry is None:
-                cache = prefix.build_prefix_cache(model, inputs["input_ids"], inputs["pixel_values"], length)
+                cache = prefix.build_prefix_cache(
+                    model, inputs["input_ids"], inputs["pixel_values"], length
+                )
                 entry = image_cache.CacheEntry(digest, prefix=cache, prefix_ids=prefix_ids)
                 self._image_cache.store(person_key, entry)
             inputs["past_key_values"] = prefix.fork_cache(entry.prefix)
@@ -489,5 +509,5 @@ class _TimingStreamer:
         if not final and text.endswith("\ufffd"):
             return
         if text.startswith(self._emitted) and len(text) > len(self._emitted):
-            piece, self._emitted = text[len(self._emitted):], text
+            piece, self._emitted = text[len(self._emitted) :], text
             self.on_token(piece)

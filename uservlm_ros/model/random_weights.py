@@ -23,11 +23,12 @@ With the engine (its ``loader`` hook; the rest of the answering path is the engi
                        loader=random_loader("paligemma2-3b-448"))
     engine.load()
 """
+
 from __future__ import annotations
 
 import copy
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from uservlm_ros.model.architectures import ARCHITECTURES, Architecture, image_layout
 from uservlm_ros.model.loading import LoadInfo, resolve_device, resolve_dtype
@@ -73,8 +74,10 @@ def paper_config(key: str, processor, attn_implementation: str | None = None):
     arch = _paligemma(key)
     tokens = image_layout(arch).llm_image_tokens
     if processor.image_seq_length != tokens:
-        raise ValueError(f"the processor makes {processor.image_seq_length} image tokens, "
-                         f"{key} expects {tokens}")
+        raise ValueError(
+            f"the processor makes {processor.image_seq_length} image tokens, "
+            f"{key} expects {tokens}"
+        )
     config = arch.hf_config(attn_implementation)
     tokenizer = processor.tokenizer
     config.image_token_id = processor.image_token_id
@@ -85,8 +88,9 @@ def paper_config(key: str, processor, attn_implementation: str | None = None):
     return config
 
 
-def build_random_model(config, device: str = "cpu", dtype: str = "float32", seed: int = 0,
-                       ignore_eos: bool = False):
+def build_random_model(
+    config, device: str = "cpu", dtype: str = "float32", seed: int = 0, ignore_eos: bool = False
+):
     """``PaliGemmaForConditionalGeneration(config)`` with random weights, allocated on ``device``
     in ``dtype`` (names as :func:`~.loading.load_model` takes them) without a host copy; eval
     mode, embeddings and LM head tied as in the checkpoints. Deterministic for a given seed and
@@ -119,8 +123,9 @@ def build_random_model(config, device: str = "cpu", dtype: str = "float32", seed
     return model
 
 
-def random_loader(key: str, seed: int = 0, ignore_eos: bool = True,
-                  tiny_cache_dir: str | None = None) -> Callable:
+def random_loader(
+    key: str, seed: int = 0, ignore_eos: bool = True, tiny_cache_dir: str | None = None
+) -> Callable:
     """A ``VLMEngine`` loader: ``loader(config) -> (model, processor, LoadInfo)`` building
     architecture ``key`` (or ``TINY_MODEL_ID``: the tiny stand-in's shapes) with random weights
     on ``config.device`` in ``config.dtype``. ``config.base_model`` and ``config.adapter`` are

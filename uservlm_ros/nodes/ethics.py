@@ -6,6 +6,7 @@ this node is running. If a clarifying question is pending for the user, the requ
 taken as their reply: it is remembered, and the response names the original question to answer.
 Consent is persisted per user in ``store_dir``; no image is ever stored.
 """
+
 from __future__ import annotations
 
 import os
@@ -27,20 +28,36 @@ def default_store_dir() -> str:
 
 class EthicsNode(EngineNode):
     EXTRA_PARAMETERS = {
-        "policy_path": ("", "Ethics policy YAML; empty = config/ethics_policy.yaml of the package"),
-        "store_dir": ("", "Consent store directory; empty = $XDG_DATA_HOME/uservlm_ros/consent (~/.local/share/...)"),
-        "use_embeddings": (True, "Add the MiniLM similarity term to the rules (false: rules only, no model)"),
-        "torch_threads": (1, "torch threads in this process (1 is fastest for one sentence at a time); 0 = torch's default"),
+        "policy_path": (
+            "",
+            "Ethics policy YAML; empty = config/ethics_policy.yaml of the package",
+        ),
+        "store_dir": (
+            "",
+            "Consent store directory; empty = $XDG_DATA_HOME/uservlm_ros/consent "
+            "(~/.local/share/...)",
+        ),
+        "use_embeddings": (
+            True,
+            "Add the MiniLM similarity term to the rules (false: rules only, no model)",
+        ),
+        "torch_threads": (
+            1,
+            "torch threads in this process (1 is fastest for one sentence at a time); 0 = torch's "
+            "default",
+        ),
     }
 
     def __init__(self, **kwargs):
         super().__init__("ethics_node", **kwargs)
 
     def engine_config(self) -> EthicsConfig:
-        return EthicsConfig(policy_path=self.param("policy_path") or None,
-                            store_dir=self.param("store_dir") or default_store_dir(),
-                            use_embeddings=self.param("use_embeddings"),
-                            torch_threads=self.param("torch_threads") or None)
+        return EthicsConfig(
+            policy_path=self.param("policy_path") or None,
+            store_dir=self.param("store_dir") or default_store_dir(),
+            use_embeddings=self.param("use_embeddings"),
+            torch_threads=self.param("torch_threads") or None,
+        )
 
     def load_engine(self, config: EthicsConfig) -> EthicsEngine:
         engine = EthicsEngine(config).load()
@@ -71,8 +88,11 @@ class EthicsNode(EngineNode):
                 response.resolved_reply = True
                 response.original_question = resolution.original_question
             else:
-                inferred = ({name: None for name in request.inferred_attributes}
-                            if request.has_inferred else None)
+                inferred = (
+                    {name: None for name in request.inferred_attributes}
+                    if request.has_inferred
+                    else None
+                )
                 review = self.engine.review(request.question, request.user_id, inferred)
                 response.decision = review.decision
                 response.clarifying_question = review.clarifying_question

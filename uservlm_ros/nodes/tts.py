@@ -3,6 +3,7 @@
 Lifecycle node around :class:`uservlm_ros.engines.tts.TTSEngine`: Piper offline by default, the
 Coqui Tacotron 2 backend when installed with its model (``backend`` parameter).
 """
+
 from __future__ import annotations
 
 import time
@@ -17,8 +18,10 @@ from uservlm_ros.srv import Synthesize
 class TTSNode(EngineNode):
     CONFIG = TTSConfig
     DESCRIPTIONS = {
-        "backend": "auto | piper | coqui | espeak; auto = Coqui Tacotron 2 when installed with its model, else Piper",
-        "piper_voice": "Piper voice: empty = the bundled en_US-joe-medium (checksum-verified), or a path to a .onnx",
+        "backend": "auto | piper | coqui | espeak; auto = Coqui Tacotron 2 when installed with "
+        "its model, else Piper",
+        "piper_voice": "Piper voice: empty = the bundled en_US-joe-medium (checksum-verified), or "
+        "a path to a .onnx",
         "coqui_model": "Coqui TTS model name or path (the paper's Tacotron-style choice)",
         "coqui_vocoder": "Coqui vocoder directory; empty = the model's default vocoder",
         "sample_rate": "Output rate in Hz, every voice resampled to it; 0 = the voice's own rate",
@@ -50,8 +53,12 @@ class TTSNode(EngineNode):
             if "\ufffd" in request.text:
                 raise ValueError("text is not valid UTF-8 (undecodable bytes were received)")
             speech = self.engine.synthesize(request.text)
-            response.audio = array_to_audio(speech.samples, speech.sample_rate,
-                                            stamp=self.get_clock().now().to_msg(), frame_id="tts")
+            response.audio = array_to_audio(
+                speech.samples,
+                speech.sample_rate,
+                stamp=self.get_clock().now().to_msg(),
+                frame_id="tts",
+            )
             response.synthesis_seconds = speech.synthesis_seconds
             self.stage_times.add(synthesis=speech.synthesis_seconds)
         self.get_logger().debug(f"synthesize: {time.perf_counter() - started:.3f} s")

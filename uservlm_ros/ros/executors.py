@@ -13,6 +13,7 @@ while the node's other callbacks (services that wait on an engine for seconds) s
 pool. Inline callbacks must be short and never wait: while one runs, the node's other callbacks
 are not dispatched.
 """
+
 from __future__ import annotations
 
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
@@ -24,7 +25,8 @@ class InlineCallbackGroup(MutuallyExclusiveCallbackGroup):
 
 
 class StreamExecutor(MultiThreadedExecutor):
-    """MultiThreadedExecutor; callbacks of an :class:`InlineCallbackGroup` run in the spin thread."""
+    """MultiThreadedExecutor; callbacks of an :class:`InlineCallbackGroup` run in the spin
+    thread."""
 
     def wait_for_ready_callbacks(self, *args, **kwargs):
         handler, entity, node = super().wait_for_ready_callbacks(*args, **kwargs)

@@ -3,6 +3,7 @@
 Used by ``uservlm up``, ``uservlm demo`` and the ROS tests; the node list and the parameter files
 come from :mod:`uservlm_ros.bringup.graph`, exactly as in launch/*.launch.py.
 """
+
 from __future__ import annotations
 
 import os
@@ -15,22 +16,38 @@ from pathlib import Path
 from uservlm_ros.bringup.graph import NodeSpec, config_path, dds_environment
 
 
-def node_command(spec: NodeSpec, params_file: Path | None = None, namespace: str = "",
-                 overrides: dict | None = None) -> list[str]:
+def node_command(
+    spec: NodeSpec,
+    params_file: Path | None = None,
+    namespace: str = "",
+    overrides: dict | None = None,
+) -> list[str]:
     """The command line of one node: its own config file, then ``params_file`` (overrides).
     A composed process (``spec.members``) takes ``overrides`` per member node:
     ``--set node.parameter:=value`` before ``--ros-args``."""
     if spec.members:
         command = [sys.executable, "-m", spec.python_module, "--members", ",".join(spec.members)]
         for node, values in (overrides or {}).items():
-            command += [item for name, value in values.items() for item in ("--set", f"{node}.{name}:={yaml_value(value)}")]
+            command += [
+                item
+                for name, value in values.items()
+                for item in ("--set", f"{node}.{name}:={yaml_value(value)}")
+            ]
         command += ["--ros-args"]
         for name in (spec.params_file, *spec.more_params_files):
             command += ["--params-file", str(config_path(name))]
         overrides = None
     else:
-        command = [sys.executable, "-m", spec.python_module, "--ros-args",
-                   "-r", f"__node:={spec.name}", "--params-file", str(config_path(spec.params_file))]
+        command = [
+            sys.executable,
+            "-m",
+            spec.python_module,
+            "--ros-args",
+            "-r",
+            f"__node:={spec.name}",
+            "--params-file",
+            str(config_path(spec.params_file)),
+        ]
     if params_file:
         command += ["--params-file", str(params_file)]
     if namespace:
@@ -54,9 +71,16 @@ def yaml_value(value) -> str:
 class GraphProcesses:
     """Start nodes, watch them, stop them (SIGINT, then SIGKILL after a grace period)."""
 
-    def __init__(self, specs: list[NodeSpec], params_file: Path | None = None, namespace: str = "",
-                 env: dict | None = None, log_dir: Path | None = None,
-                 overrides: dict[str, dict] | None = None, command_prefix: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        specs: list[NodeSpec],
+        params_file: Path | None = None,
+        namespace: str = "",
+        env: dict | None = None,
+        log_dir: Path | None = None,
+        overrides: dict[str, dict] | None = None,
+        command_prefix: tuple[str, ...] = (),
+    ):
         self.specs = specs
         self.params_file = params_file
         self.namespace = namespace
@@ -68,7 +92,7 @@ class GraphProcesses:
         self.processes: dict[str, subprocess.Popen] = {}
         self._logs = []
 
-    def start(self) -> "GraphProcesses":
+    def start(self) -> GraphProcesses:
         if self.log_dir:
             self.log_dir.mkdir(parents=True, exist_ok=True)
         for spec in self.specs:
@@ -81,13 +105,25 @@ class GraphProcesses:
         if self.log_dir:
             output = open(self.log_dir / f"{spec.name}.log", "a")
             self._logs.append(output)
-        command = [*self.command_prefix,
-                   *node_command(spec, self.params_file, self.namespace,
-                                 {member: self.overrides.get(member, {}) for member in spec.members}
-                                 if spec.members else self.overrides.get(spec.name))]
+        command = [
+            *self.command_prefix,
+            *node_command(
+                spec,
+                self.params_file,
+                self.namespace,
+                {member: self.overrides.get(member, {}) for member in spec.members}
+                if spec.members
+                else self.overrides.get(spec.name),
+            ),
+        ]
         self.processes[spec.name] = subprocess.Popen(
-            command, env=self.env, stdout=output, stderr=subprocess.STDOUT if output else None,
-            stdin=subprocess.DEVNULL, start_new_session=True)
+            command,
+            env=self.env,
+            stdout=output,
+            stderr=subprocess.STDOUT if output else None,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
     def exited(self) -> dict[str, int]:
         """Nodes that have exited, with their return codes."""

@@ -20,6 +20,7 @@ giving a fixed length of noise per sentence, enough to time synthesis per second
     TTSConfig(backend="coqui", coqui_model=str(model_dir),
               coqui_vocoder=str(model_dir / "vocoder"))
 """
+
 from __future__ import annotations
 
 import json
@@ -39,8 +40,13 @@ HIFIGAN_V2_GENERATOR = {
 }
 
 
-def build_untrained_tacotron2(out_dir, sample_rate: int = 22050, max_decoder_steps: int = 100,
-                              vocoder: bool = True, seed: int = 0) -> Path:
+def build_untrained_tacotron2(
+    out_dir,
+    sample_rate: int = 22050,
+    max_decoder_steps: int = 100,
+    vocoder: bool = True,
+    seed: int = 0,
+) -> Path:
     """Write the untrained model (and vocoder) to ``out_dir``; returns it. Every sentence comes
     out ``max_decoder_steps * 2 * 256 / sample_rate`` seconds long (2.3 s at the defaults)."""
     import torch
@@ -56,22 +62,31 @@ def build_untrained_tacotron2(out_dir, sample_rate: int = 22050, max_decoder_ste
     out.mkdir(parents=True, exist_ok=True)
     # No silence trimming: on noise it cuts an arbitrary part of what was computed.
     audio = BaseAudioConfig(sample_rate=sample_rate, do_trim_silence=False)
-    marker = {"untrained": True, "seed": seed,
-              "note": "Random weights built from coqui-tts configurations: the output is noise."}
+    marker = {
+        "untrained": True,
+        "seed": seed,
+        "note": "Random weights built from coqui-tts configurations: the output is noise.",
+    }
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        config = Tacotron2Config(audio=audio, r=2, double_decoder_consistency=True,
-                                 max_decoder_steps=max_decoder_steps, use_phonemes=False,
-                                 text_cleaner="english_cleaners",
-                                 run_description="UNTRAINED: random weights, output is noise")
+        config = Tacotron2Config(
+            audio=audio,
+            r=2,
+            double_decoder_consistency=True,
+            max_decoder_steps=max_decoder_steps,
+            use_phonemes=False,
+            text_cleaner="english_cleaners",
+            run_description="UNTRAINED: random weights, output is noise",
+        )
         model = Tacotron2(config)  # builds its tokenizer and audio processor from the config
         stop = model.decoder.stopnet[-1].linear_layer  # never stop: see the module docstring
         torch.nn.init.zeros_(stop.weight)
         torch.nn.init.constant_(stop.bias, -10.0)
         _save(out, model, model.config, marker)
         if vocoder:
-            vocoder_config = HifiganConfig(audio=audio,
-                                           generator_model_params=HIFIGAN_V2_GENERATOR)
+            vocoder_config = HifiganConfig(
+                audio=audio, generator_model_params=HIFIGAN_V2_GENERATOR
+            )
             _save(out / VOCODER_DIR, setup_vocoder(vocoder_config), vocoder_config, marker)
     return out
 
