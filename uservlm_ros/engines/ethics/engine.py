@@ -146,7 +146,7 @@ class EthicsEngine:
         self._store: ConsentStore | None = None
         self._lock = threading.RLock()
 
-    # --- life cycle -------------------------------------------------------------------------------
+    # --- life cycle ---
 
     def load(self) -> EthicsEngine:
         """Read the policy, load the embedding model (once per process), open the consent store."""
@@ -192,7 +192,7 @@ class EthicsEngine:
         if self._policy is None:
             raise RuntimeError("EthicsEngine.load() has not been called")
 
-    # --- questions --------------------------------------------------------------------------------
+    # --- questions ---
 
     def review(
         self, question: str, user_id: str | None, inferred: Mapping | None = None
@@ -360,7 +360,7 @@ class EthicsEngine:
             clarifying=template.format(attributes=policy.labels(protected)),
         )
 
-    # --- replies ----------------------------------------------------------------------------------
+    # --- replies ---
 
     def resolve_reply(
         self, user_id: str | None, reply_text: str, language: str | None = None
@@ -436,7 +436,7 @@ class EthicsEngine:
             outcome.inferred_allowed,
         )
 
-    # --- memory -----------------------------------------------------------------------------------
+    # --- memory ---
 
     def pending(self, user_id: str | None) -> Pending | None:
         self._ready()
