@@ -174,7 +174,10 @@ def measure_size(size: str, args) -> dict:
         "modes": {},
         "batches": {},
     }
-    shared = lambda config: (model, processor, info)  # noqa: E731 (built once, used by each mode)
+
+    def shared(config, built=(model, processor, info)):  # built once, used by each mode
+        return built
+
     picture = _picture()
     for mode in args.modes:
         engine = VLMEngine(VLMConfig(**{**vars(base), **MODES[mode]}), loader=shared)
