@@ -3,8 +3,7 @@ coqui-tts's own configurations (random weights: the audio is noise, and the voic
 
 Same engine code as for a downloaded model: a local model directory, its vocoder directory,
 synthesis, resampling to the output rate, sentence streaming and cancel between sentences.
-Skipped where coqui-tts does not import (on the CPU torch 2.13 wheel it cannot: it requires
-torchaudio, whose PyPI builds link CUDA libraries; see requirements/coqui.txt).
+scripts/bootstrap.sh installs coqui-tts (requirements/coqui.txt, coqui-no-deps.txt).
 """
 
 from __future__ import annotations
@@ -15,17 +14,6 @@ import numpy as np
 import pytest
 
 from uservlm_ros.engines.tts import TTSConfig, TTSEngine, TTSLoadError
-
-try:
-    import TTS  # noqa: F401
-
-    COQUI_ERROR = None
-except Exception as error:  # ImportError, or OSError from torchaudio's libraries
-    COQUI_ERROR = f"{type(error).__name__}: {str(error).strip().splitlines()[-1][:200]}"
-
-pytestmark = pytest.mark.skipif(
-    COQUI_ERROR is not None, reason=f"coqui-tts is not importable here ({COQUI_ERROR})"
-)
 
 MODEL_RATE = 16000  # the model's rate; the engine outputs OUTPUT_RATE
 OUTPUT_RATE = 22050
