@@ -20,7 +20,16 @@ STAMP=$VENV/.requirements.sha256
 WANT=$(cat requirements/*.txt | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
   echo "[bootstrap] installing requirements (first time: ~2 min, ~3 GB)"
-  "${PIP[@]}" install -q -r requirements/ros.txt -r requirements/ml.txt -r requirements/dev.txt
+  "${PIP[@]}" install -q -r requirements/ros.txt -r requirements/ml.txt -r requirements/dev.txt \
+    -r requirements/coqui.txt
+  # Coqui's import guard wants torchaudio and torchcodec: see requirements/coqui-no-deps.txt.
+  "${PIP[@]}" install -q --no-deps -r requirements/coqui-no-deps.txt
+  "$VENV/bin/python" - <<'PY'
+import importlib.util, pathlib
+lib = pathlib.Path(importlib.util.find_spec("torchaudio").origin).parent / "lib"
+for extension in lib.glob("*.so"):
+    extension.unlink()  # a CUDA build of torchaudio's C++ ops: it cannot load beside the CPU torch
+PY
   echo "$WANT" > "$STAMP"
 fi
 

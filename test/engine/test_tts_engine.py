@@ -1,6 +1,5 @@
 """TTSEngine with the bundled Piper voice (and the espeak-ng / Coqui paths where they can run)."""
 
-import importlib.util
 import shutil
 
 import numpy as np
@@ -126,13 +125,14 @@ def test_missing_custom_voice(tmp_path):
         TTSEngine(TTSConfig(backend="piper", piper_voice=str(tmp_path / "none.onnx"))).load()
 
 
-@pytest.mark.skipif(importlib.util.find_spec("TTS") is not None, reason="Coqui TTS is installed")
-def test_without_coqui_auto_uses_piper_and_coqui_fails_clearly():
-    with pytest.raises(TTSLoadError, match="Coqui TTS is not importable"):
+def test_coqui_model_not_on_disk_fails_clearly_and_auto_uses_piper(tmp_path, monkeypatch):
+    monkeypatch.setenv("TTS_HOME", str(tmp_path))  # an empty Coqui model folder: nothing cached
+    with pytest.raises(TTSLoadError, match="tacotron2-DDC is not on disk"):
         TTSEngine(TTSConfig(backend="coqui")).load()
     auto = TTSEngine(TTSConfig(backend="auto"))
     auto.load()
     assert auto.voice == "piper:en_US-joe-medium"
+    assert not any(tmp_path.rglob("*.pth*")), "nothing may be downloaded"
 
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng binary not installed")

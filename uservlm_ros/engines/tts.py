@@ -8,15 +8,19 @@ Backends (``TTSConfig.backend``):
   package
   (22.05 kHz), SHA-256-verified against the official rhasspy/piper-voices release at load; or any
   Piper ``.onnx`` voice by path (its ``.onnx.json`` next to it; not verifiable, so used as given).
-- ``"coqui"``: ``TTS`` (Coqui) with ``coqui_model``, default
-  ``tts_models/en/ljspeech/tacotron2-DDC``.
-  Used only when the package imports and the model and its vocoder are already in Coqui's model
-  folder: nothing is downloaded. No reachable registry ships these weights, so this path is not
-  exercised by the tests here.
+- ``"coqui"``: ``TTS`` (Coqui, PyPI ``coqui-tts``) with ``coqui_model``: a catalog name, default
+  ``tts_models/en/ljspeech/tacotron2-DDC`` (used only when it and its default vocoder are already
+  in Coqui's model folder: nothing is downloaded), or a local model directory (``config.json`` +
+  ``model.pth``, ``model_file.pth``, ``best_model.pth`` or ``checkpoint.pth``), optionally with a
+  local vocoder directory of the same layout in ``coqui_vocoder`` (none: Griffin-Lim). A
+  directory holding :data:`UNTRAINED_MARKER` is an untrained model built for tests: its output
+  is noise, and the voice name says so. Local files are used as given (no published checksum).
 - ``"espeak"``: the ``espeak-ng`` binary (apt), robotic but tiny.
 - ``"auto"``: coqui if usable, else piper.
 
 Requests hold at most ``max_chars`` characters (2000 by default, about two minutes of speech).
+``sample_rate`` > 0 resamples every sentence to that output rate (0: the voice's own rate).
+``synthesize_stream(text, cancel=event)`` stops between sentences once ``event`` is set (barge-in).
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from uservlm_ros.speech.audio import float_to_int16
+from uservlm_ros.speech.audio import float_to_int16, resample
 
 _LOG = logging.getLogger(__name__)
 
@@ -51,6 +55,10 @@ PIPER_VOICE_SHA256 = {
         "3d6d5410b3795cb1950595247ef8f06190719e6fdbfa3a2356d8ec368e1aad33"
     ),
 }
+#: Written by the builders of untrained test models into their directory (see the docstring).
+UNTRAINED_MARKER = "uservlm_untrained.json"
+#: Checkpoint names a local Coqui model directory may hold, in order of preference.
+COQUI_CHECKPOINTS = ("model.pth", "model_file.pth", "best_model.pth", "checkpoint.pth")
 _BACKENDS = ("auto", "piper", "coqui", "espeak")
 _ALLOWED_CONTROL = {"\n", "\r", "\t"}
 _SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+|\n+")
@@ -68,6 +76,9 @@ class TTSConfig:
     #: "" = the bundled en_US-joe-medium (verified); or a path to a Piper .onnx voice.
     piper_voice: str = ""
     coqui_model: str = DEFAULT_COQUI_MODEL
+    #: "" = the catalog model's default vocoder (none for a local model: Griffin-Lim); or a local
+    #: vocoder directory (config.json + checkpoint).
+    coqui_vocoder: str = ""
     espeak_voice: str = "en-us"
     #: Longest accepted text, characters.
     max_chars: int = 2000
@@ -76,6 +87,8 @@ class TTSConfig:
     length_scale: float = 1.0
     #: Silence inserted between sentences, seconds.
     sentence_silence: float = 0.2
+    #: Output rate, Hz: every sentence is resampled to it; 0 = the voice's own rate.
+    sample_rate: int = 0
     use_cuda: bool = False
 
     def __post_init__(self) -> None:
@@ -87,6 +100,10 @@ class TTSConfig:
             raise ValueError(f"length_scale must be in [0.25, 4], got {self.length_scale}")
         if not 0.0 <= self.sentence_silence <= 5.0:
             raise ValueError(f"sentence_silence must be in [0, 5] s, got {self.sentence_silence}")
+        if self.sample_rate != 0 and not 8000 <= self.sample_rate <= 192000:
+            raise ValueError(
+                f"sample_rate must be 0 or in [8000, 192000] Hz, got {self.sample_rate}"
+            )
 
 
 @dataclass
@@ -188,44 +205,90 @@ def _bundled_piper_voice() -> Path:
 
 
 class _CoquiBackend:
-    """Untested here: no Coqui weights are obtainable offline on this project's machines."""
+    """Coqui TTS: a catalog name already on disk or a local model directory (see module doc)."""
 
     def __init__(self, config: TTSConfig):
         try:
             from TTS.api import TTS
-            from TTS.utils.manage import ModelManager
-        except Exception as exc:  # ImportError, or torch failing inside it
+        except Exception as exc:  # ImportError, or torch / torchaudio failing inside it
             raise TTSLoadError(f"Coqui TTS is not importable: {exc}") from exc
         name = config.coqui_model
-        manager = ModelManager(progress_bar=False)
-        needed = [name]
+        vocoder = Path(os.path.expanduser(config.coqui_vocoder)) if config.coqui_vocoder else None
+        folders = [vocoder] if vocoder else []
+        if _looks_like_path(name):
+            folder = Path(os.path.expanduser(name))
+            checkpoint, model_config = _coqui_files(folder, "model")
+            kwargs = {"model_path": str(checkpoint), "config_path": str(model_config)}
+            label = folder.name
+            folders.append(folder)
+        else:
+            _check_catalog_model(name, with_default_vocoder=vocoder is None)
+            kwargs, label = {"model_name": name}, name
+        if vocoder is not None:
+            checkpoint, vocoder_config = _coqui_files(vocoder, "vocoder")
+            kwargs.update(vocoder_path=str(checkpoint), vocoder_config_path=str(vocoder_config))
         try:
-            kind, lang, dataset, model = name.split("/")
-            vocoder = manager.models_dict[kind][lang][dataset][model].get("default_vocoder")
-        except (ValueError, KeyError) as exc:
-            raise TTSLoadError(f"unknown Coqui model {name!r}") from exc
-        if vocoder:
-            needed.append(vocoder)
-        for item in needed:
-            folder = Path(manager.output_prefix) / item.replace("/", "--")
-            if not (folder / "config.json").is_file() or not any(folder.glob("*.pth*")):
-                raise TTSLoadError(
-                    f"Coqui model {item} is not on disk at {folder} (it would be downloaded; "
-                    f"copy it there from a connected machine)"
-                )
-        try:
-            self._tts = TTS(model_name=name, progress_bar=False).to(
-                "cuda" if config.use_cuda else "cpu"
-            )
+            self._tts = TTS(progress_bar=False, **kwargs).to("cuda" if config.use_cuda else "cpu")
         except Exception as exc:
             raise TTSLoadError(f"could not load Coqui model {name}: {exc}") from exc
-        self.name = f"coqui:{name}"
+        untrained = any((folder / UNTRAINED_MARKER).is_file() for folder in folders)
+        if untrained:
+            _LOG.warning("Coqui model %s is UNTRAINED (random weights): its output is noise", name)
+        self.name = f"coqui:{label}" + (" (untrained: noise)" if untrained else "")
         self.sample_rate = int(self._tts.synthesizer.output_sample_rate)
+        from TTS.utils import synthesizer
+
+        self._pad = int(getattr(synthesizer, "PAD_SILENCE_SAMPLES", 0))
 
     def sentences(self, text: str) -> Iterator[np.ndarray]:
         for sentence in split_sentences(text):
-            wav = np.asarray(self._tts.tts(text=sentence), dtype=np.float32)
+            wav = np.asarray(self._tts.tts(text=sentence, split_sentences=False), dtype=np.float32)
+            # Coqui's synthesizer appends PAD_SILENCE_SAMPLES zeros after every text; the engine
+            # puts its own sentence_silence between sentences, so that tail is dropped.
+            tail = wav.size - np.flatnonzero(wav)[-1] - 1 if np.any(wav) else wav.size
+            wav = wav[: wav.size - min(tail, self._pad)]
             yield float_to_int16(np.clip(wav, -1.0, 1.0))
+
+
+def _looks_like_path(name: str) -> bool:
+    return os.path.isabs(name) or name.startswith((".", "~")) or os.path.isdir(name)
+
+
+def _coqui_files(folder: Path, what: str) -> tuple[Path, Path]:
+    """(checkpoint, config.json) of a local Coqui model or vocoder directory."""
+    if not folder.is_dir():
+        raise TTSLoadError(f"Coqui {what} directory {folder} does not exist")
+    config = folder / "config.json"
+    if not config.is_file():
+        raise TTSLoadError(f"Coqui {what} directory {folder} has no config.json")
+    for name in COQUI_CHECKPOINTS:
+        if (folder / name).is_file():
+            return folder / name, config
+    raise TTSLoadError(
+        f"Coqui {what} directory {folder} has none of {', '.join(COQUI_CHECKPOINTS)}"
+    )
+
+
+def _check_catalog_model(name: str, with_default_vocoder: bool) -> None:
+    """A catalog model (and its default vocoder) must already be in Coqui's model folder."""
+    from TTS.utils.manage import ModelManager
+
+    manager = ModelManager(progress_bar=False)
+    needed = [name]
+    try:
+        kind, lang, dataset, model = name.split("/")
+        vocoder = manager.models_dict[kind][lang][dataset][model].get("default_vocoder")
+    except (ValueError, KeyError) as exc:
+        raise TTSLoadError(f"unknown Coqui model {name!r}") from exc
+    if vocoder and with_default_vocoder:
+        needed.append(vocoder)
+    for item in needed:
+        folder = Path(manager.output_prefix) / item.replace("/", "--")
+        if not (folder / "config.json").is_file() or not any(folder.glob("*.pth*")):
+            raise TTSLoadError(
+                f"Coqui model {item} is not on disk at {folder} (it would be downloaded; "
+                f"copy it there from a connected machine)"
+            )
 
 
 class _EspeakBackend:
@@ -321,8 +384,9 @@ class TTSEngine:
 
     @property
     def sample_rate(self) -> int:
+        """The output rate: ``config.sample_rate``, or the voice's own when that is 0."""
         self._require_loaded()
-        return self._backend.sample_rate
+        return self.config.sample_rate or self._backend.sample_rate
 
     def load(self) -> None:
         """Pick and load the backend; idempotent. Raises :class:`TTSLoadError`."""
@@ -358,36 +422,50 @@ class TTSEngine:
         samples = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
         return Speech(samples, self.sample_rate, time.perf_counter() - start)
 
-    def synthesize_stream(self, text: str) -> Iterator[np.ndarray]:
-        """Yield one int16 chunk per sentence, as soon as it is synthesised.
+    def synthesize_stream(
+        self, text: str, cancel: threading.Event | None = None
+    ) -> Iterator[np.ndarray]:
+        """Yield one int16 chunk per sentence (at :attr:`sample_rate`), as soon as it is
+        synthesised.
 
         Every chunk after the first starts with ``sentence_silence`` of silence, so the chunks
         concatenated are exactly what :meth:`synthesize` returns. Text is validated by this call
-        (ValueError), before any synthesis.
+        (ValueError), before any synthesis. ``cancel``: once set, the stream ends before the next
+        sentence is synthesised (the one in progress is finished and not yielded).
         """
         self._require_loaded()
-        return self._stream(validate_text(text, self.config.max_chars))
+        return self._stream(validate_text(text, self.config.max_chars), cancel)
 
-    def _stream(self, clean: str) -> Iterator[np.ndarray]:
-        gap = np.zeros(int(round(self.config.sentence_silence * self.sample_rate)), dtype=np.int16)
-        produced = self._locked(self._backend.sentences(clean))
+    def _stream(self, clean: str, cancel: threading.Event | None = None) -> Iterator[np.ndarray]:
+        rate, voice_rate = self.sample_rate, self._backend.sample_rate
+        gap = np.zeros(int(round(self.config.sentence_silence * rate)), dtype=np.int16)
+        produced = self._locked(self._backend.sentences(clean), cancel)
         first = True
         for chunk in produced:
             if chunk.size == 0:
                 continue
+            if rate != voice_rate:
+                chunk = float_to_int16(np.clip(resample(chunk, voice_rate, rate), -1.0, 1.0))
             yield chunk if first else np.concatenate([gap, chunk])
             first = False
-        if first:
+        if first and not (cancel is not None and cancel.is_set()):
             raise ValueError(f"the voice produced no audio for {clean[:40]!r}")
 
-    def _locked(self, iterator: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+    def _locked(
+        self, iterator: Iterator[np.ndarray], cancel: threading.Event | None = None
+    ) -> Iterator[np.ndarray]:
         # Hold the lock per sentence, never while the consumer works on a chunk.
-        while True:
-            with self._lock:
-                chunk = next(iterator, None)
-            if chunk is None:
-                return
-            yield chunk
+        try:
+            while cancel is None or not cancel.is_set():
+                with self._lock:
+                    chunk = next(iterator, None)
+                if chunk is None or (cancel is not None and cancel.is_set()):
+                    return
+                yield chunk
+        finally:  # a cancelled or abandoned stream releases the backend's generator now
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
 
     def _require_loaded(self) -> None:
         if self._backend is None:
@@ -395,6 +473,8 @@ class TTSEngine:
 
 
 __all__ = [
+    "COQUI_CHECKPOINTS",
+    "UNTRAINED_MARKER",
     "DEFAULT_COQUI_MODEL",
     "DEFAULT_PIPER_VOICE",
     "Speech",

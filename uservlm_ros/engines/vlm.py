@@ -22,6 +22,15 @@ the vision tower is skipped; with ``prefix_mode="cacheable"`` (adapters trained 
 :mod:`uservlm_ros.model.prefix`) the KV cache of the image block is reused and only the question is
 prefilled. ``forget_person(key)`` drops a person's entry; ``load()`` and ``close()`` drop all.
 
+Batches: ``answer_batch([VLMAsk(...), ...])`` answers several asks (e.g. from several robots) in
+one ``generate`` call, left-padded: on a GPU, k asks cost little more than one. Batched asks do
+not use the per-person image cache and do not stream tokens.
+
+Loading: ``VLMEngine(config, loader=fn)`` replaces the standard loading (``load_model`` from
+``config.base_model`` / ``config.adapter``) by ``fn(config) -> (model, processor, LoadInfo)``, for
+a model built in place, e.g. :func:`uservlm_ros.model.random_weights.random_loader` (the paper's
+sizes with random weights, for benchmarks); answering is the same code either way.
+
 Thread safety: one generation at a time. ``answer(..., lock_timeout=s)`` raises :class:`EngineBusy`
 when the engine stays busy for ``s`` seconds (0 = do not wait), so a server can refuse a request
 instead of queueing it forever; ``busy`` tells whether a generation is running.
@@ -30,9 +39,10 @@ instead of queueing it forever; ``busy`` tells whether a generation is running.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -43,11 +53,12 @@ from uservlm_ros.model.prompt import (
     MAX_QUESTION_CHARS,
     build_prompt,
     neutral_image,
+    prepare_batch_inputs,
     prepare_inputs,
     validate_image,
 )
 
-__all__ = ["VLMConfig", "VLMAnswer", "VLMEngine", "VLMLoadError", "EngineBusy"]
+__all__ = ["VLMConfig", "VLMAnswer", "VLMAsk", "VLMEngine", "VLMLoadError", "EngineBusy"]
 
 
 class EngineBusy(RuntimeError):
@@ -120,10 +131,24 @@ class VLMAnswer:
     image_cache: str = "off"
 
 
+@dataclasses.dataclass
+class VLMAsk:
+    """One ask of a batch (see :meth:`VLMEngine.answer_batch`)."""
+
+    question: str
+    image: np.ndarray | None = None  # RGB HxWx3 uint8; None = the neutral grey image
+    user_context: str | None = None
+
+
 class VLMEngine:
-    def __init__(self, config: VLMConfig | None = None):
+    def __init__(self, config: VLMConfig | None = None, loader: Callable | None = None):
+        """``loader``: None = load ``config.base_model`` (+ adapter) with ``load_model``; else
+        ``loader(config) -> (model, processor, LoadInfo)`` (see the module docstring)."""
+        if loader is not None and not callable(loader):
+            raise ValueError(f"loader must be callable, got {type(loader).__name__}")
         self.config = config or VLMConfig()
         self.config.validate()
+        self._loader = loader
         self._lock = threading.Lock()
         self._model = None
         self._processor = None
@@ -138,15 +163,20 @@ class VLMEngine:
         with self._lock:
             self._model = self._processor = self._info = None
             self._image_cache.clear()
-            self._model, self._processor, self._info = load_model(
-                cfg.base_model,
-                cfg.adapter,
-                device=cfg.device,
-                dtype=cfg.dtype,
-                offline_fallback=cfg.offline_fallback,
-                local_files_only=cfg.local_files_only,
-                tiny_cache_dir=cfg.tiny_cache_dir,
-            )
+            if self._loader is not None:
+                model, processor, info = self._loader(cfg)
+            else:
+                model, processor, info = load_model(
+                    cfg.base_model,
+                    cfg.adapter,
+                    device=cfg.device,
+                    dtype=cfg.dtype,
+                    offline_fallback=cfg.offline_fallback,
+                    local_files_only=cfg.local_files_only,
+                    tiny_cache_dir=cfg.tiny_cache_dir,
+                )
+            _check_vision_cache_support(model, cfg)
+            self._model, self._processor, self._info = model, processor, info
             tokenizer = self._processor.tokenizer
             self._suppressed = sorted(
                 set(_control_byte_token_ids(tokenizer))
@@ -226,11 +256,63 @@ class VLMEngine:
         build_prompt(question, user_context, self.config.max_question_chars)  # ValueError early
         if image is not None:
             validate_image(image)
+        new_tokens = self._new_tokens(max_new_tokens)
+        if person_key is not None and (not isinstance(person_key, str) or not person_key.strip()):
+            raise ValueError(f"person_key must be a non-empty string, got {person_key!r}")
+        self._acquire(lock_timeout)
+        try:
+            if self._model is None:
+                raise RuntimeError("the VLM engine is not loaded: call load() first")
+            return self._generate(question, image, user_context, on_token, new_tokens, person_key)
+        finally:
+            self._lock.release()
+
+    def answer_batch(
+        self,
+        asks: Sequence[VLMAsk],
+        lock_timeout: float | None = None,
+        max_new_tokens: int | None = None,
+    ) -> list[VLMAnswer]:
+        """Answer several asks in one ``generate`` call; answers in the order of ``asks``.
+
+        Each answer carries the batch's timings (its first token comes with the others'). The
+        per-person image cache is not used (``image_cache`` is "off") and nothing is streamed.
+        ``lock_timeout`` and ``max_new_tokens`` as in :meth:`answer`. Raises ValueError for an
+        empty batch or a bad ask (naming its index), RuntimeError if not loaded.
+        """
+        if not isinstance(asks, Sequence) or isinstance(asks, (str, bytes)) or not asks:
+            raise ValueError("asks must be a non-empty sequence of VLMAsk")
+        for index, ask in enumerate(asks):
+            if not isinstance(ask, VLMAsk):
+                raise ValueError(f"ask {index} is a {type(ask).__name__}, not a VLMAsk")
+            try:
+                build_prompt(ask.question, ask.user_context, self.config.max_question_chars)
+                if ask.image is not None:
+                    validate_image(ask.image)
+            except ValueError as error:
+                raise ValueError(f"ask {index}: {error}") from None
+        new_tokens = self._new_tokens(max_new_tokens)
+        self._acquire(lock_timeout)
+        try:
+            if self._model is None:
+                raise RuntimeError("the VLM engine is not loaded: call load() first")
+            started = time.perf_counter()
+            inputs = prepare_batch_inputs(
+                self._processor,
+                [(a.question, a.image, a.user_context) for a in asks],
+                self.config.max_question_chars,
+            )
+            return self._run(self._to_device(inputs), new_tokens, started, None, "off")
+        finally:
+            self._lock.release()
+
+    def _new_tokens(self, max_new_tokens: int | None) -> int:
         new_tokens = self.config.max_new_tokens if max_new_tokens is None else max_new_tokens
         if not isinstance(new_tokens, int) or new_tokens < 1:
             raise ValueError(f"max_new_tokens must be a positive integer, got {new_tokens!r}")
-        if person_key is not None and (not isinstance(person_key, str) or not person_key.strip()):
-            raise ValueError(f"person_key must be a non-empty string, got {person_key!r}")
+        return new_tokens
+
+    def _acquire(self, lock_timeout: float | None) -> None:
         if lock_timeout is None:
             acquired = self._lock.acquire()
         elif lock_timeout > 0:
@@ -239,23 +321,12 @@ class VLMEngine:
             acquired = self._lock.acquire(blocking=False)
         if not acquired:
             raise EngineBusy("the VLM is busy answering another question")
-        try:
-            if self._model is None:
-                raise RuntimeError("the VLM engine is not loaded: call load() first")
-            return self._generate(question, image, user_context, on_token, new_tokens, person_key)
-        finally:
-            self._lock.release()
 
-    def _generate(
-        self, question, image, user_context, on_token, max_new_tokens, person_key=None
-    ) -> VLMAnswer:
+    def _to_device(self, inputs) -> dict:
+        """Processor output on the model's device and dtype, token types for the prefix mode."""
         import torch
 
         model, processor, info = self._model, self._processor, self._info
-        started = time.perf_counter()
-        inputs = prepare_inputs(
-            processor, question, image, user_context, self.config.max_question_chars
-        )
         inputs = {key: value.to(info.device) for key, value in inputs.items()}
         inputs["pixel_values"] = inputs["pixel_values"].to(getattr(torch, info.dtype))
         if self.config.prefix_mode != prefix.DEFAULT_PREFIX_MODE:
@@ -266,12 +337,34 @@ class VLMEngine:
                 model.config.image_token_id,
                 processor.tokenizer.bos_token_id,
             )
-        preprocessed = time.perf_counter()
+        return inputs
 
-        streamer = _TimingStreamer(processor.tokenizer, on_token)
-        cache_state = "off"
+    def _generate(
+        self, question, image, user_context, on_token, max_new_tokens, person_key=None
+    ) -> VLMAnswer:
+        started = time.perf_counter()
+        inputs = prepare_inputs(
+            self._processor, question, image, user_context, self.config.max_question_chars
+        )
+        inputs = self._to_device(inputs)
+        cache_state = None
         if person_key is not None and self._image_cache.enabled:
-            cache_state = self._use_image_cache(model, inputs, person_key, image)
+            cache_state = lambda: self._use_image_cache(  # noqa: E731 (in the prefill window)
+                self._model, inputs, person_key, image
+            )
+        return self._run(inputs, max_new_tokens, started, on_token, cache_state)[0]
+
+    def _run(
+        self, inputs: dict, max_new_tokens: int, started: float, on_token, cache_state
+    ) -> list[VLMAnswer]:
+        """``generate`` over prepared inputs (one row per ask); ``cache_state``: "off" or a
+        function that applies the image cache to ``inputs`` and returns "hit" / "miss"."""
+        import torch
+
+        model, processor, info = self._model, self._processor, self._info
+        preprocessed = time.perf_counter()
+        streamer = _TimingStreamer(processor.tokenizer, on_token)
+        cache_state = cache_state() if callable(cache_state) else (cache_state or "off")
         with torch.inference_mode():
             output = model.generate(
                 **inputs,
@@ -285,20 +378,23 @@ class VLMEngine:
         finished = time.perf_counter()
         first = streamer.first_token_time or finished
 
-        new_ids = output[0, inputs["input_ids"].shape[1] :].tolist()
-        text = processor.tokenizer.decode(new_ids, skip_special_tokens=True).strip()
         not_counted = _eos_ids(model, processor) | {processor.tokenizer.pad_token_id}
-        return VLMAnswer(
-            text=text,
-            generated_tokens=sum(1 for token in new_ids if token not in not_counted),
-            preprocess_seconds=preprocessed - started,
-            prefill_seconds=first - preprocessed,
-            generation_seconds=finished - first,
-            total_seconds=time.perf_counter() - started,
-            placeholder=info.placeholder,
-            model=info.model_name,
-            image_cache=cache_state,
-        )
+        answers = []
+        for row in output[:, inputs["input_ids"].shape[1] :].tolist():
+            answers.append(
+                VLMAnswer(
+                    text=processor.tokenizer.decode(row, skip_special_tokens=True).strip(),
+                    generated_tokens=sum(1 for token in row if token not in not_counted),
+                    preprocess_seconds=preprocessed - started,
+                    prefill_seconds=first - preprocessed,
+                    generation_seconds=finished - first,
+                    total_seconds=time.perf_counter() - started,
+                    placeholder=info.placeholder,
+                    model=info.model_name,
+                    image_cache=cache_state,
+                )
+            )
+        return answers
 
     def _use_image_cache(self, model, inputs: dict, person_key: str, image) -> str:
         """Swap ``pixel_values`` in ``inputs`` for the person's cached image features (or, in
@@ -333,6 +429,22 @@ class VLMEngine:
             inputs["mm_encoder_outputs"] = image_cache.encoder_outputs(entry.features)
         del inputs["pixel_values"]
         return state
+
+
+def _check_vision_cache_support(model, config: VLMConfig) -> None:
+    """The bidirectional image cache hands ``generate`` pre-computed image features through
+    ``mm_encoder_outputs``; a transformers whose PaliGemma lacks it would reject every answer."""
+    if config.vision_cache_size == 0 or config.prefix_mode != prefix.DEFAULT_PREFIX_MODE:
+        return
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if "mm_encoder_outputs" not in inspect.signature(base.forward).parameters:
+        import transformers
+
+        raise VLMLoadError(
+            f"vision_cache_size > 0 with prefix_mode 'bidirectional' needs PaliGemma's "
+            f"mm_encoder_outputs, which transformers {transformers.__version__} lacks (5.23 has "
+            "it): set vision_cache_size to 0, use prefix_mode 'cacheable', or upgrade transformers"
+        )
 
 
 def _same(a, b) -> bool:

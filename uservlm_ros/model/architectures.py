@@ -42,9 +42,10 @@ class Architecture:
     source: str  # the config.json the values below were typed from
     config: dict
 
-    def hf_config(self, attn_implementation: str = "eager"):
+    def hf_config(self, attn_implementation: str | None = "eager"):
         """The transformers config object. "eager" attention makes every attention product an
-        explicit matmul, which ``FlopCounterMode`` counts (the CPU SDPA kernel is not counted)."""
+        explicit matmul, which ``FlopCounterMode`` counts (the CPU SDPA kernel is not counted);
+        None leaves the choice to transformers, as ``from_pretrained`` does."""
         import transformers
 
         cls = {
@@ -55,9 +56,10 @@ class Architecture:
             "llava_next": transformers.LlavaNextConfig,
         }[self.family]
         config = cls(**_deep_copy(self.config))
-        config._attn_implementation = attn_implementation
-        for sub in ("text_config", "vision_config"):
-            getattr(config, sub)._attn_implementation = attn_implementation
+        if attn_implementation is not None:
+            config._attn_implementation = attn_implementation
+            for sub in ("text_config", "vision_config"):
+                getattr(config, sub)._attn_implementation = attn_implementation
         return config
 
     @classmethod

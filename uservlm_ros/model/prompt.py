@@ -142,6 +142,37 @@ def prepare_inputs(
     return inputs
 
 
+def prepare_batch_inputs(
+    processor,
+    asks: Sequence[tuple[str, np.ndarray | None, str | None]],
+    max_question_chars: int | None = MAX_QUESTION_CHARS,
+    return_tensors: str = "pt",
+):
+    """:func:`prepare_inputs` for several ``(question, image, user_context)`` asks at once, as
+    one batch left-padded to the longest prompt (padding gets attention 0), ready for one
+    ``generate`` call."""
+    if not asks:
+        raise ValueError("no asks to prepare")
+    prompts, images = [], []
+    for question, image, user_context in asks:
+        prompt = build_prompt(question, user_context, max_question_chars)
+        _check_special_tokens(
+            processor.tokenizer, prompt[len(IMAGE_TOKEN) :], "question or user context"
+        )
+        prompts.append(prompt)
+        images.append(validate_image(image) if image is not None else neutral_image())
+    inputs = processor(
+        images=images,
+        text=prompts,
+        return_tensors=return_tensors,
+        padding="longest",
+        padding_side="left",
+        input_data_format="channels_last",
+    )
+    inputs.pop("labels", None)
+    return inputs
+
+
 def build_training_example(
     processor,
     image: np.ndarray,

@@ -23,6 +23,8 @@ class TTSNode(EngineNode):
         "piper_voice": "Piper voice: empty = the bundled en_US-joe-medium (checksum-verified), or "
         "a path to a .onnx",
         "coqui_model": "Coqui TTS model name or path (the paper's Tacotron-style choice)",
+        "coqui_vocoder": "Coqui vocoder directory; empty = the model's default vocoder",
+        "sample_rate": "Output rate in Hz, every voice resampled to it; 0 = the voice's own rate",
         "max_chars": "Longest text accepted in one request (characters)",
         "espeak_voice": "espeak-ng voice for the espeak backend (a light fallback when installed)",
         "length_scale": "Speaking-rate factor relative to the voice's default (>1 slower)",

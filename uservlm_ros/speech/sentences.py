@@ -53,7 +53,9 @@ def split_ready(
 class SentenceSpeaker:
     """Feed text pieces (``feed``); each finished sentence goes to ``speak(sentence)`` in order on
     a
-    worker thread. ``finish()`` speaks the rest and waits; errors are kept, not raised in feed."""
+    worker thread. ``finish()`` speaks the rest and waits; errors are kept, not raised in feed.
+    ``cancel()`` (barge-in) drops what is not spoken yet: the sentence being synthesised finishes,
+    no later one starts."""
 
     def __init__(
         self,
@@ -72,11 +74,14 @@ class SentenceSpeaker:
         self.synthesis_seconds = 0.0
         self.first_audio_at: float | None = None  # perf_counter time the first sentence was out
         self.error: Exception | None = None
+        self.cancelled = False
         self._worker = threading.Thread(target=self._run, name="sentence_speaker", daemon=True)
         self._worker.start()
 
     def feed(self, piece: str) -> None:
         self.fed = True
+        if self.cancelled:
+            return
         self._text += piece
         ready, self._text = split_ready(
             self._text, self._min, self._max, self._first_max if self._queued == 0 else None
@@ -89,7 +94,7 @@ class SentenceSpeaker:
         self._text = ""
         if rest:
             self._put(rest)
-        if not self._queued and self.fed:
+        if not self._queued and self.fed and not self.cancelled:
             self.error = self.error or ValueError("the answer has no letters or digits to speak")
         self._queue.put(None)
         self._worker.join(timeout)
@@ -105,6 +110,24 @@ class SentenceSpeaker:
             self._queue.put(sentence)
             self._queued += 1
 
+    def cancel(self) -> int:
+        """Stop speaking between sentences; returns how many queued sentences were dropped.
+        Later ``feed`` calls are ignored; ``finish()`` then only waits for the sentence in
+        progress."""
+        self.cancelled = True
+        self._text = ""
+        dropped = 0
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:  # finish() or close() already asked the worker to stop
+                self._queue.put(None)
+                break
+            dropped += 1
+        return dropped
+
     def close(self) -> None:
         """Stop the worker if finish() was never reached (the turn failed before speaking)."""
         if self._worker.is_alive():
@@ -115,8 +138,8 @@ class SentenceSpeaker:
             sentence = self._queue.get()
             if sentence is None:
                 return
-            if self.error is not None:
-                continue  # drain after a failure; finish() reports it
+            if self.error is not None or self.cancelled:
+                continue  # drain after a failure (finish() reports it) or a cancel
             try:
                 self.synthesis_seconds += self._speak(sentence)
                 self.sentences.append(sentence)
