@@ -61,10 +61,11 @@ def make(out: Path, video: Path, wav: Path) -> dict[str, int]:
     from uservlm_ros.ros.conversions import rgb_to_compressed
     from uservlm_ros.speech.audio import read_wav
     from uservlm_ros.tools import bags
+    from uservlm_ros.tools.bags import storage
 
     # Serialized with rosbags, not rclpy: Fast CDR leaves alignment padding bytes uninitialised,
     # rosbags writes zeros, so the bag is byte-for-byte reproducible. Same wire format.
-    store = bags.make_typestore()
+    store = storage.make_typestore()
     types = store.types
 
     def header(ns: int, frame_id: str):
@@ -120,7 +121,7 @@ def make(out: Path, video: Path, wav: Path) -> dict[str, int]:
     if out.exists():
         shutil.rmtree(out)
     custom = {
-        bags.NAMESPACE_KEY: "",
+        storage.NAMESPACE_KEY: "",
         "uservlm_ros.source": f"{video.name} ({FRAME_RATE:g} Hz JPEG q{JPEG_QUALITY}) + "
         f"{wav.name} "
         f"({CHUNK_MS} ms chunks); scripts/make_demo_bag.py",

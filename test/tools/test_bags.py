@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 
 from uservlm_ros.tools import bags
+from uservlm_ros.tools.bags import cli as bags_cli
+from uservlm_ros.tools.bags import storage
 
 REPO = Path(__file__).resolve().parents[2]
 JPEG, AUDIO = "/" + bags.CAMERA_JPEG, "/" + bags.AUDIO
@@ -28,7 +30,7 @@ def demo():
 
 
 def test_bundled_bag_has_the_demo_recording(demo):
-    assert demo.storage == "mcap" and demo.version == bags.BAG_VERSION
+    assert demo.storage == "mcap" and demo.version == storage.BAG_VERSION
     assert {name: (t.msgtype, t.count) for name, t in demo.topics.items()} == {
         JPEG: ("sensor_msgs/msg/CompressedImage", 35),
         AUDIO: ("uservlm_ros/msg/AudioChunk", 86),
@@ -213,7 +215,7 @@ def test_record_then_replay_keeps_every_message_and_its_timing(tmp_path, demo, r
 
 def test_record_cli_writes_a_bag_even_when_nothing_publishes(tmp_path, capsys):
     parser = argparse.ArgumentParser()
-    bags.add_record_parser(parser.add_subparsers(dest="command"))
+    bags_cli.add_record_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(
         ["record", str(tmp_path / "quiet"), "--duration", "0.5", "--topics", "audio"]
     )

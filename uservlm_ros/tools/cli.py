@@ -233,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(func=cmd_demo)
 
-    from uservlm_ros.tools.bags import add_play_parser, add_record_parser
+    from uservlm_ros.tools.bags.cli import add_play_parser, add_record_parser
     from uservlm_ros.tools.bench.run import add_bench_parser
 
     add_record_parser(sub)
