@@ -23,9 +23,11 @@ def spin_until(executor, predicate, timeout: float, step: float = 0.05) -> bool:
 
 
 def test_overrides(log_dir: Path) -> dict:
-    """TEST_OVERRIDES plus a consent store of this test's own (never the user's real one)."""
+    """TEST_OVERRIDES plus a consent store and a face template store of this test's own (never
+    the user's real ones)."""
     overrides = {name: dict(values) for name, values in TEST_OVERRIDES.items()}
     overrides["ethics_node"] = {"store_dir": str(log_dir / "consent")}
+    overrides["person_node"] = {"store_dir": str(log_dir / "consent" / "faces")}
     return overrides
 
 
