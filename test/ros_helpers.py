@@ -59,3 +59,15 @@ def start_cloud(
                         f"cloud side did not come up ({service}); exited={graph.exited()}\n{logs}"
                     )
     return graph
+
+
+def forget_face(image, client: UserVLMClient | None = None, namespace: str = "") -> None:
+    """Make whoever person_node resolves ``image`` to a stranger again (the shared graph may
+    have met them in another test, with a clarification still pending)."""
+    if client is None:
+        with UserVLMClient(node_name="uservlm_test_forgetter", namespace=namespace) as own:
+            return forget_face(image, own)
+    met = client.identify(image).response
+    assert met.success, met.error
+    if met.person_id:
+        assert client.forget(met.person_id).response.success

@@ -14,6 +14,7 @@ import pytest
 from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import Image
 
+from ros_helpers import forget_face
 from uservlm_ros.ros.conversions import (
     compressed_to_rgb,
     read_image_file,
@@ -39,10 +40,7 @@ def client(cloud, person):
     resolves asks without a user_id to them, and what they said in one test would be their
     reply in the next)."""
     with UserVLMClient(node_name="test_cloud_client") as client:
-        met = client.identify(person).response
-        assert met.success, met.error
-        if met.person_id:
-            assert client.forget(met.person_id).response.success
+        forget_face(person, client)
         yield client
 
 

@@ -285,3 +285,59 @@ def test_rep155_faces_and_persons_with_the_real_hri_msgs(client, rclpy_context):
     )
     assert node.count_publishers(f"/humans/persons/{persons[0]}/face_id") == 0
     node.destroy_node()
+
+
+def test_a_person_who_left_takes_their_consent_along(client, cloud, rclpy_context):
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from std_msgs.msg import String
+
+    from ros_helpers import spin_until
+    from uservlm_ros.ros import qos
+
+    anna = ps.alone("astronaut", "roll")
+    strangers(client, anna)
+    person = ask(client, QUESTION, anna).person_id
+    assert ask(client, "Yes, go ahead.", anna).review_decision == "allow"
+    assert ask(client, QUESTION, anna).review_decision == "allow"
+    # what person_node says when her session runs out (session_ttl_s after she was last seen)
+    node = rclpy.create_node("departure", context=rclpy_context)
+    executor = SingleThreadedExecutor(context=rclpy_context)
+    executor.add_node(node)
+    forgotten = node.create_publisher(String, "persons/forgotten", qos.EVENTS)
+    assert spin_until(executor, lambda: forgotten.get_subscription_count() >= 2, 30)
+    forgotten.publish(String(data=person))
+    spin_until(executor, lambda: False, 1.0)  # delivered on a reliable topic; let it land
+    again = ask(client, QUESTION, anna)
+    assert again.person_id == person and again.clarification, "her consent left with her"
+    node.destroy_node()
+
+
+def test_a_corrupt_face_template_is_moved_aside_and_the_rest_loads(tmp_path, rclpy_context):
+    from rclpy.parameter import Parameter
+
+    from person_engines import engine as person_engine
+    from uservlm_ros.nodes.person import PersonNode
+
+    faces = tmp_path / "faces"
+    keeper = person_engine(store_dir=faces)
+    kept = keeper.resolve(ps.alone("hopper")).person_id
+    assert keeper.remember(kept)
+    (faces / "p00000000000000aa.face.json").write_text('{"format": 1, "exemplars": [[0.1,')
+    node = PersonNode(
+        context=rclpy_context,
+        namespace="corrupt",
+        parameter_overrides=[
+            Parameter("store_dir", value=str(faces)),
+            Parameter("publish_rep155", value=False),
+        ],
+    )
+    try:
+        assert node.autostart(), node.load_error
+        assert node.engine.counts()["remembered_persons"] == 1
+        assert node.engine.resolve(ps.alone("hopper")).person_id == kept
+        assert [p.name for p in faces.glob("*.corrupt-*")] and not (
+            faces / "p00000000000000aa.face.json"
+        ).exists()
+    finally:
+        node.destroy_node()
