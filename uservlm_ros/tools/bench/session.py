@@ -299,9 +299,11 @@ class Session:
             self.override("vlm_node", "person_identification", consent != "anonymous")
         if consent == "anonymous":
             return question, user, "anonymous (no consent memory)"
-        if consent == "face":
+        if consent == "face":  # whoever the graph knew the face as goes; the stranger is met anew
+            self.call(self.services["forget"], Forget.Request(user_id=self.face_person()))
             user = self.face_person()
-        self.call(self.services["forget"], Forget.Request(user_id=user))
+        else:
+            self.call(self.services["forget"], Forget.Request(user_id=user))
         review = self.call(
             self.services["review"], Review.Request(question=question, user_id=user)
         )
