@@ -40,7 +40,7 @@ from uservlm_ros.ros.engine_node import EngineNode
 from uservlm_ros.ros.executors import InlineCallbackGroup
 from uservlm_ros.ros.frame_buffer import FrameBuffer, subscribe_camera
 from uservlm_ros.ros.runner import run_node
-from uservlm_ros.ros.service_client import ServiceUnavailable, call_with_timeout, wait_for_server
+from uservlm_ros.ros.service_client import call_with_timeout, wait_for_server
 from uservlm_ros.speech.pacer import SpeechPacer
 from uservlm_ros.speech.sentences import SentenceSpeaker
 from uservlm_ros.srv import Ask, Identify, Review, Synthesize
@@ -277,17 +277,17 @@ class VLMNode(EngineNode):
             return Person(given, "given" if given else "unavailable", image, source)
         started = time.perf_counter()
         call = Identify.Request(identify=not given)
-        if callable(message):
-            message = message()
-        if source.endswith("compressed"):
-            call.compressed_image = message
-        else:
-            call.image = message
         try:
+            if callable(message):  # a buffered frame, kept serialized until now
+                message = message()
+            if source.endswith("compressed"):
+                call.compressed_image = message
+            else:
+                call.image = message
             found = call_with_timeout(self._identify, call, self.param("identify_timeout"))
             if not found.success:
                 raise RuntimeError(found.error)
-        except (ServiceUnavailable, TimeoutError, RuntimeError) as error:
+        except Exception as error:  # unreachable, timed out, refused: never fatal to the ask
             self.get_logger().warning(f"person not resolved ({error}): whole image")
             return Person(
                 given,
