@@ -2,6 +2,7 @@
 
 Also run by `colcon test` (ament_add_pytest_test in CMakeLists.txt) against the colcon install.
 """
+
 import importlib
 
 
@@ -17,14 +18,37 @@ def test_ask_fields():
     from uservlm_ros.srv import Ask
 
     request = Ask.Request()
-    assert set(request.get_fields_and_field_types()) == {"question", "image", "compressed_image", "user_id",
-                                                         "speak", "publish_audio", "stream_audio", "turn_id"}
+    assert set(request.get_fields_and_field_types()) == {
+        "question",
+        "image",
+        "compressed_image",
+        "user_id",
+        "speak",
+        "publish_audio",
+        "stream_audio",
+        "turn_id",
+    }
     assert request.get_fields_and_field_types()["image"] == "sensor_msgs/Image"
-    assert request.get_fields_and_field_types()["compressed_image"] == "sensor_msgs/CompressedImage"
+    assert (
+        request.get_fields_and_field_types()["compressed_image"] == "sensor_msgs/CompressedImage"
+    )
     response_fields = Ask.Response.get_fields_and_field_types()
-    for field in ("success", "error", "answer", "clarification", "preprocess_seconds", "prefill_seconds",
-                  "generation_seconds", "synthesis_seconds", "total_seconds", "placeholder_model", "audio",
-                  "review_decision", "review_seconds", "first_audio_seconds"):
+    for field in (
+        "success",
+        "error",
+        "answer",
+        "clarification",
+        "preprocess_seconds",
+        "prefill_seconds",
+        "generation_seconds",
+        "synthesis_seconds",
+        "total_seconds",
+        "placeholder_model",
+        "audio",
+        "review_decision",
+        "review_seconds",
+        "first_audio_seconds",
+    ):
         assert field in response_fields, field
 
 
@@ -32,9 +56,14 @@ def test_messages():
     from uservlm_ros.msg import AudioChunk, Utterance
 
     assert AudioChunk.get_fields_and_field_types() == {
-        "header": "std_msgs/Header", "sample_rate": "uint32", "channels": "uint8", "data": "sequence<int16>"}
+        "header": "std_msgs/Header",
+        "sample_rate": "uint32",
+        "channels": "uint8",
+        "data": "sequence<int16>",
+    }
     assert {"text", "language", "confidence", "start", "end", "asr_seconds"} <= set(
-        Utterance.get_fields_and_field_types())
+        Utterance.get_fields_and_field_types()
+    )
 
 
 def test_type_support_is_loadable():
@@ -44,3 +73,27 @@ def test_type_support_is_loadable():
     srv = importlib.import_module("uservlm_ros.srv").Ask
     request = srv.Request(question="Recommend me a movie", user_id="u1", speak=True)
     assert deserialize_message(serialize_message(request), srv.Request) == request
+
+
+def test_person_fields_and_services():
+    from uservlm_ros.msg import Interaction
+    from uservlm_ros.srv import Ask, Identify, RememberPerson, Review
+
+    assert {"person_id", "person_status", "person_seconds"} <= set(
+        Ask.Response.get_fields_and_field_types()
+    )
+    assert {"person_id", "person_status", "person_seconds"} <= set(
+        Interaction.get_fields_and_field_types()
+    )
+    identify = Identify.Response.get_fields_and_field_types()
+    assert identify["crop_region"] == "sensor_msgs/RegionOfInterest"
+    assert {"person_id", "status", "remembered", "face_id", "faces", "crop"} <= set(identify)
+    assert set(Identify.Request.get_fields_and_field_types()) == {
+        "image",
+        "compressed_image",
+        "identify",
+    }
+    assert set(RememberPerson.Request.get_fields_and_field_types()) == {"person_id"}
+    assert {"acknowledgement", "follow_up", "person_action"} <= set(
+        Review.Response.get_fields_and_field_types()
+    )
