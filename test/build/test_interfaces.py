@@ -2,7 +2,6 @@
 
 Also run by `colcon test` (ament_add_pytest_test in CMakeLists.txt) against the colcon install.
 """
-
 import importlib
 
 
@@ -18,37 +17,14 @@ def test_ask_fields():
     from uservlm_ros.srv import Ask
 
     request = Ask.Request()
-    assert set(request.get_fields_and_field_types()) == {
-        "question",
-        "image",
-        "compressed_image",
-        "user_id",
-        "speak",
-        "publish_audio",
-        "stream_audio",
-        "turn_id",
-    }
+    assert set(request.get_fields_and_field_types()) == {"question", "image", "compressed_image", "user_id",
+                                                         "speak", "publish_audio", "stream_audio", "turn_id"}
     assert request.get_fields_and_field_types()["image"] == "sensor_msgs/Image"
-    assert (
-        request.get_fields_and_field_types()["compressed_image"] == "sensor_msgs/CompressedImage"
-    )
+    assert request.get_fields_and_field_types()["compressed_image"] == "sensor_msgs/CompressedImage"
     response_fields = Ask.Response.get_fields_and_field_types()
-    for field in (
-        "success",
-        "error",
-        "answer",
-        "clarification",
-        "preprocess_seconds",
-        "prefill_seconds",
-        "generation_seconds",
-        "synthesis_seconds",
-        "total_seconds",
-        "placeholder_model",
-        "audio",
-        "review_decision",
-        "review_seconds",
-        "first_audio_seconds",
-    ):
+    for field in ("success", "error", "answer", "clarification", "preprocess_seconds", "prefill_seconds",
+                  "generation_seconds", "synthesis_seconds", "total_seconds", "placeholder_model", "audio",
+                  "review_decision", "review_seconds", "first_audio_seconds"):
         assert field in response_fields, field
 
 
@@ -56,14 +32,9 @@ def test_messages():
     from uservlm_ros.msg import AudioChunk, Utterance
 
     assert AudioChunk.get_fields_and_field_types() == {
-        "header": "std_msgs/Header",
-        "sample_rate": "uint32",
-        "channels": "uint8",
-        "data": "sequence<int16>",
-    }
+        "header": "std_msgs/Header", "sample_rate": "uint32", "channels": "uint8", "data": "sequence<int16>"}
     assert {"text", "language", "confidence", "start", "end", "asr_seconds"} <= set(
-        Utterance.get_fields_and_field_types()
-    )
+        Utterance.get_fields_and_field_types())
 
 
 def test_type_support_is_loadable():
