@@ -1,7 +1,7 @@
 """Regenerate the bundled demo recording in uservlm_ros/data/demo/ (deterministic).
 
-    .venv/bin/python scripts/make_demo_recording.py            # writes person.avi, question.wav,
-    reply.wav
+    .venv/bin/python scripts/make_demo_recording.py            # writes person.avi, visitor2.avi,
+                                                               # question.wav, reply.wav
     .venv/bin/python scripts/make_demo_recording.py --out /tmp/demo
 
 - ``person.avi``: 3.5 s, 10 fps (35 frames), 640x480 Motion-JPEG of ``skimage.data.astronaut()``
@@ -10,6 +10,8 @@
   backend, is a codec opencv-python-headless both writes and reads everywhere (its FFmpeg has no
   H.264 encoder); that encoder ignores the quality setting, so the size (about 36 KB a frame) is
   kept under 1.5 MB by the frame count. OpenCV's own MJPEG writer makes twice larger files.
+- ``visitor2.avi``: the second visitor, 1.5 s (15 frames) made the same way from matplotlib's
+  ``grace_hopper.jpg`` (US Navy photograph, public domain); the demo loops it when she steps in.
 - ``question.wav``: "What should I wear to a business meeting?" spoken by the Piper voice
   en_US-joe-medium (CC0) through :class:`uservlm_ros.engines.tts.TTSEngine`, resampled to 16 kHz
   mono int16 with :func:`uservlm_ros.speech.audio.resample`, with 0.5 s of silence before and 1.0 s
@@ -50,13 +52,26 @@ FPS = 10
 SECONDS = 3.5
 SILENCE_BEFORE = 0.5
 SILENCE_AFTER = 1.0
+SECOND_VISITOR_SECONDS = 1.5  # looped by the demo: short keeps the package small
 
 
-def make_video(path: Path) -> None:
+def visitor_photo(name: str) -> np.ndarray:
+    """The visitor's photograph, RGB: ``astronaut`` (512x512) or ``hopper`` (512x600)."""
+    if name == "astronaut":
+        from skimage import data
+
+        return data.astronaut()
+    import matplotlib.cbook
+    from PIL import Image
+
+    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as handle:
+        return np.asarray(Image.open(handle).convert("RGB"))
+
+
+def make_video(path: Path, visitor: str = "astronaut", seconds: float = SECONDS) -> None:
     import cv2
-    from skimage import data
 
-    photo = data.astronaut()  # 512x512 RGB
+    photo = visitor_photo(visitor)
     # 4:3 from the top of the picture keeps the face and shoulders.
     crop = photo[: photo.shape[1] * 3 // 4]
     base = cv2.cvtColor(
@@ -67,7 +82,7 @@ def make_video(path: Path) -> None:
     )
     if not writer.isOpened():
         raise RuntimeError(f"OpenCV (FFmpeg backend) cannot write Motion-JPEG to {path}")
-    frames = int(round(SECONDS * FPS))
+    frames = int(round(seconds * FPS))
     for index in range(frames):
         phase = 2.0 * math.pi * index / frames
         zoom = 1.04 + 0.04 * (
@@ -117,16 +132,18 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--out",
         default=str(REPO / "uservlm_ros" / "data" / "demo"),
-        help="folder for person.avi, question.wav and reply.wav",
+        help="folder for person.avi, visitor2.avi, question.wav and reply.wav",
     )
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    video, wav, reply = out / "person.avi", out / "question.wav", out / "reply.wav"
+    video, second = out / "person.avi", out / "visitor2.avi"
+    wav, reply = out / "question.wav", out / "reply.wav"
     make_video(video)
+    make_video(second, "hopper", SECOND_VISITOR_SECONDS)
     make_speech(wav, QUESTION)
     make_speech(reply, REPLY)
-    for path in (video, wav, reply):
+    for path in (video, second, wav, reply):
         print(f"{path}  {path.stat().st_size} bytes  sha256 {sha256(path)}")
     return 0
 

@@ -80,16 +80,42 @@ INTERFACES = {
         "publishes": [("speech", "uservlm_ros/Utterance", "EVENTS")],
         "serves": [("uservlm/transcribe", "uservlm_ros/srv/Transcribe")],
     },
-    "vlm_node": {
-        "about": "Cloud side, lifecycle. User-VLM (PaliGemma 2 + LoRA/MoLE adapter) answers, "
-        "reviewed by the ethics node first, spoken through the TTS node when asked.",
+    "person_node": {
+        "about": "Cloud side, lifecycle. Who the robot is talking to: faces detected, tracked "
+        "and identified (session persons in memory, remembered persons' templates on disk), the "
+        "addressee and the crop of each turn's image, REP-155 faces and persons (these topics "
+        "only when hri_msgs can be imported; `<id>` topics come and go with the people).",
         "subscribes": [
             ("camera/image_raw", "sensor_msgs/Image", "CAMERA"),
             ("camera/image_raw/compressed", "sensor_msgs/CompressedImage", "CAMERA"),
         ],
+        "publishes": [
+            ("persons/forgotten", "std_msgs/String", "EVENTS"),
+            ("humans/faces/tracked", "hri_msgs/IdsList", "HUMANS"),
+            ("humans/faces/<id>/roi", "hri_msgs/NormalizedRegionOfInterest2D", "HUMANS"),
+            ("humans/faces/<id>/cropped", "sensor_msgs/Image", "HUMANS"),
+            ("humans/persons/tracked", "hri_msgs/IdsList", "HUMANS"),
+            ("humans/persons/<id>/face_id", "std_msgs/String", "LATCHED"),
+        ],
+        "serves": [
+            ("uservlm/identify", "uservlm_ros/srv/Identify"),
+            ("uservlm/remember_person", "uservlm_ros/srv/RememberPerson"),
+            ("uservlm/forget_person", "uservlm_ros/srv/Forget"),
+        ],
+    },
+    "vlm_node": {
+        "about": "Cloud side, lifecycle. User-VLM (PaliGemma 2 + LoRA/MoLE adapter) answers for "
+        "the person person_node resolves from the face (or the request's user_id), on the crop "
+        "around them, reviewed by the ethics node first, spoken through the TTS node when asked.",
+        "subscribes": [
+            ("camera/image_raw", "sensor_msgs/Image", "CAMERA"),
+            ("camera/image_raw/compressed", "sensor_msgs/CompressedImage", "CAMERA"),
+            ("persons/forgotten", "std_msgs/String", "EVENTS"),
+        ],
         "publishes": [("speech_audio", "uservlm_ros/AudioChunk", "SPEECH_AUDIO")],
         "serves": [("uservlm/ask", "uservlm_ros/srv/Ask")],
         "calls": [
+            ("uservlm/identify", "uservlm_ros/srv/Identify"),
             ("uservlm/review", "uservlm_ros/srv/Review"),
             ("uservlm/synthesize", "uservlm_ros/srv/Synthesize"),
         ],
@@ -101,10 +127,17 @@ INTERFACES = {
     },
     "ethics_node": {
         "about": "Cloud side, lifecycle. The clarifying-question review (paper §8) and the "
-        "per-person consent store.",
+        "per-person consent store (session persons in memory only); remembering and forgetting "
+        "a person.",
+        "subscribes": [("persons/forgotten", "std_msgs/String", "EVENTS")],
+        "publishes": [("persons/forgotten", "std_msgs/String", "EVENTS")],
         "serves": [
             ("uservlm/review", "uservlm_ros/srv/Review"),
             ("uservlm/forget", "uservlm_ros/srv/Forget"),
+        ],
+        "calls": [
+            ("uservlm/remember_person", "uservlm_ros/srv/RememberPerson"),
+            ("uservlm/forget_person", "uservlm_ros/srv/Forget"),
         ],
     },
 }
@@ -121,6 +154,7 @@ QOS = """QoS profiles (`uservlm_ros/ros/qos.py`; both ends of a topic use the sa
 | EVENTS | reliable | volatile | keep last 20 |
 | LATCHED | reliable | transient local | keep last 1 |
 | SPEECH_AUDIO | reliable | volatile | keep all |
+| HUMANS | reliable | volatile | keep last 1 (REP-155; best-effort subscribers match too) |
 | DIAGNOSTICS | reliable | volatile | keep last 10 |
 | services | reliable | volatile | keep last 10 |
 """

@@ -61,7 +61,8 @@ def rclpy_context():
 
 @pytest.fixture(scope="session")
 def cloud(tmp_path_factory):
-    """asr_node, tts_node and vlm_node as separate processes, shared by the ROS test files."""
+    """The cloud side (asr, tts, person, vlm and ethics nodes) as separate processes, shared by
+    the ROS test files."""
     from ros_helpers import start_cloud
 
     graph = start_cloud(tmp_path_factory.mktemp("cloud_logs"))

@@ -23,9 +23,11 @@ def spin_until(executor, predicate, timeout: float, step: float = 0.05) -> bool:
 
 
 def test_overrides(log_dir: Path) -> dict:
-    """TEST_OVERRIDES plus a consent store of this test's own (never the user's real one)."""
+    """TEST_OVERRIDES plus a consent store and a face template store of this test's own (never
+    the user's real ones)."""
     overrides = {name: dict(values) for name, values in TEST_OVERRIDES.items()}
     overrides["ethics_node"] = {"store_dir": str(log_dir / "consent")}
+    overrides["person_node"] = {"store_dir": str(log_dir / "consent" / "faces")}
     return overrides
 
 
@@ -57,3 +59,15 @@ def start_cloud(
                         f"cloud side did not come up ({service}); exited={graph.exited()}\n{logs}"
                     )
     return graph
+
+
+def forget_face(image, client: UserVLMClient | None = None, namespace: str = "") -> None:
+    """Make whoever person_node resolves ``image`` to a stranger again (the shared graph may
+    have met them in another test, with a clarification still pending)."""
+    if client is None:
+        with UserVLMClient(node_name="uservlm_test_forgetter", namespace=namespace) as own:
+            return forget_face(image, own)
+    met = client.identify(image).response
+    assert met.success, met.error
+    if met.person_id:
+        assert client.forget(met.person_id).response.success

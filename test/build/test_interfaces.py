@@ -73,3 +73,27 @@ def test_type_support_is_loadable():
     srv = importlib.import_module("uservlm_ros.srv").Ask
     request = srv.Request(question="Recommend me a movie", user_id="u1", speak=True)
     assert deserialize_message(serialize_message(request), srv.Request) == request
+
+
+def test_person_fields_and_services():
+    from uservlm_ros.msg import Interaction
+    from uservlm_ros.srv import Ask, Identify, RememberPerson, Review
+
+    assert {"person_id", "person_status", "person_seconds"} <= set(
+        Ask.Response.get_fields_and_field_types()
+    )
+    assert {"person_id", "person_status", "person_seconds"} <= set(
+        Interaction.get_fields_and_field_types()
+    )
+    identify = Identify.Response.get_fields_and_field_types()
+    assert identify["crop_region"] == "sensor_msgs/RegionOfInterest"
+    assert {"person_id", "status", "remembered", "face_id", "faces", "crop"} <= set(identify)
+    assert set(Identify.Request.get_fields_and_field_types()) == {
+        "image",
+        "compressed_image",
+        "identify",
+    }
+    assert set(RememberPerson.Request.get_fields_and_field_types()) == {"person_id"}
+    assert {"acknowledgement", "follow_up", "person_action"} <= set(
+        Review.Response.get_fields_and_field_types()
+    )

@@ -154,3 +154,11 @@ def test_resolve_before_load_is_an_error():
 
     with pytest.raises(RuntimeError, match="load"):
         PersonEngine().resolve(ps.alone("hopper"))
+
+
+def test_detection_only_for_a_caller_who_knows_the_person(engine):
+    turn = engine.resolve(ps.alone("hopper"), identify=False)
+    assert (turn.person_id, turn.status, turn.remembered) == ("", "detected", False)
+    assert turn.faces == 1 and turn.crop_kind == "upper_body" and "embed" not in turn.timings
+    assert engine.counts()["session_persons"] == 0, "nobody enters the gallery"
+    assert engine.resolve(ps.alone("hopper")).status == "new"

@@ -14,6 +14,7 @@ import pytest
 from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import Image
 
+from ros_helpers import forget_face
 from uservlm_ros.ros.conversions import (
     compressed_to_rgb,
     read_image_file,
@@ -28,15 +29,19 @@ from uservlm_ros.tools.client import UserVLMClient
 SENTENCE = "Please tell me what I should wear to a business meeting tomorrow."
 
 
-@pytest.fixture
-def client(cloud):
-    with UserVLMClient(node_name="test_cloud_client") as client:
-        yield client
-
-
 @pytest.fixture(scope="module")
 def person():
     return read_image_file(str(bundled_photo()))
+
+
+@pytest.fixture
+def client(cloud, person):
+    """A client; the person in the bundled photo is a stranger to the graph again (person_node
+    resolves asks without a user_id to them, and what they said in one test would be their
+    reply in the next)."""
+    with UserVLMClient(node_name="test_cloud_client") as client:
+        forget_face(person, client)
+        yield client
 
 
 def ok(reply):
@@ -54,7 +59,9 @@ def check_served(client, person):
 def test_ask_with_image_returns_answer_and_timings(client, person):
     response = ok(client.ask("What do you see in this picture?", image=person))
     assert response.placeholder_model, "offline default must say it is the tiny random model"
-    assert response.image_source == "request"
+    # person_node crops around the face and resolves the person (no user_id given)
+    assert response.image_source == "request:upper_body" and response.person_id.startswith("p")
+    assert response.person_status in ("new", "known") and response.person_seconds > 0
     assert response.review_decision == "allow" and response.review_seconds > 0
     assert response.generated_tokens > 0
     assert 0 < response.prefill_seconds and 0 < response.generation_seconds
@@ -65,8 +72,14 @@ def test_ask_with_image_returns_answer_and_timings(client, person):
     assert response.synthesis_seconds == 0 and len(response.audio.data) == 0
 
 
-def test_anonymous_personal_question_is_answered_without_the_face(client, person):
-    response = ok(client.ask("What should I wear to a business meeting?", image=person))
+def test_anonymous_personal_question_is_answered_without_the_face(client):
+    from skimage import data
+
+    # a face turned away (scikit-image's cameraman): nobody to ask, nothing to remember
+    turned = np.full((480, 640, 3), 140, np.uint8)
+    turned[:, 60:572] = np.repeat(data.camera()[:480, :, None], 3, axis=2)
+    response = ok(client.ask("What should I wear to a business meeting?", image=turned))
+    assert (response.person_id, response.person_status) == ("", "unidentified")
     assert response.review_decision == "generic" and response.image_source == "withheld"
     assert "clothing" in response.review_reason
 
@@ -102,9 +115,9 @@ def test_ask_uses_newest_camera_frame_raw_then_compressed(client, person):
             publisher.publish(message)
             client.executor.spin_once(timeout_sec=0.05)
             response = ok(client.ask("Who is in front of you?", timeout=60))
-            if response.image_source == source:
+            if response.image_source.split(":")[0] == source:  # ":<crop>" from person_node
                 break
-        assert response.image_source == source
+        assert response.image_source.split(":")[0] == source
 
 
 @pytest.mark.parametrize(
@@ -161,7 +174,7 @@ def test_ask_with_a_jpeg_uses_it_undecoded_on_the_uplink(client, person):
     jpeg = rgb_to_compressed(person)
     assert len(jpeg.data) < person.nbytes / 10
     response = ok(client.ask("What do you see in this picture?", image=bytes(jpeg.data)))
-    assert response.image_source == "request/compressed"
+    assert response.image_source == "request/compressed:upper_body"
     assert response.preprocess_seconds > 0 and response.generated_tokens > 0
 
 
@@ -170,7 +183,8 @@ def test_ask_with_a_jpeg_answers_as_with_its_pixels(client, person):
     jpeg = rgb_to_compressed(person)
     as_jpeg = ok(client.ask("Describe this person.", image=bytes(jpeg.data)))
     as_pixels = ok(client.ask("Describe this person.", image=compressed_to_rgb(jpeg)))
-    assert as_jpeg.image_source == "request/compressed" and as_pixels.image_source == "request"
+    assert as_jpeg.image_source == "request/compressed:upper_body"
+    assert as_pixels.image_source == "request:upper_body"
     assert as_jpeg.answer == as_pixels.answer
 
 

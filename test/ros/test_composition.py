@@ -264,6 +264,7 @@ def test_composed_command_line_keeps_overrides_per_node_and_remaps_node_specific
     assert container.name == "cloud_node" and set(container.members) == {
         "asr_node",
         "tts_node",
+        "person_node",
         "vlm_node",
         "ethics_node",
         "dialogue_node",
@@ -276,6 +277,10 @@ def test_composed_command_line_keeps_overrides_per_node_and_remaps_node_specific
     ) in container.remaps
     assert (
         "dialogue_node:camera/image_raw",
+        "/naoqi_driver/camera/front/image_raw",
+    ) in container.remaps
+    assert (
+        "person_node:camera/image_raw",
         "/naoqi_driver/camera/front/image_raw",
     ) in container.remaps
     command = node_command(
@@ -298,7 +303,7 @@ def test_composed_command_line_keeps_overrides_per_node_and_remaps_node_specific
     # The cloud side alone (two hosts): dialogue_node stays with the robot.
     cloud_only = compose_cloud(nodes("cloud"))
     assert "dialogue_node" not in cloud_only[0].members and not cloud_only[0].more_params_files
-    assert "__node:=" not in " ".join(command)  # one remap of the node name would rename all four
+    assert "__node:=" not in " ".join(command)  # one remap of the node name would rename all
     assert "-p" not in command  # a -p would reach every node of the process
     assert "__ns:=/pepper1" in command
 
@@ -330,7 +335,8 @@ def test_composed_cloud_answers_a_spoken_ask_with_review_and_synthesis_in_proces
     from ros_helpers import spin_until, start_cloud, test_overrides
     from uservlm_ros.msg import Interaction, Utterance
     from uservlm_ros.ros import qos
-    from uservlm_ros.ros.conversions import seconds_to_stamp
+    from uservlm_ros.ros.conversions import read_image_file, seconds_to_stamp
+    from uservlm_ros.tools.cli import bundled_photo
     from uservlm_ros.tools.client import UserVLMClient
 
     dialogue = [spec for spec in nodes("robot") if spec.name == "dialogue_node"]
@@ -351,8 +357,11 @@ def test_composed_cloud_answers_a_spoken_ask_with_review_and_synthesis_in_proces
             assert response.review_decision == "allow" and response.review_seconds > 0
             assert 0 < response.generated_tokens <= 12  # vlm_node's override reached vlm_node
             assert response.synthesis_seconds > 0 and len(response.audio.data) > 0
+            photo = read_image_file(str(bundled_photo()))
+            with_face = client.ask("What do you see?", image=photo, timeout=120).response
+            assert with_face.success and with_face.person_id and with_face.person_seconds > 0
         log = (tmp_path / "cloud_node.log").read_text()
-        for service in ("review", "synthesize"):
+        for service in ("review", "synthesize", "identify"):
             assert f"composed: /composed/uservlm/{service} is called in-process (no DDS)" in log, (
                 log[-2000:]
             )
@@ -414,8 +423,8 @@ def test_composed_cloud_answers_a_spoken_ask_with_review_and_synthesis_in_proces
         dropped = "dds copies dropped /composed/speech -> dialogue_node"
         assert spin_until(executor, lambda: int(container.get(dropped, 0)) >= 1, 30), container
         assert int(container["handed over /composed/speech -> dialogue_node"]) == 1
-        # One camera subscription for the process: vlm_node keeps the frames dialogue_node
-        # receives.
+        # One camera subscription for the process: vlm_node and person_node get the frames
+        # dialogue_node receives.
         for topic in ("/composed/camera/image_raw", "/composed/camera/image_raw/compressed"):
             assert [i.node_name for i in probe.get_subscriptions_info_by_topic(topic)] == [
                 "dialogue_node"
@@ -429,7 +438,8 @@ def test_composed_cloud_answers_a_spoken_ask_with_review_and_synthesis_in_proces
         for topic in ("/composed/camera/image_raw", "/composed/camera/image_raw/compressed"):
             assert (
                 container[f"subscribers {topic}"]
-                == "dialogue_node (on DDS), vlm_node (fed in-process)"
+                == "dialogue_node (on DDS), person_node (fed in-process), vlm_node (fed "
+                "in-process)"
             )
         spin_until(
             executor, lambda: False, 2.0

@@ -1,6 +1,7 @@
 """The whole spoken loop across processes (the README's main job): a WAV and a video go in on
 the robot side, a clarifying question and then an answer come out as WAVs; the ethics review's
-clarify -> reply -> answer sequence runs through the real loop."""
+clarify -> reply -> answer sequence runs through the real loop, for the person resolved from the
+face; then a second person steps in, asks the same, and is asked for her own consent."""
 
 from __future__ import annotations
 
@@ -40,10 +41,17 @@ def test_demo_runs_the_spoken_loop(tmp_path):
         for line in output.splitlines()
         if "heard:" in line
     ]
-    assert len(heard) == 2, output
+    assert len(heard) == 3, output
     assert "business meeting" in heard[0] and "go ahead" in heard[1], heard
-    assert "robot asks (ethics review)" in output
+    assert "business meeting" in heard[2], heard
+    persons = [
+        line.split("person:", 1)[1].split()[0] for line in output.splitlines() if "person:" in line
+    ]
+    assert len(persons) == 3 and all(p.startswith("p") for p in persons), output
+    assert persons[0] == persons[1] != persons[2], "her reply is hers; the newcomer is another"
+    assert output.count("robot asks (ethics review)") == 2, "each visitor is asked for consent"
     assert "robot answers:" in output and PLACEHOLDER_WARNING in output
+    assert "Shall I remember you next time?" in output  # offered after her yes
     assert "user image: camera/image_raw" in output  # consent given: the face is used
     spoken = sorted((tmp_path / "speech").glob("*.wav"))
     assert len(spoken) >= 2, spoken  # streamed: one WAV per sentence

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 
+import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
@@ -91,8 +92,8 @@ def ask_fault(vlm_in_process, rclpy_context):
     ask = client_node.create_client(Ask, "uservlm/ask", qos_profile=qos.SERVICES)
     assert spin_until(executor, ask.service_is_ready, 30)
 
-    def call(question):
-        future = ask.call_async(Ask.Request(question=question))
+    def call(question, **fields):
+        future = ask.call_async(Ask.Request(question=question, **fields))
         assert spin_until(executor, future.done, 60)
         return future.result()
 
@@ -141,3 +142,16 @@ def test_engine_exception_becomes_error_response(vlm_in_process, ask_fault):
     )
     assert "internal error" in node.last_error
     assert call("What should I cook tonight?").success
+
+
+def test_without_person_node_the_whole_image_and_the_given_user(vlm_in_process, ask_fault):
+    from uservlm_ros.ros.conversions import rgb_to_image
+
+    image = rgb_to_image(np.full((120, 160, 3), 90, np.uint8))
+    anonymous = ask_fault("What do you see?", image=image)
+    assert anonymous.success, anonymous.error
+    assert (anonymous.person_id, anonymous.person_status) == ("", "unavailable")
+    assert anonymous.image_source == "request" and anonymous.person_seconds == 0
+    named = ask_fault("What do you see?", image=image, user_id="alice")
+    assert (named.person_id, named.person_status) == ("alice", "given")
+    assert vlm_in_process.diagnostic_values()["person_node"] == "False"

@@ -224,3 +224,12 @@ def test_record_cli_writes_a_bag_even_when_nothing_publishes(tmp_path, capsys):
     assert bag.topics[AUDIO].count == 0 and "wrote" in capsys.readouterr().out
     # a second run refuses to overwrite it
     assert args.func(args) == 1
+
+
+def test_recording_leaves_the_face_crops_out_by_default():
+    # humans/faces/<id>/cropped carries face images (person_node, REP-155): a bag records them
+    # only when someone names them
+    assert not [topic for topic in bags.DEFAULT_TOPICS if "humans" in topic]
+    parser = argparse.ArgumentParser()
+    bags.add_record_parser(parser.add_subparsers())
+    assert parser.parse_args(["record", "out"]).topics == list(bags.DEFAULT_TOPICS)

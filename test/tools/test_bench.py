@@ -306,7 +306,9 @@ def test_bench_runs_the_bundled_bag_end_to_end(tmp_path, capsys):
     ]
     for row in rows:
         assert row["transcript"].lower().startswith("what should i wear")
-        assert row["image_source"] == "camera/image_raw/compressed"  # consented: the face is used
+        # consented: the face is used, cropped around the person (person_node)
+        assert row["image_source"] == "camera/image_raw/compressed:upper_body"
+        assert float(row["person"]) > 0  # the person stage: detection and crop on every turn
     sequential, _, streamed = rows
     assert 0 < float(sequential["middleware"]) < float(sequential["speech_end_to_audio_out"])
     assert sequential["streamed"] == "False" and sequential["speculative_asr"] == "False"
@@ -380,7 +382,7 @@ def test_bench_over_a_shaped_link_compares_raw_and_jpeg(tmp_path, capsys):
     assert code == 0, output.out[-3000:] + output.err[-3000:]
     rows = list(csv.DictReader((tmp_path / "out" / "bench_netns.csv").open()))
     assert [(r["uplink"], r["success"]) for r in rows] == [("jpeg", "True"), ("raw", "True")]
-    assert rows[1]["image_source"] == "camera/image_raw"
+    assert rows[1]["image_source"] == "camera/image_raw:upper_body"
     import json
 
     phases = json.loads((tmp_path / "out" / "bench_netns.json").read_text())["session"]["phases"]

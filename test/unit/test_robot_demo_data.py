@@ -15,6 +15,7 @@ from uservlm_ros.speech.audio import read_wav
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "uservlm_ros" / "data" / "demo"
 VIDEO = DEMO / "person.avi"
+SECOND = DEMO / "visitor2.avi"
 QUESTION = DEMO / "question.wav"
 
 
@@ -45,6 +46,14 @@ def test_video_is_a_short_640x480_clip_of_a_moving_person():
         assert any(
             180 < x + w / 2 < 340 and 100 < y + h / 2 < 180 and w > 100 for x, y, w, h in found
         )
+
+
+def test_second_visitor_is_another_short_clip():
+    assert SECOND.stat().st_size < 800_000
+    frames, fps = decode_all(SECOND)
+    assert fps == 10.0 and len(frames) == 15 and all(f.shape == (480, 640, 3) for f in frames)
+    first, _ = decode_all(VIDEO)
+    assert np.abs(frames[0].astype(int) - first[0].astype(int)).mean() > 20  # someone else
 
 
 def test_video_plays_through_the_camera_source():
@@ -78,7 +87,15 @@ def test_question_wav_streams_through_the_microphone_source():
 
 def test_readme_states_origin_and_licences():
     text = (DEMO / "README.md").read_text()
-    for needed in ("make_demo_recording.py", "public domain", "NASA", "CC0", "en_US-joe-medium"):
+    for needed in (
+        "make_demo_recording.py",
+        "public domain",
+        "NASA",
+        "CC0",
+        "en_US-joe-medium",
+        "visitor2.avi",
+        "Grace Hopper",
+    ):
         assert needed in text
 
 
@@ -98,6 +115,8 @@ def test_script_regenerates_the_same_recording(tmp_path):
         max(np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(new_frames, old_frames))
         < 1.0
     )
+    second, _ = decode_all(tmp_path / "visitor2.avi")
+    assert len(second) == 15
     new_audio, _, _ = read_wav(tmp_path / "question.wav")
     old_audio, _, _ = read_wav(QUESTION)
     assert new_audio.size == old_audio.size

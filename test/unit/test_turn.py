@@ -150,3 +150,28 @@ def test_review_generic_withholds_the_face_and_failure_fails_closed():
         "Recommend a film", lambda *a: pytest.fail("must not answer unreviewed"), review_fn=broken
     )
     assert not failed.success and failed.error.startswith("ethics review failed: TimeoutError")
+
+
+def test_acknowledgement_is_said_instead_of_an_answer_and_follow_up_after_one():
+    from uservlm_ros.engines.turn import ReviewOutcome
+
+    spoken = []
+    result = run_turn(
+        "Remember me, please",
+        lambda *a: pytest.fail("the model is not asked about the person themselves"),
+        review_fn=lambda q, has_image: ReviewOutcome(
+            decision="acknowledge", acknowledgement="I will remember you."
+        ),
+        synthesize_fn=lambda text: spoken.append(text) or Speech(np.ones(4, np.int16), 16000, 0),
+    )
+    assert result.success and not result.clarification
+    assert result.answer == spoken[0] == "I will remember you." and result.generated_tokens == 0
+
+    offered = run_turn(
+        "Yes, go ahead",
+        lambda *a: answer_of("Try the curry. "),
+        review_fn=lambda q, has_image: ReviewOutcome(
+            decision="allow", question="What should I eat?", follow_up="Shall I remember you?"
+        ),
+    )
+    assert offered.success and offered.answer == "Try the curry. Shall I remember you?"

@@ -42,6 +42,7 @@ class NodeSpec:
 GRAPH: tuple[NodeSpec, ...] = (
     NodeSpec("asr_node", "asr", "cloud", "cloud.yaml"),
     NodeSpec("tts_node", "tts", "cloud", "cloud.yaml"),
+    NodeSpec("person_node", "person", "cloud", "cloud.yaml"),
     NodeSpec("vlm_node", "vlm", "cloud", "cloud.yaml"),
     NodeSpec("ethics_node", "ethics", "cloud", "cloud.yaml"),
     NodeSpec("camera_node", "camera", "robot", "robot.yaml", when="own_sensors"),
@@ -70,7 +71,7 @@ CAMERA_TOPICS = ("camera/image_raw", "camera/image_raw/compressed")
 def naoqi_remaps(spec: NodeSpec, naoqi_prefix: str) -> tuple[tuple[str, str], ...]:
     """On a Pepper, naoqi_driver2's front camera and microphones feed the same graph."""
     prefix = "/" + naoqi_prefix.strip("/") if naoqi_prefix.strip("/") else ""
-    if spec.name in ("dialogue_node", "vlm_node"):
+    if spec.name in ("dialogue_node", "vlm_node", "person_node"):
         return tuple(
             (topic, f"{prefix}/camera/front/{topic.split('/', 1)[1]}") for topic in CAMERA_TOPICS
         )

@@ -28,12 +28,14 @@ class Speech:
 class ReviewOutcome:
     """What the ethics review decided for one question (see uservlm_ros/srv/Review.srv)."""
 
-    decision: str  # allow | clarify | generic
+    decision: str  # allow | clarify | generic | acknowledge
     reason: str = ""
     clarifying_question: str = ""
     user_context: str = ""  # what the person told us, for the prompt
     question: str = ""  # the question to answer now, when this utterance was a reply
     seconds: float = 0.0
+    acknowledgement: str = ""  # decision "acknowledge": what to say instead of an answer
+    follow_up: str = ""  # said after the answer ("Shall I remember you next time?")
 
 
 @dataclass
@@ -47,6 +49,8 @@ class TurnResult:
     image_source: str = "none"
     review_decision: str = ""
     review_reason: str = ""
+    person_id: str = ""  # whom the answer and the consent were for ("" = anonymous)
+    person_status: str = ""  # how they were found (Ask person_status)
     generated_tokens: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     speech: Speech | None = None
@@ -89,7 +93,7 @@ def run_turn(
 ) -> TurnResult:
     """Answer one question. ``review_fn(question, has_image)`` is the ethics review (it may
     return None when no review runs); ``answer_fn(question, image, user_context)`` returns the VLM
-    engine's answer object;
+    engine's answer object; a review's ``follow_up`` is appended to the answer;
     ``synthesize_fn`` (when speaking) returns a Speech. Never raises."""
     started = time.perf_counter() if started is None else started
     result = TurnResult(success=False, image_source=image_source)
@@ -112,6 +116,9 @@ def run_turn(
         if review.decision == "clarify":
             result.answer, result.clarification = review.clarifying_question, True
             return _speak(result, synthesize_fn, started)
+        if review.decision == "acknowledge":  # about the person themselves: no model answer
+            result.answer = review.acknowledgement
+            return _speak(result, synthesize_fn, started)
         question = review.question or question
         user_context = review.user_context or user_context
         if review.decision == "generic" and image is not None:
@@ -129,6 +136,8 @@ def run_turn(
         result.error = f"VLM engine failed: {type(error).__name__}: {error}"
         return _finish(result, started)
     result.answer = reply.text
+    if review is not None and review.follow_up:
+        result.answer = f"{reply.text.rstrip()} {review.follow_up}".strip()
     result.model = reply.model
     result.placeholder_model = reply.placeholder
     result.generated_tokens = reply.generated_tokens

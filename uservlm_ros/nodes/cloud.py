@@ -1,6 +1,6 @@
-"""cloud_node: the cloud side's nodes (asr_node, tts_node, vlm_node, ethics_node) composed into one
-process (``uservlm up --compose``, ``uservlm bench --compose``), joined by dialogue_node when it
-runs on the same host.
+"""cloud_node: the cloud side's nodes (asr_node, tts_node, person_node, vlm_node, ethics_node)
+composed into one process (``uservlm up --compose``, ``uservlm bench --compose``), joined by
+dialogue_node when it runs on the same host.
 
 What a component container is to rclcpp nodes: one process, every member keeping its name,
 parameters (cloud.yaml and robot.yaml are keyed by node name), services and topics, so the graph
@@ -29,13 +29,13 @@ from uservlm_ros.ros.composition import Composition
 from uservlm_ros.ros.diagnostics import OK, publish_status
 from uservlm_ros.ros.runner import DEFAULT_THREADS, EVENTS, run_nodes
 
-CLOUD_MEMBERS = ("asr_node", "tts_node", "vlm_node", "ethics_node")
+CLOUD_MEMBERS = ("asr_node", "tts_node", "person_node", "vlm_node", "ethics_node")
 MEMBERS = (*CLOUD_MEMBERS, "dialogue_node")
 
 
 def parse_arguments(argv: list[str]) -> tuple[tuple[str, ...], dict[str, dict]]:
     """(members, overrides) from the arguments before ``--ros-args``: ``--members a,b`` (default:
-    the four cloud nodes) and ``--set node.parameter:=value`` (values are YAML, as with ``-p``);
+    the five cloud nodes) and ``--set node.parameter:=value`` (values are YAML, as with ``-p``);
     ValueError
     for a malformed one or an unknown node."""
     from rclpy.utilities import remove_ros_args
@@ -79,6 +79,7 @@ def main(args=None) -> int:
     from uservlm_ros.nodes.asr import ASRNode
     from uservlm_ros.nodes.dialogue import DialogueNode
     from uservlm_ros.nodes.ethics import EthicsNode
+    from uservlm_ros.nodes.person import PersonNode
     from uservlm_ros.nodes.tts import TTSNode
     from uservlm_ros.nodes.vlm import VLMNode
 
@@ -91,6 +92,7 @@ def main(args=None) -> int:
     kinds = {
         "asr_node": ASRNode,
         "tts_node": TTSNode,
+        "person_node": PersonNode,
         "ethics_node": EthicsNode,
         "vlm_node": VLMNode,
         "dialogue_node": DialogueNode,
@@ -101,8 +103,8 @@ def main(args=None) -> int:
         return lambda: kinds[name](parameter_overrides=parameters)
 
     composition = Composition().install()
-    # The servers first: vlm_node finds ethics and TTS ready when it takes its first ask, and
-    # dialogue_node finds vlm_node. Each member's executor as in its own process.
+    # The servers first: vlm_node finds person, ethics and TTS ready when it takes its first ask,
+    # and dialogue_node finds vlm_node. Each member's executor as in its own process.
     threads = lambda name: getattr(kinds[name], "EXECUTOR_THREADS", DEFAULT_THREADS)  # noqa: E731
     members = [(make(name), threads(name)) for name in kinds if name in members]
     return run_nodes([*members, (lambda: ContainerNode(composition), EVENTS)], args=argv)

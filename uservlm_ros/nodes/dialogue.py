@@ -35,7 +35,11 @@ from uservlm_ros.ros.service_client import ServiceUnavailable, call_with_timeout
 from uservlm_ros.srv import Ask
 
 PARAMETERS = {
-    "user_id": ("", "Who the robot is talking to (consent memory); empty = anonymous"),
+    "user_id": (
+        "",
+        "Who the robot is talking to (consent memory); empty = the person the cloud side "
+        "resolves from the face in each turn's frame (anonymous when there is none)",
+    ),
     "speak": (True, "Speak the answers (false: text only, e.g. for a screen)"),
     "stream_audio": (
         True,
@@ -55,6 +59,16 @@ PARAMETERS = {
         "counted",
     ),
 }
+
+
+def seen_image(sent: str, reported: str) -> str:
+    """What the model saw of the turn's frame: the frame ``sent`` with the crop the cloud side
+    reports ("request/compressed:upper_body" -> "camera/image_raw/compressed:upper_body"), or
+    the cloud side's word when it used no frame of ours ("withheld", "none", ...)."""
+    if not reported or reported.startswith("request"):
+        crop = reported.partition(":")[2]
+        return f"{sent}:{crop}" if crop and sent != "none" else sent
+    return reported
 
 
 class DialogueNode(Node):
@@ -191,6 +205,9 @@ class DialogueNode(Node):
         record.speech_end_to_answer = max(0.0, answered - speech_end)
         record.ask_round_trip_seconds = answered - sent
         record.server_seconds = response.total_seconds
+        record.person_id, record.person_status = response.person_id, response.person_status
+        record.person_seconds = response.person_seconds
+        record.image_source = seen_image(record.image_source, response.image_source)
         record.review_seconds = response.review_seconds
         record.success, record.error = response.success, response.error
         record.answer, record.clarification = response.answer, response.clarification

@@ -6,14 +6,22 @@ newest frames of ``camera/image_raw`` and ``camera/image_raw/compressed`` (senso
 requests that carry no image, and calls ``uservlm/synthesize`` when a request asks
 to speak; with ``publish_audio`` or ``stream_audio`` the audio goes to the robot's speaker on
 ``speech_audio`` itself instead of back to the caller.
+
+Who the answer is for: with an image, person_node's ``uservlm/identify`` finds the addressee;
+the model and the review see the crop around them, and a request without a ``user_id`` is for the
+person resolved from the face (anonymous when there is none). What perception saw goes to the
+review: no face, nothing to infer from looks. ``persons/forgotten`` drops the cached image
+features of a person who left or was forgotten.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
-from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from std_msgs.msg import String
 
 from uservlm_ros.engines import turn
 from uservlm_ros.engines import vlm as vlm_engine
@@ -35,7 +43,25 @@ from uservlm_ros.ros.runner import run_node
 from uservlm_ros.ros.service_client import call_with_timeout, wait_for_server
 from uservlm_ros.speech.pacer import SpeechPacer
 from uservlm_ros.speech.sentences import SentenceSpeaker
-from uservlm_ros.srv import Ask, Review, Synthesize
+from uservlm_ros.srv import Ask, Identify, Review, Synthesize
+
+FORGOTTEN_TOPIC = "persons/forgotten"  # person_node's: a person left or was forgotten
+# what can be inferred from an image without a face: the surroundings, nothing about looks
+NO_FACE_INFERENCE = ["scene"]
+DISCOVERY_SECONDS = 10.0  # after activation, a server not seen yet may still be discovered
+
+
+@dataclass
+class Person:
+    """Whom an ask is for, and the user image after cropping around them."""
+
+    person_id: str  # the request's user_id, else the person resolved from the face
+    status: str  # Ask person_status
+    image: np.ndarray | None
+    source: str  # Ask image_source
+    seconds: float = 0.0
+    no_face: bool = False  # perception found no face in the image
+
 
 PLACEHOLDER_NOTE = (
     "tiny randomly initialised PaliGemma 2 stand-in: its answers are meaningless "
@@ -88,6 +114,17 @@ class VLMNode(EngineNode):
             "Camera frames kept (raw and compressed together) to pick the one nearest an "
             "utterance",
         ),
+        "person_identification": (
+            True,
+            "Ask person_node (uservlm/identify) about each image: the model sees the crop "
+            "around the addressee, and a request without a user_id is for the person resolved "
+            "from the face (false: the whole image, user_id as given)",
+        ),
+        "identify_timeout": (
+            5.0,
+            "Seconds to wait for person_node's uservlm/identify (then: the whole image, "
+            "anonymous unless a user_id was given)",
+        ),
         "speech_chunk_seconds": (
             0.5,
             "Spoken audio goes out on speech_audio in pieces: the first this many "
@@ -115,6 +152,23 @@ class VLMNode(EngineNode):
         )
         self._review_was_up: bool | None = None
         self._review_seen = False
+        self._identify = self.create_client(
+            Identify,
+            "uservlm/identify",
+            qos_profile=qos.SERVICES,
+            callback_group=self._service_group,
+        )
+        self._identify_was_up: bool | None = None
+        self._identify_seen = False
+        self._activated_at = time.monotonic()
+        self.persons_dropped = 0
+        self.create_subscription(
+            String,
+            FORGOTTEN_TOPIC,
+            self.on_forgotten,
+            qos.EVENTS,
+            callback_group=MutuallyExclusiveCallbackGroup(),  # may wait for a running answer
+        )
         # publish_audio / stream_audio asks: the answer (each sentence) goes straight to the
         # robot's speaker.
         self._speech_audio = self.create_publisher(AudioChunk, "speech_audio", qos.SPEECH_AUDIO)
@@ -137,6 +191,7 @@ class VLMNode(EngineNode):
         return f"{self.engine.model_name}{note}"
 
     def create_interfaces(self) -> None:
+        self._activated_at = time.monotonic()
         self._camera_subscriptions = subscribe_camera(self, self.frames, self._camera_group)
         self.serve(Ask, "uservlm/ask", self.on_ask, self._service_group)
 
@@ -156,12 +211,15 @@ class VLMNode(EngineNode):
             "frames_dropped": str(self.frames.dropped),
             "speech_pieces_sent": str(self._pacer.sent),
             "speech_piece_errors": str(self._pacer.send_errors),
+            "person_node": str(bool(self._identify_was_up)),
+            "cached_persons_dropped": str(self.persons_dropped),
             "placeholder_model": str(bool(self.engine and self.engine.placeholder)),
         }
 
     # -- ask ----------------------------------------------------------------------------------
     def _request_image(self, request: Ask.Request):
-        """(image or None, source). ValueError for a malformed request image."""
+        """(image or None, source, its message: Image or CompressedImage, or a function that
+        makes it). ValueError for a malformed request image."""
         has_raw, has_compressed = (
             not image_is_empty(request.image),
             not compressed_is_empty(request.compressed_image),
@@ -169,21 +227,98 @@ class VLMNode(EngineNode):
         if has_raw and has_compressed:
             raise ValueError("set at most one of image and compressed_image")
         if has_raw:
-            return image_to_rgb(request.image), "request"
+            return image_to_rgb(request.image), "request", request.image
         if has_compressed:
-            return compressed_to_rgb(
-                check_compressed(request.compressed_image)
-            ), "request/compressed"
+            message = check_compressed(request.compressed_image)
+            return compressed_to_rgb(message), "request/compressed", message
         frame = self.frames.newest(max_age=self.param("max_frame_age"), now=time.monotonic())
         if frame is None:
-            return None, "none"
+            return None, "none", None
         try:
-            return frame.rgb(), frame.source
+            return frame.rgb(), frame.source, frame.to_message  # deserialized if needed
         except ValueError as error:
             self.get_logger().warning(
                 f"newest frame on {frame.source} unusable ({error}); answering without an image"
             )
-            return None, "none"
+            return None, "none", None
+
+    # -- who the answer is for ----------------------------------------------------------------
+    def _identify_ready(self) -> bool:
+        """person_node's uservlm/identify is there. Once seen, its absence is waited out a
+        little (it may be restarting); before, only just after activation (DDS discovery):
+        a graph without person_node must not pay a wait on every ask."""
+        if self._identify_seen:
+            wait = 2.0
+        elif time.monotonic() - self._activated_at < DISCOVERY_SECONDS:
+            wait = 0.5
+        else:
+            wait = 0.0
+        up = wait_for_server(self._identify, wait)
+        if up != self._identify_was_up:
+            self._identify_was_up = up
+            if up:
+                self.get_logger().info("person_node found: asks are resolved from the face")
+            else:
+                self.get_logger().warning(
+                    "person_node not reachable (uservlm/identify): whole images, anonymous "
+                    "unless the request names a user_id"
+                )
+        self._identify_seen = self._identify_seen or up
+        return up
+
+    def resolve_person(self, request: Ask.Request, image, source: str, message) -> Person:
+        """Whom the ask is for and the user image (the crop around the addressee). Never
+        raises: without person_node, or when it fails, the whole image and the request's
+        user_id (anonymous when empty)."""
+        given = request.user_id
+        if image is None:
+            return Person(given, "given" if given else "no_image", None, source)
+        if not self.param("person_identification") or not self._identify_ready():
+            return Person(given, "given" if given else "unavailable", image, source)
+        started = time.perf_counter()
+        call = Identify.Request(identify=not given)
+        try:
+            if callable(message):  # a buffered frame, kept serialized until now
+                message = message()
+            if source.endswith("compressed"):
+                call.compressed_image = message
+            else:
+                call.image = message
+            found = call_with_timeout(self._identify, call, self.param("identify_timeout"))
+            if not found.success:
+                raise RuntimeError(found.error)
+        except Exception as error:  # unreachable, timed out, refused: never fatal to the ask
+            self.get_logger().warning(f"person not resolved ({error}): whole image")
+            return Person(
+                given,
+                "given" if given else "failed",
+                image,
+                source,
+                time.perf_counter() - started,
+            )
+        crop = found.crop or "full"
+        if crop != "full":
+            region = found.crop_region
+            x0, y0 = int(region.x_offset), int(region.y_offset)
+            cut = image[y0 : y0 + int(region.height), x0 : x0 + int(region.width)]
+            if cut.size:
+                image = np.ascontiguousarray(cut)
+            else:  # a region outside the image: never expected, never fatal
+                crop = "full"
+        return Person(
+            given or found.person_id,
+            "given" if given else found.status,
+            image,
+            f"{source}:{crop}",
+            time.perf_counter() - started,
+            no_face=found.status == "no_face",
+        )
+
+    def on_forgotten(self, message: String) -> None:
+        """A person left or was forgotten: drop what the vision cache keeps of their picture."""
+        engine = self.engine
+        if engine is not None and message.data and engine.forget_person(message.data):
+            self.persons_dropped += 1
 
     def answer(self, question, image, user_context, person_key: str = "", on_token=None):
         try:
@@ -198,7 +333,9 @@ class VLMNode(EngineNode):
         except vlm_engine.EngineBusy as error:
             raise turn.EngineBusyError(str(error)) from error
 
-    def review(self, question: str, has_image: bool, user_id: str) -> turn.ReviewOutcome | None:
+    def review(
+        self, question: str, has_image: bool, user_id: str, no_face: bool = False
+    ) -> turn.ReviewOutcome | None:
         """The ethics node's decision, or None (pass-through) when no ethics node runs.
 
         Once an ethics node has been seen, its absence fails the ask (it crashed or is restarting:
@@ -221,8 +358,11 @@ class VLMNode(EngineNode):
             if seen_before or self.param("require_review"):
                 raise RuntimeError("the ethics node (uservlm/review) is not reachable")
             return None
-        # The VLM sees the face when there is an image: everything could be inferred (unknown).
+        # The VLM sees the face when there is an image with one: everything could be inferred
+        # (unknown). Without a face only the surroundings; without an image nothing.
         request = Review.Request(question=question, user_id=user_id, has_inferred=not has_image)
+        if has_image and no_face:
+            request.has_inferred, request.inferred_attributes = True, list(NO_FACE_INFERENCE)
         response = call_with_timeout(self._review, request, self.param("review_timeout"))
         if not response.success:
             raise RuntimeError(response.error)
@@ -233,6 +373,8 @@ class VLMNode(EngineNode):
             user_context=response.user_context,
             question=response.original_question if response.resolved_reply else "",
             seconds=float(response.review_seconds),
+            acknowledgement=response.acknowledgement,
+            follow_up=response.follow_up,
         )
 
     def synthesize(self, text: str) -> turn.Speech:
@@ -283,11 +425,16 @@ class VLMNode(EngineNode):
             published.append(sent)
         return turn.Speech(samples=np.zeros(0, np.int16), sample_rate=0, seconds=speech.seconds)
 
-    def finish_stream(self, speaker: SentenceSpeaker, text: str) -> turn.Speech:
+    def finish_stream(
+        self, speaker: SentenceSpeaker, text: str, follow_up: str = ""
+    ) -> turn.Speech:
         """run_turn's synthesis step in stream_audio mode: the answer's sentences are already on
-        their way (a clarifying question is fed whole); wait for the last one."""
+        their way (a clarifying question is fed whole, a review's follow-up after the answer);
+        wait for the last one."""
         if not speaker.fed:
             speaker.feed(text)
+        elif follow_up and text.endswith(follow_up):
+            speaker.feed(" " + follow_up)
         speaker.finish(self.param("synthesize_timeout"))
         return turn.Speech(
             samples=np.zeros(0, np.int16), sample_rate=0, seconds=speaker.synthesis_seconds
@@ -298,7 +445,7 @@ class VLMNode(EngineNode):
         speaker = None
         published: list[float] = []  # publish_audio: when the answer's audio went out
         try:
-            image, source = self._request_image(request)
+            image, source, message = self._request_image(request)
         except ValueError as error:
             result = turn.TurnResult(
                 success=False, error=f"bad image: {error}", image_source="request"
@@ -307,6 +454,8 @@ class VLMNode(EngineNode):
         else:
             # Decoding the image is image preprocessing: counted with the VLM's own preprocess.
             decode_seconds = time.perf_counter() - started
+            person = self.resolve_person(request, image, source, message)
+            reviewed: list[turn.ReviewOutcome] = []
             synthesize_fn = self.synthesize if request.speak else None
             if request.speak and request.publish_audio and not request.stream_audio:
                 synthesize_fn = lambda text: self.speak_whole(text, request.turn_id, published)  # noqa: E731
@@ -314,30 +463,37 @@ class VLMNode(EngineNode):
                 speaker = SentenceSpeaker(
                     lambda sentence: self.speak_sentence(sentence, request.turn_id)
                 )
-                synthesize_fn = lambda text: self.finish_stream(speaker, text)  # noqa: E731
+                synthesize_fn = lambda text: self.finish_stream(  # noqa: E731
+                    speaker, text, reviewed[0].follow_up if reviewed and reviewed[0] else ""
+                )
             on_token = speaker.feed if speaker else None
 
             def answer(question, image, context):
                 return self.answer(
-                    question, image, context, person_key=request.user_id, on_token=on_token
+                    question, image, context, person_key=person.person_id, on_token=on_token
                 )
+
+            def review(question, has_image):
+                outcome = self.review(question, has_image, person.person_id, person.no_face)
+                reviewed.append(outcome)
+                return outcome
 
             try:
                 result = turn.run_turn(
                     request.question,
                     answer,
-                    image=image,
-                    image_source=source,
+                    image=person.image,
+                    image_source=person.source,
                     synthesize_fn=synthesize_fn,
-                    review_fn=lambda question, has_image: self.review(
-                        question, has_image, request.user_id
-                    ),
+                    review_fn=review,
                     max_question_chars=self.param("max_question_chars"),
                     started=started,
                 )
             finally:
                 if speaker is not None:
                     speaker.close()
+            result.person_id, result.person_status = person.person_id, person.status
+            result.timings["person"] = person.seconds
             result.timings["preprocess"] = result.timings.get("preprocess", 0.0) + decode_seconds
         if speaker is not None and speaker.first_audio_at is not None:
             result.timings["first_audio"] = speaker.first_audio_at - started
@@ -363,8 +519,10 @@ class VLMNode(EngineNode):
         response.image_source = result.image_source
         response.review_decision = result.review_decision
         response.review_reason = result.review_reason
+        response.person_id, response.person_status = result.person_id, result.person_status
         response.generated_tokens = int(result.generated_tokens)
         timings = result.timings
+        response.person_seconds = float(timings.get("person", 0.0))
         response.review_seconds = float(timings.get("review", 0.0))
         response.preprocess_seconds = float(timings.get("preprocess", 0.0))
         response.prefill_seconds = float(timings.get("prefill", 0.0))

@@ -47,6 +47,15 @@ EVENTS = QoSProfile(
     durability=DurabilityPolicy.VOLATILE,
 )
 
+# REP-155 faces and persons (humans/...): reliable, which best-effort and reliable subscribers
+# both match; only the newest counts.
+HUMANS = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST,
+    depth=1,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.VOLATILE,
+)
+
 # Spoken answers (speech_audio): a turn goes out as several pieces (and sentences), ahead of its
 # playback; keep every piece until it is taken (KEEP_LAST could drop the oldest of a long answer).
 SPEECH_AUDIO = QoSProfile(

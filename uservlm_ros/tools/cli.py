@@ -28,6 +28,7 @@ def bundled_photo() -> Path:
 
 def _timings_line(response, round_trip: float) -> str:
     parts = [
+        ("person", response.person_seconds),
         ("review", response.review_seconds),
         ("preprocess", response.preprocess_seconds),
         ("prefill", response.prefill_seconds),
@@ -82,8 +83,10 @@ def print_ask_response(reply, wav_path: Path | None = None, out=sys.stdout) -> i
         if response.placeholder_model:
             print(PLACEHOLDER_WARNING, file=out)
     review = f"   review: {response.review_decision}" if response.review_decision else ""
+    who = response.person_id or "anonymous"
     print(
-        f"model: {response.model}   image: {response.image_source}   "
+        f"model: {response.model}   image: {response.image_source}   person: {who}"
+        f"{f' ({response.person_status})' if response.person_status else ''}   "
         f"tokens: {response.generated_tokens}{review}",
         file=out,
     )

@@ -17,7 +17,7 @@ from rclpy.executors import SingleThreadedExecutor
 
 from uservlm_ros.ros import qos
 from uservlm_ros.ros.conversions import array_to_audio, encoded_image_message, rgb_to_image
-from uservlm_ros.srv import Ask, Forget, Review, Synthesize, Transcribe
+from uservlm_ros.srv import Ask, Forget, Identify, Review, Synthesize, Transcribe
 
 
 class ServiceError(RuntimeError):
@@ -59,6 +59,9 @@ class UserVLMClient:
             ),
             "forget": self.node.create_client(
                 Forget, _join(namespace, "uservlm/forget"), qos_profile=qos.SERVICES
+            ),
+            "identify": self.node.create_client(
+                Identify, _join(namespace, "uservlm/identify"), qos_profile=qos.SERVICES
             ),
         }
 
@@ -123,6 +126,18 @@ class UserVLMClient:
         request = Transcribe.Request(language=language)
         request.audio = array_to_audio(np.asarray(samples, dtype=np.int16), sample_rate)
         return self.call("transcribe", request, timeout)
+
+    def identify(
+        self, image: np.ndarray | bytes, identify: bool = True, timeout: float = 30.0
+    ) -> Reply:
+        """Who person_node says the addressee in ``image`` is (an RGB array, or JPEG/PNG
+        bytes)."""
+        request = Identify.Request(identify=identify)
+        if isinstance(image, (bytes, bytearray)):
+            request.compressed_image = encoded_image_message(bytes(image))
+        else:
+            request.image = rgb_to_image(image)
+        return self.call("identify", request, timeout)
 
     def forget(self, user_id: str, timeout: float = 30.0) -> Reply:
         return self.call("forget", Forget.Request(user_id=user_id), timeout)

@@ -2,11 +2,13 @@
 
 The robot side plays a bundled recording — a video of a person on camera_node and a spoken
 question on microphone_node — through the real graph: asr_node hears the question, dialogue_node
-sends it with the camera frame nearest the end of speech to /uservlm/ask, the ethics review asks
-a clarifying question first, speaker_node "speaks" it (to a WAV: there is no sound device here),
-the visitor's recorded reply is played on the microphone once the robot has finished speaking,
-and the original question is answered and spoken. Each turn prints the transcript, the answer,
-the stage timings and the WAV.
+sends it with the camera frame nearest the end of speech to /uservlm/ask, person_node tells who is
+asking from the face, the ethics review asks that person a clarifying question first,
+speaker_node "speaks" it (to a WAV: there is no sound device here), the visitor's recorded reply
+is played on the microphone once the robot has finished speaking, and the original question is
+answered and spoken. Then a second visitor steps in front of the camera and asks the same
+question: the first visitor's yes is not hers, so she is asked too. Each turn prints the
+transcript, whom it was for, the answer, the stage timings and the WAV.
 """
 
 from __future__ import annotations
@@ -24,7 +26,12 @@ from uservlm_ros.msg import Interaction, Utterance
 from uservlm_ros.ros import qos
 from uservlm_ros.tools.launcher import GraphProcesses
 
-DEMO_USER = "demo-visitor"
+# (recording played on the microphone, camera clip or None to keep the current one, what it shows)
+SCRIPT = (
+    ("question.wav", "person.avi", "a visitor asks"),
+    ("reply.wav", None, "the visitor replies"),
+    ("question.wav", "visitor2.avi", "a second visitor steps in and asks the same"),
+)
 PLACEHOLDER_WARNING = (
     "NOTE: answered by a tiny RANDOMLY INITIALISED PaliGemma 2 stand-in - the text "
     "is meaningless. Point vlm_node at the real User-VLM weights for real answers."
@@ -40,8 +47,10 @@ def demo_overrides(out_dir: Path, speech_wav: Path) -> dict[str, dict]:
         "camera_node": {"source": str(demo_file("person.avi")), "loop": True},
         "microphone_node": {"source": str(speech_wav), "realtime": True, "loop": False},
         "speaker_node": {"mode": "file", "output_dir": str(out_dir / "speech"), "realtime": True},
-        "dialogue_node": {"user_id": DEMO_USER},
+        # no user_id: each turn is for the person person_node resolves from the turn's frame
+        "dialogue_node": {"user_id": ""},
         "ethics_node": {"store_dir": str(out_dir / "consent")},
+        "person_node": {"store_dir": str(out_dir / "consent" / "faces")},
     }
 
 
@@ -92,13 +101,20 @@ def print_turn(record: Interaction, speech_dir: Path, out=sys.stdout) -> None:
     if not record.success:
         print(f"  error:    {record.error}", file=out)
         return
+    who = (
+        f"{record.person_id} ({record.person_status})"
+        if record.person_id
+        else f"anonymous ({record.person_status or 'no person_node'})"
+    )
+    print(f"  person:   {who}", file=out)
     label = "robot asks (ethics review)" if record.clarification else "robot answers"
     print(f"  {label}: {record.answer!r}", file=out)
     if record.placeholder_model and not record.clarification:
         print(f"  {PLACEHOLDER_WARNING}", file=out)
     print(f"  model: {record.model}   user image: {record.image_source}", file=out)
     print(
-        f"  timings: ASR {record.asr_seconds:.2f} s | prefill {record.prefill_seconds:.2f} s | "
+        f"  timings: ASR {record.asr_seconds:.2f} s | person {record.person_seconds:.2f} s | "
+        f"prefill {record.prefill_seconds:.2f} s | "
         f"generation {record.generation_seconds:.2f} s | synthesis {record.synthesis_seconds:.2f} "
         "s",
         file=out,
@@ -126,6 +142,7 @@ def run_demo(out_dir: Path, startup_timeout: float = 600.0, turn_timeout: float 
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     everything = nodes("all")
     microphone = next(spec for spec in everything if spec.name == "microphone_node")
+    camera = next(spec for spec in everything if spec.name == "camera_node")
     overrides = demo_overrides(out_dir, demo_file("question.wav"))
     graph = GraphProcesses(
         [s for s in everything if s is not microphone],
@@ -139,7 +156,7 @@ def run_demo(out_dir: Path, startup_timeout: float = 600.0, turn_timeout: float 
     )
     with graph, UserVLMClient(node_name="uservlm_demo") as client:
         observer = DemoObserver(client)
-        for service in ("ask", "transcribe", "synthesize", "review"):
+        for service in ("ask", "transcribe", "synthesize", "review", "identify"):
             if not observer.spin_until(
                 lambda: client.wait_for(service, 0.2), startup_timeout, graph
             ):
@@ -156,17 +173,32 @@ def run_demo(out_dir: Path, startup_timeout: float = 600.0, turn_timeout: float 
         ):
             print("[demo] asr_node/dialogue_node did not subscribe", file=sys.stderr)
             return 2
-        client.forget(DEMO_USER)  # every demo run starts with a stranger
         print(
             f"[demo] graph up after {time.monotonic() - started:.1f} s; playing the recording: "
             f"{demo_file('person.avi').name} on the camera, {demo_file('question.wav').name} on "
             "the microphone",
             flush=True,
         )
-        graph.restart(microphone)
-        turn = 0
-        for reply in (demo_file("reply.wav"), None):
-            turn += 1
+        for turn, (recording, clip, what) in enumerate(SCRIPT, 1):
+            if turn > 1:
+                # The next words come once the robot has finished speaking.
+                observer.spin_until(
+                    lambda: observer.spoke >= turn - 1 and observer.quiet(1.5),
+                    turn_timeout,
+                    graph,
+                )
+                print(f"\n[demo] {what} ({recording})", flush=True)
+                graph.stop("microphone_node")
+                if clip is not None:
+                    graph.stop("camera_node")
+                    graph.overrides["camera_node"] = dict(
+                        overrides["camera_node"], source=str(demo_file(clip))
+                    )
+                    graph.restart(camera)
+            graph.overrides["microphone_node"] = dict(
+                overrides["microphone_node"], source=str(demo_file(recording))
+            )
+            graph.restart(microphone)
             if not observer.spin_until(
                 lambda: len(observer.interactions) >= turn, turn_timeout, graph
             ):
@@ -180,18 +212,14 @@ def run_demo(out_dir: Path, startup_timeout: float = 600.0, turn_timeout: float 
             print_turn(record, out_dir / "speech")
             if not record.success:
                 return 1
-            if not record.clarification or reply is None:
-                break
-            # The visitor answers once the robot has finished asking.
-            observer.spin_until(
-                lambda: observer.spoke >= turn and observer.quiet(1.5), turn_timeout, graph
+        first, second = observer.interactions[0], observer.interactions[2]
+        if first.person_id and second.person_id and first.person_id != second.person_id:
+            print(
+                "\n[demo] two visitors, two persons: the second was asked for her own consent "
+                f"({'asked' if second.clarification else 'not asked'}); session persons are "
+                "kept in memory only and forgotten 30 min after they leave",
+                flush=True,
             )
-            print(f"\n[demo] the visitor replies ({reply.name})", flush=True)
-            graph.stop("microphone_node")
-            graph.overrides["microphone_node"] = dict(
-                overrides["microphone_node"], source=str(reply)
-            )
-            graph.restart(microphone)
         observer.spin_until(lambda: observer.quiet(1.5), turn_timeout, graph)
     print(f"\n[demo] done in {time.monotonic() - started:.1f} s; WAVs in {out_dir / 'speech'}")
     return 0

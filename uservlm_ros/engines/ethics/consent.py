@@ -17,11 +17,18 @@ never an inferred attribute value. Expired events stay in the history (an expire
 longer a yes, but the record of it is kept) up to ``max_events`` per person, newest kept;
 ``forget`` removes everything. ``directory=None`` keeps everything in memory (lost at exit).
 
+Two tiers: ids for which ``volatile(user_id)`` is true (persons the camera sees, who have not
+agreed to be remembered) are held in memory only, however the store is configured, until
+``persist`` moves them to disk (they agreed) or ``drop_volatile`` drops them (they left);
+``volatile_ttl_s`` drops such a record unused that long, in case nobody reports the departure.
+Every other id is kept on disk as above.
+
 One engine process per directory: writes are serialised by a lock inside the process only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -130,12 +137,18 @@ class ConsentStore:
         directory: str | Path | None,
         max_events: int = 50,
         clock: Callable[[], float] = time.time,
+        volatile: Callable[[str], bool] | None = None,
+        volatile_ttl_s: float | None = None,
     ):
         self.directory = Path(directory) if directory is not None else None
         self.max_events = max_events
         self._clock = clock
+        self._volatile = volatile or (lambda user_id: False)
+        self.volatile_ttl_s = volatile_ttl_s
         self._lock = threading.RLock()
         self._memory: dict[str, dict] = {}
+        self._used: dict[str, float] = {}  # memory tier: last read or write, for the TTL
+        self._on_disk: set[str] = set()  # ids with a record on disk (read at open, kept since)
         self.moved_aside: list[Path] = []
 
     # --- start-up ---
@@ -156,20 +169,23 @@ class ConsentStore:
                 LOG.info("removing %s, left by an interrupted write", leftover.name)
                 leftover.unlink(missing_ok=True)
             for path in sorted(self.directory.glob("*.json")):
-                problem = self._problem(path)
+                problem, user_id = self._problem(path)
                 if problem:
                     self._move_aside(path, problem)
+                else:
+                    self._on_disk.add(user_id)
         return self
 
-    def _problem(self, path: Path) -> str | None:
+    def _problem(self, path: Path) -> tuple[str | None, str]:
+        """(why the file is not a valid record or None, the user id inside)."""
         try:
             record = json.loads(path.read_bytes().decode("utf-8"))
         except (OSError, UnicodeDecodeError, ValueError) as exc:
-            return f"unreadable ({type(exc).__name__}: {exc})"
+            return f"unreadable ({type(exc).__name__}: {exc})", ""
         problem = _validate(record, None)
         if problem is None and user_key(record["user_id"]) != path.stem:
             problem = "file name does not match the user id inside"
-        return problem
+        return problem, "" if problem else record["user_id"]
 
     def _move_aside(self, path: Path, problem: str) -> None:
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self._clock()))
@@ -187,6 +203,58 @@ class ConsentStore:
             target.name,
         )
 
+    # --- tiers ---
+
+    def in_memory(self, user_id: str) -> bool:
+        """Whether ``user_id``'s record is held in memory only (no directory, or a volatile id
+        that was not persisted)."""
+        with self._lock:
+            return self.directory is None or (
+                bool(self._volatile(user_id)) and user_id not in self._on_disk
+            )
+
+    def persist(self, user_id: str) -> bool:
+        """Move a volatile id's record to disk (an empty one if nothing was said yet: the record
+        marks that they agreed to be kept); from now on it is kept there. False without a
+        directory (nothing can be kept) or for an anonymous id; True if already on disk. Raises
+        StoreError when the write fails (the record then stays in memory)."""
+        if not user_id or self.directory is None:
+            return False
+        with self._lock:
+            if user_id in self._on_disk:
+                return True
+            record = self._memory.pop(user_id, None) or self._empty(user_id)
+            self._used.pop(user_id, None)
+            self._on_disk.add(user_id)
+            try:
+                self._write(user_id, record)
+            except StoreError:
+                self._on_disk.discard(user_id)
+                self._memory[user_id], self._used[user_id] = record, self._clock()
+                raise
+            return True
+
+    def drop_volatile(self, user_id: str) -> bool:
+        """Drop a volatile id's in-memory record (the person left); True if there was one.
+        Records on disk are untouched (``forget`` removes those)."""
+        with self._lock:
+            if not user_id or not self._volatile(user_id) or user_id in self._on_disk:
+                return False
+            self._used.pop(user_id, None)
+            return self._memory.pop(user_id, None) is not None
+
+    def expire_volatile(self) -> list[str]:
+        """Drop volatile in-memory records unused for ``volatile_ttl_s``; their ids."""
+        if self.volatile_ttl_s is None:
+            return []
+        with self._lock:
+            limit = self._clock() - self.volatile_ttl_s
+            gone = [uid for uid, used in self._used.items() if used <= limit]
+            for user_id in gone:
+                self._used.pop(user_id, None)
+                self._memory.pop(user_id, None)
+            return gone
+
     # --- records ---
 
     def _path(self, user_id: str) -> Path:
@@ -198,13 +266,17 @@ class ConsentStore:
     def _read(self, user_id: str) -> dict:
         if not user_id:
             raise ValueError("anonymous users are never stored")
-        if self.directory is None:
+        if self.in_memory(user_id):
+            if user_id in self._memory and self._volatile(user_id):
+                self._used[user_id] = self._clock()
             return json.loads(json.dumps(self._memory.get(user_id) or self._empty(user_id)))
         path = self._path(user_id)
         try:
             raw = path.read_bytes()
         except FileNotFoundError:
             return self._empty(user_id)
+        except OSError as exc:  # e.g. the directory was replaced by a file
+            raise StoreError(f"cannot read consent record: {exc}") from exc
         try:
             record = json.loads(raw.decode("utf-8"))
             problem = _validate(record, user_id)
@@ -220,8 +292,10 @@ class ConsentStore:
         record["events"] = record["events"][-self.max_events :]
         if record["pending"] and record["pending"]["expires_at"] <= now:
             record["pending"] = None
-        if self.directory is None:
+        if self.in_memory(user_id):
             self._memory[user_id] = record
+            if self._volatile(user_id):
+                self._used[user_id] = now
             return
         path = self._path(user_id)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}{_TMP_SUFFIX}")
@@ -236,8 +310,12 @@ class ConsentStore:
             os.replace(tmp, path)
             _fsync_dir(self.directory)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
+            # the clean-up must not hide the cause: with the directory gone or replaced by a
+            # file, unlinking the temporary fails too (NotADirectoryError, ...)
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
             raise StoreError(f"cannot write consent record: {exc}") from exc
+        self._on_disk.add(user_id)
 
     def update(
         self, user_id: str, events: list[Consent] = (), pending: Pending | None | bool = False
@@ -291,8 +369,11 @@ class ConsentStore:
         if not user_id:
             return False
         with self._lock:
+            self._used.pop(user_id, None)
+            in_memory = self._memory.pop(user_id, None) is not None
             if self.directory is None:
-                return self._memory.pop(user_id, None) is not None
+                return in_memory
+            self._on_disk.discard(user_id)
             path = self._path(user_id)
             # the moved-aside copies of a corrupt record are this person's data too
             doomed = [
@@ -300,16 +381,18 @@ class ConsentStore:
                 *path.parent.glob(f"{path.name}.corrupt-*"),
                 *path.parent.glob(f".{path.name}.*"),
             ]
-            removed = False
+            unlinked = False
             for victim in doomed:
                 try:
                     victim.unlink()
-                    removed = True
+                    unlinked = True
                 except FileNotFoundError:
                     pass
-            if removed:
+                except OSError as exc:
+                    raise StoreError(f"cannot delete consent record: {exc}") from exc
+            if unlinked:
                 _fsync_dir(self.directory)
-            return removed
+            return in_memory or unlinked
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -22,6 +22,13 @@ the utterance is a new question for ``review``.
 Anonymous users (empty user id) are never remembered. Asking them is pointless — their reply could
 not be tied to them, nor kept — so questions that would need a clarification get ``generic``.
 
+Persons the camera sees (ids from the person engine, ``p`` + 16 hex digits) are *session persons*
+until they agree to be remembered: what they say is held in memory only and dropped when they
+leave (``drop_session``). ``speaker_request`` reads what an utterance asks about the person
+themselves ("remember me", "forget me", a yes or no to "Shall I remember you next time?", which a
+consent given in a reply offers as ``Resolution.follow_up``); the caller remembers the face and
+then calls ``persist``, which moves their record to disk.
+
 Decisions (see :mod:`uservlm_ros.engines.ethics.decision`): ``allow`` answer as usual, leaning only
 on
 ``inferred_allowed`` and ``user_context``; ``clarify`` say ``clarifying_question`` instead;
@@ -58,15 +65,21 @@ from uservlm_ros.engines.ethics.decision import (
 )
 from uservlm_ros.engines.ethics.policy import Policy, load_policy
 from uservlm_ros.engines.ethics.replies import NO, STATEMENT, UNCLEAR, YES, read_reply
-from uservlm_ros.engines.ethics.text import clean, clip
+from uservlm_ros.engines.ethics.text import clean, clip, normalize
+from uservlm_ros.engines.person.identity import valid_person_id
 
 LOG = logging.getLogger(__name__)
 MAX_USER_ID_CHARS = 1024
+# what an utterance asks about the person themselves (speaker_request)
+REMEMBER, FORGET, DECLINE = "remember", "forget", "decline"
 
 __all__ = [
     "ALLOW",
     "CLARIFY",
+    "DECLINE",
+    "FORGET",
     "GENERIC",
+    "REMEMBER",
     "Consent",
     "EthicsConfig",
     "EthicsEngine",
@@ -88,8 +101,16 @@ class EthicsConfig:
     # torch intra-op threads, set process-wide when the model loads; None = leave torch alone. 1 is
     # fastest for one sentence at a time, but only set it when no bigger model shares the process.
     torch_threads: int | None = None
+    # Session persons' in-memory records unused this long are dropped, seconds (a safety net: the
+    # person node reports departures, but it may have restarted in between).
+    session_ttl_s: float = 1800.0
     # Time source for expiry (tests pass a fake clock).
     clock: Callable[[], float] = field(default=time.time, compare=False)
+
+    def __post_init__(self) -> None:
+        ttl = self.session_ttl_s
+        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
+            raise ValueError(f"session_ttl_s must be > 0 seconds, got {ttl!r}")
 
 
 @dataclass(frozen=True)
@@ -114,6 +135,7 @@ class Resolution:
     topic: str
     reply_kind: str  # yes | no | statement | unclear | attributes_only
     inferred_allowed: tuple[str, ...]
+    follow_up: str = ""  # to say after the answer ("Shall I remember you next time?"), or ""
 
 
 def _user(user_id) -> str:
@@ -145,6 +167,8 @@ class EthicsEngine:
         self._classifier: QuestionClassifier | None = None
         self._store: ConsentStore | None = None
         self._lock = threading.RLock()
+        self._offers: dict[str, float] = {}  # session person -> when "remember you?" lapses
+        self._declined: set[str] = set()  # session persons who said no to being remembered
 
     # --- life cycle ---
 
@@ -158,7 +182,11 @@ class EthicsEngine:
             embedder = shared_embedder(policy.classifier.model_path, self.config.torch_threads)
         classifier = QuestionClassifier(policy, embedder if self.config.use_embeddings else None)
         store = ConsentStore(
-            self.config.store_dir, policy.limits.max_events_per_user, self.config.clock
+            self.config.store_dir,
+            policy.limits.max_events_per_user,
+            self.config.clock,
+            volatile=valid_person_id,
+            volatile_ttl_s=self.config.session_ttl_s,
         ).open()
         with self._lock:
             self._policy, self._classifier, self._store = policy, classifier, store
@@ -208,6 +236,7 @@ class EthicsEngine:
             raise TypeError(f"inferred must be a mapping or None, got {type(inferred).__name__}")
         inferred_names = None if inferred is None else {k for k in inferred if isinstance(k, str)}
         with self._lock:
+            self._expire_sessions()
             if uid and self._store.pending(uid):
                 self._store.update(uid, pending=None)
                 LOG.debug("a new question from %s drops the unanswered clarification", uid)
@@ -375,6 +404,7 @@ class EthicsEngine:
             return None
         policy = self._policy
         with self._lock:
+            self._expire_sessions()
             pending = self._store.pending(uid)
             if pending is None:
                 return None
@@ -425,6 +455,17 @@ class EthicsEngine:
             else ""
         )
         reason = f"reply read as {reading.kind}: {reading.evidence}{cut}; {outcome.reason}"
+        follow_up = ""
+        if (
+            outcome.decision == ALLOW
+            and reading.kind in (YES, STATEMENT)
+            and self.is_session(uid)
+            and self.config.store_dir is not None
+        ):
+            with self._lock:
+                if uid not in self._declined:
+                    self._offers[uid] = self.config.clock() + policy.expiry.pending_seconds
+                    follow_up = policy.persons.offer
         LOG.debug("resolution: %s (%s)", outcome.decision, reason)
         return Resolution(
             pending.question,
@@ -434,7 +475,81 @@ class EthicsEngine:
             pending.topic,
             reading.kind,
             outcome.inferred_allowed,
+            follow_up,
         )
+
+    # --- the person themselves ---
+
+    def is_session(self, user_id: str | None) -> bool:
+        """A person the camera sees who has not agreed to be remembered: what they say stays in
+        memory."""
+        self._ready()
+        uid = _user(user_id)
+        return bool(uid) and valid_person_id(uid) and self._store.in_memory(uid)
+
+    def speaker_request(self, user_id: str | None, text: str) -> str | None:
+        """What ``text`` asks about the person themselves: REMEMBER ("remember me", or a yes to
+        the offer to remember them; session persons only), FORGET ("forget me"; anyone not
+        anonymous), DECLINE (a no to the offer), or None (review it as usual). An open offer is
+        answered or dropped by this utterance either way."""
+        self._ready()
+        uid = _user(user_id)
+        text = _text(text, "text")
+        if not uid:
+            return None
+        persons = self._policy.persons
+        norm = normalize(clip(text, self._policy.limits.max_reply_chars)[0])
+        session = self.is_session(uid)
+        with self._lock:
+            self._expire_sessions()
+            offered = self._offers.pop(uid, None) is not None
+        if session and any(rule.search(norm) for rule in persons.remember):
+            return REMEMBER
+        if any(rule.search(norm) for rule in persons.forget):
+            return FORGET
+        if session and offered:
+            kind = read_reply(self._policy, text).kind
+            if kind == YES:
+                return REMEMBER
+            if kind == NO:
+                with self._lock:
+                    self._declined.add(uid)
+                return DECLINE
+        return None
+
+    def persist(self, user_id: str | None) -> bool:
+        """The person agreed to be remembered: their record (consents, a pending question) moves
+        to disk and stays there. False when there is no store directory or the id is anonymous.
+        Raises StoreError when the write fails (the record stays in memory)."""
+        self._ready()
+        uid = _user(user_id)
+        with self._lock:
+            self._offers.pop(uid, None)
+            self._declined.discard(uid)
+            persisted = self._store.persist(uid)
+        if persisted:
+            LOG.info("a person agreed to be remembered: their consents are kept on disk")
+        return persisted
+
+    def drop_session(self, user_id: str | None) -> bool:
+        """A session person left (the person engine forgot them): drop what they said, which was
+        in memory only. True if there was something. Remembered persons are untouched."""
+        self._ready()
+        uid = _user(user_id)
+        if not uid:
+            return False
+        with self._lock:
+            self._offers.pop(uid, None)
+            self._declined.discard(uid)
+            return self._store.drop_volatile(uid)
+
+    def _expire_sessions(self) -> None:
+        now = self.config.clock()
+        for uid in [u for u, until in self._offers.items() if until <= now]:
+            del self._offers[uid]
+        for uid in self._store.expire_volatile():
+            self._offers.pop(uid, None)
+            self._declined.discard(uid)
 
     # --- memory ---
 
@@ -463,6 +578,8 @@ class EthicsEngine:
         self._ready()
         uid = _user(user_id)
         with self._lock:
+            self._offers.pop(uid, None)
+            self._declined.discard(uid)
             removed = self._store.forget(uid) if uid else False
         LOG.info("forgot a user (%s)", "record removed" if removed else "nothing stored")
         return removed

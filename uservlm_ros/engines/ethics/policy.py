@@ -93,6 +93,20 @@ class ReplyRules:
 
 
 @dataclass(frozen=True)
+class PersonRules:
+    """What a person says about themselves being remembered or forgotten, and the robot's words
+    for it (``persons`` in the policy)."""
+
+    remember: tuple[Rule, ...]
+    forget: tuple[Rule, ...]
+    offer: str
+    remembered: str
+    declined: str
+    forgotten: str
+    unavailable: str
+
+
+@dataclass(frozen=True)
 class Policy:
     source: str
     digest: str
@@ -105,6 +119,7 @@ class Policy:
     default_clarifying_question: str
     neutral_examples: tuple[str, ...]
     topics: dict[str, Topic]
+    persons: PersonRules
 
     def consent_attributes(self, names) -> tuple[str, ...]:
         """The attributes among ``names`` that need consent, in the given order."""
@@ -239,6 +254,7 @@ def _build(raw: Any, source: str, digest: str) -> Policy:
             "default_clarifying_question",
             "neutral_examples",
             "topics",
+            "persons",
         ),
     )
     if top["version"] != SUPPORTED_VERSION:
@@ -375,6 +391,28 @@ def _build(raw: Any, source: str, digest: str) -> Policy:
     if not topics:
         raise PolicyError("topics: empty")
 
+    per = _mapping(
+        top["persons"],
+        "persons",
+        required=(
+            "remember",
+            "forget",
+            "offer",
+            "remembered",
+            "declined",
+            "forgotten",
+            "unavailable",
+        ),
+    )
+    persons = PersonRules(
+        _rules(per["remember"], "persons.remember", "remember", word_lists),
+        _rules(per["forget"], "persons.forget", "forget", word_lists),
+        *(
+            _text(per[k], f"persons.{k}")
+            for k in ("offer", "remembered", "declined", "forgotten", "unavailable")
+        ),
+    )
+
     return Policy(
         source=source,
         digest=digest,
@@ -389,4 +427,5 @@ def _build(raw: Any, source: str, digest: str) -> Policy:
         ),
         neutral_examples=_texts(top["neutral_examples"], "neutral_examples"),
         topics=topics,
+        persons=persons,
     )

@@ -47,7 +47,7 @@ from uservlm_ros.engines.person.tracking import FaceTracker, TrackState
 
 LOG = logging.getLogger(__name__)
 
-NO_FACE, UNIDENTIFIED = "no_face", "unidentified"
+NO_FACE, UNIDENTIFIED, DETECTED = "no_face", "unidentified", "detected"
 #: overlap at which a turn's addressee is the face of a live track, and at which the turn may
 #: take that track's verified person without an embedding
 _SAME_FACE_IOU = 0.3
@@ -60,7 +60,8 @@ class Resolution:
 
     ``status``: ``no_face`` (person_id ""), ``unidentified`` (a face, but turned away and
     matching nobody: person_id ""), ``known`` (a session person seen before), ``remembered``
-    (a person who agreed to be remembered) or ``new`` (a new session person).
+    (a person who agreed to be remembered), ``new`` (a new session person) or ``detected``
+    (``resolve(..., identify=False)``: a face, nobody identified, person_id "").
     ``face_id`` is the addressee's live track ("" if none, or if the track at that place
     belongs to someone else); ``reused_track``: the person came from that track (verified
     recently, same place, same look) instead of an embedding of this frame. ``faces`` counts
@@ -210,11 +211,14 @@ class PersonEngine:
 
     # --- the turn ---------------------------------------------------------------------------
 
-    def resolve(self, image: np.ndarray, stamp: float | None = None) -> Resolution:
+    def resolve(
+        self, image: np.ndarray, stamp: float | None = None, identify: bool = True
+    ) -> Resolution:
         """Detect, pick the addressee, identify them and crop the user image, all on this
         frame (RGB order; grey, RGBA and 16-bit mono are accepted). ValueError for an unusable
         image or stamp. With ``user_crop="full"`` or no face, ``crop`` is the frame itself
-        (not a copy)."""
+        (not a copy). ``identify=False``: the caller knows whom it talks to; the faces and the
+        crop only (no embedding, nobody enrolled)."""
         detector, embedder = self._ready()
         start = time.perf_counter()
         stamp = _stamp(stamp)
@@ -251,7 +255,10 @@ class PersonEngine:
             )
         face = found.faces[index]
         track = self._track_of(face)
-        if self._reusable(track, face):
+        if not identify:
+            mark = time.perf_counter()
+            match = Match("", DETECTED, None)
+        elif self._reusable(track, face):
             mark = time.perf_counter()
             self.gallery.touch([track.person_id])
             remembered = self.gallery.is_remembered(track.person_id)
@@ -262,7 +269,7 @@ class PersonEngine:
             timings["embed"] = time.perf_counter() - mark
             mark = time.perf_counter()
             match = self.gallery.identify(vector, face.frontal)
-        status = match.status if match.person_id else UNIDENTIFIED
+        status = match.status if match.person_id or not identify else UNIDENTIFIED
         timings["identify"] = time.perf_counter() - mark
         mark = time.perf_counter()
         region = crop.region(
@@ -272,13 +279,13 @@ class PersonEngine:
         timings["crop"] = time.perf_counter() - mark
         timings["total"] = time.perf_counter() - start
         # a track at the same place showing someone else is not this face's track
-        same = track is not None and track.person_id in ("", match.person_id)
+        same = track is not None and (not identify or track.person_id in ("", match.person_id))
         return Resolution(
             match.person_id,
             status,
             match.status == REMEMBERED,
             track.face_id if same else "",
-            "embed" not in timings,
+            identify and "embed" not in timings,
             face.box,
             face.box.normalized(width, height),
             face.frontal,

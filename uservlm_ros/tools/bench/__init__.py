@@ -11,7 +11,9 @@ until the graph is ready, replays the bag ``--warmup`` times unmeasured and then
 times, waiting after each turn until the robot has finished speaking.
 
 The ethics review: the bench pre-consents a dedicated user (``--user-id``, forgotten at the end),
-so every measured turn takes the full personalised path; ``--consent anonymous`` measures the
+so every measured turn takes the full personalised path; ``--consent face`` does the same for the
+person person_node resolves from the bag's face (each turn resolves them from its own frame: the
+``person`` stage with identification); ``--consent anonymous`` (no person identification) the
 generic path. Speech out is whole by default (the stage decomposition needs the stages to run one
 after the other); ``--stream-audio`` measures sentence-by-sentence speech. ``--compare`` runs the
 paper's sequential pipeline, the short Whisper window and the streamed pipeline in one run.

@@ -20,7 +20,7 @@ DEFAULT_USER = "bench-visitor"
 CONSENT_REPLY = "Yes, please."
 
 
-CLOUD_NODES = ("asr_node", "tts_node", "vlm_node", "ethics_node")
+CLOUD_NODES = ("asr_node", "tts_node", "person_node", "vlm_node", "ethics_node")
 
 
 ROBOT_NODES = ("speaker_node", "dialogue_node")
@@ -72,7 +72,7 @@ class SessionConfig:
     speed: float = 1.0
     namespace: str = ""
     user_id: str = DEFAULT_USER
-    consent: str = "grant"  # grant | anonymous
+    consent: str = "grant"  # grant | face | anonymous
     attach: bool = False
     startup_timeout: float = 600.0
     turn_timeout: float = 180.0

@@ -18,11 +18,14 @@ def graph_overrides(options: BenchOptions, out_dir: Path) -> dict:
     overrides = {
         "speaker_node": {"mode": "file", "output_dir": str(out_dir / "speech"), "realtime": True},
         "dialogue_node": {
-            "user_id": "" if options.consent == "anonymous" else options.user_id,
+            "user_id": options.user_id if options.consent == "grant" else "",
             "stream_audio": options.stream_audio,
         },
         "ethics_node": {"store_dir": str(out_dir / "consent")},
+        "person_node": {"store_dir": str(out_dir / "consent" / "faces")},
     }
+    if options.consent == "anonymous":  # nobody is resolved from the face either
+        overrides["vlm_node"] = {"person_identification": False}
     for node, values in options.overrides.items():
         overrides.setdefault(node, {}).update(values)
     return overrides

@@ -8,8 +8,9 @@ end of the utterance as the VAD placed it, in the audio's capture clock):
 - ``speech_end_to_transcript`` / ``_to_answer`` / ``_to_audio_out``: the utterance published by
   asr_node / the /uservlm/ask response received by dialogue_node / the first sample out of
   speaker_node.
-- engine compute: ``vad``, ``asr``, ``review``, ``preprocess``, ``prefill``, ``generation``,
-  ``synthesis``, each timed inside its node or engine.
+- engine compute: ``vad``, ``asr``, ``person`` (who the turn is for and the crop: vlm_node's
+  uservlm/identify round trip, in-process when composed), ``review``, ``preprocess``, ``prefill``,
+  ``generation``, ``synthesis``, each timed inside its node or engine.
 - ``vad_wait``: audio the VAD must still hear after the speech end before it can close the
   utterance; ``asr_start``: the same for the chunk from which asr_node can start transcribing
   (earlier with speculative transcription). Both from :class:`~.vad_track.VadTrack`, moved to
@@ -19,7 +20,7 @@ end of the utterance as the VAD placed it, in the audio's capture clock):
 **ROS middleware share**::
 
     middleware = speech_end_to_audio_out - vad_exposed
-                 - (vad + asr + review + preprocess + prefill + generation + synthesis)
+                 - (vad + asr + person + review + preprocess + prefill + generation + synthesis)
 
 split exactly into five hops that sum to it (see :func:`fill_derived`): the ``audio`` topic and
 the ASR queue; the ``speech`` topic and dialogue_node's preparation; the /uservlm/ask transport;
@@ -34,7 +35,16 @@ import math
 
 from uservlm_ros.tools import bags
 
-COMPUTE_STAGES = ("vad", "asr", "review", "preprocess", "prefill", "generation", "synthesis")
+COMPUTE_STAGES = (
+    "vad",
+    "asr",
+    "person",
+    "review",
+    "preprocess",
+    "prefill",
+    "generation",
+    "synthesis",
+)
 
 
 HOPS = (
@@ -54,7 +64,7 @@ SUMMARY = (
     ("vad_wait", "  VAD: audio to hear after speech end"),
     ("replay_late", "  ... of it the replay's lateness"),
     ("vad_exposed", "  ... of it not hidden by ASR"),
-    ("compute", "  engine compute (VAD+ASR+review+VLM+TTS)"),
+    ("compute", "  engine compute (VAD+ASR+person+review+VLM+TTS)"),
     *((stage, f"    {stage}") for stage in COMPUTE_STAGES),
     ("middleware", "  ROS middleware share"),
     ("hop_audio_to_transcript", "    audio topic + ASR queue"),
@@ -122,7 +132,7 @@ def vad_times(utterance: dict, late: list[float]) -> dict:
 
 def fill_derived(row: dict) -> dict:
     """compute, vad_exposed, middleware and its five hops (see the module docstring) from a row."""
-    compute = sum(row[stage] for stage in COMPUTE_STAGES)
+    compute = sum(row.get(stage, 0.0) for stage in COMPUTE_STAGES)
     cloud_compute = compute - row["asr"] - row["vad"]
     row["compute"] = compute
     # The VAD's wait that ASR does not hide: transcription (from asr_start) and the VAD's

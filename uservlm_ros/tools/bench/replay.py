@@ -110,6 +110,7 @@ def replay_turn(
             ),
             "vad": record.vad_seconds,
             "asr": record.asr_seconds,
+            "person": record.person_seconds,
             "review": record.review_seconds,
             "preprocess": record.preprocess_seconds,
             "prefill": record.prefill_seconds,

@@ -80,7 +80,7 @@ def plot(phases: list[dict], path: Path, title: str) -> None:
         for row in rows:
             bottom = 0.0
             for stage in stages:
-                value = max(0.0, row[stage])
+                value = max(0.0, row.get(stage, 0.0))  # runs before a stage existed: 0
                 bars.bar(
                     x, value, bottom=bottom, color=colours[stage], label=stage if x == 0 else None
                 )

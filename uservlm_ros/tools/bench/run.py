@@ -189,11 +189,12 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--namespace", default="", help="robot namespace of the graph")
     parser.add_argument(
         "--consent",
-        choices=("grant", "anonymous"),
+        choices=("grant", "face", "anonymous"),
         default="grant",
-        help="grant: a pre-consented bench user (full personalised path); anonymous: empty user "
-        "id "
-        "(the review answers generically, the face is withheld)",
+        help="grant: a pre-consented bench user (full personalised path); face: no user id, the "
+        "person resolved from the bag's face is pre-consented (person identification per turn); "
+        "anonymous: no user id and no identification (the review answers generically, the face "
+        "is withheld)",
     )
     parser.add_argument(
         "--user-id", default=DEFAULT_USER, help="the bench's user (forgotten at the end)"

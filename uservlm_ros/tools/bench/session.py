@@ -37,7 +37,7 @@ class Session:
 
         from uservlm_ros.msg import AudioChunk, Interaction, Utterance
         from uservlm_ros.ros import qos
-        from uservlm_ros.srv import Ask, Forget, Review, Synthesize, Transcribe
+        from uservlm_ros.srv import Ask, Forget, Identify, Review, Synthesize, Transcribe
 
         self.config = config
         self.alive = alive or (lambda: None)
@@ -89,6 +89,7 @@ class Session:
                 ("synthesize", Synthesize),
                 ("review", Review),
                 ("forget", Forget),
+                ("identify", Identify),
             )
         }
         self.get_parameters = {
@@ -97,7 +98,7 @@ class Session:
         }
         self.set_parameters_clients = {
             name: node.create_client(SetParameters, f"{name}/set_parameters")
-            for name in ("asr_node", "dialogue_node")
+            for name in ("asr_node", "dialogue_node", "vlm_node")
         }
         # {(node, parameter): value before the run} (attach mode, --compare)
         self._restore: dict = {}
@@ -259,6 +260,10 @@ class Session:
             ),
             "tts_node": self.parameters("tts_node", ["backend", "piper_voice", "coqui_model"]),
             "ethics_node": self.parameters("ethics_node", ["use_embeddings"]),
+            "person_node": self.parameters(
+                "person_node",
+                ["detector", "detect_scale", "addressee", "user_crop", "track_rate_hz"],
+            ),
             "dialogue_node": self.parameters(
                 "dialogue_node", ["user_id", "speak", "stream_audio", "max_frame_skew"]
             ),
@@ -286,13 +291,19 @@ class Session:
                 f"the bag's audio did not transcribe: {response.error or 'no speech'}"
             )
         question = response.text.strip()
-        user = "" if self.config.consent == "anonymous" else self.config.user_id
+        consent = self.config.consent
+        user = self.config.user_id if consent == "grant" else ""
         if self.config.attach:
             self.override("dialogue_node", "user_id", user)
             self.override("dialogue_node", "stream_audio", self.config.stream_audio)
-        if not user:
+            self.override("vlm_node", "person_identification", consent != "anonymous")
+        if consent == "anonymous":
             return question, user, "anonymous (no consent memory)"
-        self.call(self.services["forget"], Forget.Request(user_id=user))
+        if consent == "face":  # whoever the graph knew the face as goes; the stranger is met anew
+            self.call(self.services["forget"], Forget.Request(user_id=self.face_person()))
+            user = self.face_person()
+        else:
+            self.call(self.services["forget"], Forget.Request(user_id=user))
         review = self.call(
             self.services["review"], Review.Request(question=question, user_id=user)
         )
@@ -309,6 +320,30 @@ class Session:
             raise BenchError(f"/uservlm/review failed: {review.error}")
         check = self.call(self.services["review"], Review.Request(question=question, user_id=user))
         return question, user, check.decision
+
+    def face_person(self) -> str:
+        """The person id person_node resolves the face in the bag's middle camera frame to (the
+        turns, on their own frames, resolve to the same person)."""
+        from rclpy.serialization import deserialize_message
+        from sensor_msgs.msg import CompressedImage, Image
+
+        from uservlm_ros.srv import Identify
+
+        request = Identify.Request(identify=True)
+        jpeg, raw = self.bag.of(bags.CAMERA_JPEG), self.bag.of(bags.CAMERA_RAW)
+        if jpeg:
+            request.compressed_image = deserialize_message(
+                jpeg[len(jpeg) // 2].data, CompressedImage
+            )
+        elif raw:
+            request.image = deserialize_message(raw[len(raw) // 2].data, Image)
+        else:
+            raise BenchError("--consent face: the bag has no camera frames")
+        found = self.call(self.services["identify"], request, 60.0)
+        if not found.success or not found.person_id:
+            why = found.error or found.status
+            raise BenchError(f"--consent face: the bag's face resolves to nobody ({why})")
+        return found.person_id
 
     def cleanup_user(self, user: str) -> None:
         from uservlm_ros.srv import Forget
