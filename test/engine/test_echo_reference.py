@@ -87,3 +87,17 @@ def test_old_reference_is_forgotten():
 def test_bad_reference_is_refused(samples, rate, start, match):
     with pytest.raises(ValueError, match=match):
         ReferenceTimeline().add(samples, rate, start)
+
+
+def test_a_stop_cuts_what_was_reported_ahead_of_playing():
+    timeline = ReferenceTimeline()
+    timeline.set_speaking(True, 10.0)
+    timeline.add(np.full(3200, 0.5, np.float32), ASR_SAMPLE_RATE, 10.0)  # 0.2 s reported ahead
+    timeline.add(np.full(1600, 0.5, np.float32), ASR_SAMPLE_RATE, 10.5)  # the next answer's
+    timeline.set_speaking(False, 10.1)  # it stopped after 0.1 s
+    window, complete = timeline.window(10.0, 3200)
+    assert complete
+    assert np.all(window[:1600] == 0.5) and not window[1600:].any()
+    assert not timeline.speaking_between(10.15, 10.2)
+    later, _ = timeline.window(10.5, 1600)
+    assert np.all(later == 0.5)  # begun after the stop: kept whole

@@ -29,8 +29,9 @@ How, per 10 ms block of microphone audio:
    (so the first word is whole), and the cancelled audio after it until the person is silent for
    ``release_ms`` (the robot still speaking: back to withholding) or the echo has ended.
 
-``enabled=False`` is today's deaf gate: audio captured while the robot speaks (plus
-``tail_ms``) is withheld, nothing is cancelled and there is never a barge-in.
+``enabled=False`` is the deaf gate: audio captured while the robot speaks (plus
+``tail_ms``) is withheld, nothing is cancelled, no block waits for its reference and there is
+never a barge-in.
 
 Capture stamps that drift within ``jitter_ms`` of the sample count are taken as the sample
 count (the echo path would jump otherwise); a stamp further ahead is a gap (the chunks between
@@ -217,12 +218,19 @@ class _Block:
 
 class EchoGate:
     """See the module docstring. ``canceller`` and ``vad`` can be given (tests); by default AEC3
-    and the project's Silero segmenter are built on first use."""
+    and the project's Silero segmenter are built by :meth:`load` or on first use. ``timeline``:
+    carry what the speaker played and when it spoke over from a gate this one replaces."""
 
-    def __init__(self, config: EchoGateConfig | None = None, canceller=None, vad=None):
+    def __init__(
+        self,
+        config: EchoGateConfig | None = None,
+        canceller=None,
+        vad=None,
+        timeline: ReferenceTimeline | None = None,
+    ):
         self.config = config or EchoGateConfig()
         c = self.config
-        self.timeline = ReferenceTimeline(history_s=c.history_s)
+        self.timeline = timeline or ReferenceTimeline(history_s=c.history_s)
         self._canceller = canceller
         self._vad = vad
         self._lock = threading.Lock()
@@ -253,6 +261,19 @@ class EchoGate:
         self.chunks = self.gaps = self.overlaps = self.unreferenced_blocks = self.barge_ins = 0
         self.dropped_overlap_s = self.cancelled_s = self.withheld_s = self.passed_s = 0.0
         self.cancel_seconds = self.vad_seconds = 0.0
+
+    def load(self) -> EchoGate:
+        """Build the canceller and the voice detector now rather than on the first echo (a node
+        calls it at start-up: loading in the middle of an answer would stall the stream)."""
+        with self._lock:
+            if self.config.enabled:
+                self._cancel(np.zeros(BLOCK, np.float32), np.zeros(BLOCK, np.float32))
+                if self._canceller is not None and hasattr(self._canceller, "reset"):
+                    self._canceller.reset()
+                self._speech_probability(np.zeros(WINDOW, np.float32))
+                if hasattr(self._vad, "reset"):
+                    self._vad.reset()
+        return self
 
     # ------------------------------------------------------------------ speaker side
 
@@ -380,8 +401,8 @@ class EchoGate:
             block = self._pending[0]
             far, complete = self.timeline.window(block.stamp - self._shift, BLOCK)
             overdue = newest - (block.stamp + BLOCK / ASR_SAMPLE_RATE) >= wait
-            if not complete and not force and not overdue:
-                break  # its reference is due: wait for it
+            if not complete and not force and not overdue and self.config.enabled:
+                break  # its reference is due: wait for it (the deaf gate does not use it)
             self._pending.popleft()
             self._process(block, far, complete, result)
         result.waiting_s = len(self._pending) * BLOCK / ASR_SAMPLE_RATE

@@ -60,6 +60,14 @@ class _Stream:
             self.append(self.resampler.flush())
             self.open = False
 
+    def cut(self, stamp: float) -> None:
+        """Forget the samples from ``stamp`` on (the speaker stopped there: they never played)."""
+        keep = max(0, int(np.ceil((stamp - self.start) * ASR_SAMPLE_RATE - 1e-6)))
+        if keep < self.length:
+            self.samples = self.joined()[:keep]
+            self.parts = [self.samples]
+            self.length = keep
+
 
 class ReferenceTimeline:
     """Loudspeaker output and speaking intervals by time; 16 kHz windows on demand.
@@ -127,7 +135,9 @@ class ReferenceTimeline:
 
     def set_speaking(self, speaking: bool, stamp: float) -> None:
         """The speaker started (True) or stopped (False) at ``stamp``; repeats are ignored.
-        Stopping ends the reference streams: a later piece opens a new one."""
+        Stopping ends the reference streams begun before ``stamp``, cut at ``stamp``: the speaker
+        may have reported audio ahead of playing it, and what it had not played when it stopped
+        never reached the room. A later piece opens a new stream."""
         if not np.isfinite(stamp):
             raise ValueError(f"speaking stamp must be a finite time, got {stamp!r}")
         with self._lock:
@@ -141,7 +151,9 @@ class ReferenceTimeline:
                 self._intervals.sort()
                 self._open_since = None
                 for stream in self._streams:
-                    stream.close()
+                    if stream.start + stream.resampler.delay_seconds < stamp:
+                        stream.close()
+                        stream.cut(stamp)
             self._prune()
 
     # ------------------------------------------------------------------ queries
