@@ -92,8 +92,10 @@ class ASRNode(EngineNode):
         "min_speech_ms": "Speech over the robot needed for a barge-in, ms (whole 32 ms windows)",
         "pre_roll_ms": "Audio handed on from before the barge-in's onset (the first word), ms",
         "release_ms": "After a barge-in, silence that ends it while the robot still speaks, ms",
-        "warmup_ms": "No barge-in until the canceller has heard this much of the robot (it "
-        "keeps what it learnt between answers), ms",
+        "warmup_ms": "No barge-in until the canceller has heard this much of the robot's "
+        "answer (it learns the echo path afresh for each answer), ms",
+        "keep_echo_path": "Keep the learnt echo path from one answer to the next (a robot that "
+        "never moves in a fixed room: warmup_ms applies once)",
         "tail_ms": "Echo outlives the speaker's last sample by this (room, buffers), ms",
         "max_reference_wait_ms": "Longest wait for what the speaker played (speech_played), in "
         "microphone time; audio that waited longer cannot trigger a barge-in, ms",

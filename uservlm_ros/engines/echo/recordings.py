@@ -155,6 +155,20 @@ class EchoRecording:
         for start in range(0, pcm.size, step):
             yield pcm[start : start + step], self.time_of(start)
 
+    def shifted(self, seconds: float) -> EchoRecording:
+        """The same recording captured ``seconds`` later (one stream of answers in a row)."""
+
+        def later(stamp: float | None) -> float | None:
+            return None if stamp is None else stamp + seconds
+
+        return replace(
+            self,
+            mic_start=self.mic_start + seconds,
+            reference_start=self.reference_start + seconds,
+            person_onset=later(self.person_onset),
+            person_end=later(self.person_end),
+        )
+
     def without_person(self) -> EchoRecording:
         """The same answer and room with nobody talking over it."""
         return replace(
