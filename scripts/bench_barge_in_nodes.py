@@ -21,6 +21,7 @@ and then with the person, one after another through the same nodes (as on a robo
 - asr_node's echo gate CPU share and the speaker's stop latency (from its /diagnostics).
 
     PYTHONPATH=. nice -n 10 .venv/bin/python scripts/bench_barge_in_nodes.py --count 24
+    ... --echo-gain 0 6 --asr barge_in.min_speech_ms=96.0     # echo louder than the person
 """
 
 from __future__ import annotations
@@ -46,7 +47,9 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
     p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p
 )
 
-from uservlm_ros.engines.echo.recordings import make_corpus  # noqa: E402
+import yaml  # noqa: E402
+
+from uservlm_ros.engines.echo.recordings import GAIN_RANGE_DB, make_corpus  # noqa: E402
 from uservlm_ros.speech.audio import word_error_rate  # noqa: E402
 from uservlm_ros.tools.barge_in import BargeInRig, start_nodes, summary  # noqa: E402
 
@@ -67,15 +70,38 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--attach", action="store_true", help="use asr_node and speaker_node already running"
     )
+    parser.add_argument(
+        "--echo-gain",
+        type=float,
+        nargs=2,
+        default=GAIN_RANGE_DB,
+        metavar=("LOW", "HIGH"),
+        help="echo level relative to the person, dB (drawn per answer)",
+    )
+    parser.add_argument(
+        "--asr",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an asr_node parameter, e.g. barge_in.min_speech_ms=96.0 (YAML value)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="write the runs as JSON here")
     args = parser.parse_args(argv)
+    overrides = {}
+    for item in args.asr:
+        name, _, value = item.partition("=")
+        overrides[name.strip()] = yaml.safe_load(value)
 
     import rclpy
     from rclpy.context import Context
 
-    corpus = make_corpus(args.count, seed=args.seed)
+    corpus = make_corpus(args.count, seed=args.seed, gain_range_db=tuple(args.echo_gain))
     work = Path(tempfile.mkdtemp(prefix="barge_in_bench_"))
-    nodes = None if args.attach else start_nodes(work / "logs", args.namespace, work / "speech")
+    nodes = (
+        None
+        if args.attach
+        else start_nodes(work / "logs", args.namespace, work / "speech", asr=overrides)
+    )
     context = Context()
     rclpy.init(context=context)
     rig = BargeInRig(context, args.namespace)
@@ -129,9 +155,12 @@ def main(argv=None) -> int:
 
     n = figures["answers"]
     print()
+    low, high = args.echo_gain
     print(
-        f"answers: {n} (seed {args.seed}), each the echo alone and then with a person, one "
-        f"after another through asr_node + speaker_node ({elapsed:.0f} s)"
+        f"answers: {n} (seed {args.seed}, echo {low:+.0f} to {high:+.0f} dB relative to the "
+        f"person{', asr_node ' + ' '.join(args.asr) if args.asr else ''}), each the echo alone "
+        f"and then with a person, one after another through asr_node + speaker_node "
+        f"({elapsed:.0f} s)"
     )
     print(
         f"reaction (person's onset -> speaker stopped): median "
