@@ -123,7 +123,11 @@ def main(argv=None) -> int:
                 f"false {echo.false_barge_ins + heard.false_barge_ins} | "
             )
             if heard.reaction is None:
-                line += f"not stopped ({heard.reason})"
+                line += (
+                    "stopped by a false barge-in before the person spoke"
+                    if heard.reason == "barge_in"
+                    else f"not stopped ({heard.reason})"
+                )
             else:
                 decided = [
                     e.detected.sec + e.detected.nanosec * 1e-9
@@ -174,7 +178,10 @@ def main(argv=None) -> int:
             f"-> speaker stopped: median {ms(statistics.median(second))} ms, "
             f"p95 {ms(percentile(second, 95))} ms"
         )
-    print(f"missed (the speaker did not stop for the person): {figures['missed']} of {n}")
+    print(
+        f"missed (the speaker did not stop for the person): {figures['missed']} of {n}; "
+        f"stopped by a false barge-in before they spoke: {figures['stopped_before_person']}"
+    )
     print(
         f"false barge-ins: {figures['false_barge_ins']} in {2 * n} runs = "
         f"{figures['false_per_100_answers']:.1f} per 100 answers"

@@ -424,7 +424,7 @@ def test_realtime_file_reports_each_block_once_just_ahead_of_its_time(tmp_path):
     for _, samples, rate, start, reported in played.blocks:
         assert rate == 22050 and samples.size <= 441
         assert start == pytest.approx(started + offset / rate, abs=1e-9)
-        assert reported <= start + 0.015  # never late (scheduling slack aside) ...
+        assert reported <= start + 0.05  # never late (a loaded machine's slack aside) ...
         assert reported >= start - 0.06  # ... and at most about one block early
         offset += samples.size
 
@@ -447,14 +447,14 @@ def test_stop_ends_a_turn_where_it_took_effect_and_refuses_its_later_pieces(tmp_
     first = recorder.events[1][2]
     assert not first.completed and first.stop_reason == "barge_in"
     assert first.stop_requested_at == pytest.approx(asked, abs=0.01)
-    assert 0.0 <= first.ended_at - asked < 0.03
+    assert 0.0 <= first.ended_at - asked < 0.1
     # Nothing was reported after the stop, and nothing beyond it but the block reported ahead.
     ours = [b for b in played.blocks if b[0] == 1]
     assert all(b[4] <= asked for b in ours)
     assert ours[-1][3] <= first.ended_at + 0.021
     # The WAV holds what played until the stop.
     samples = read_wav(Path(first.path))[0]
-    assert samples.size / 22050 == pytest.approx(first.ended_at - first.started_at, abs=0.02)
+    assert samples.size / 22050 == pytest.approx(first.ended_at - first.started_at, abs=0.03)
     assert recorder.events[3][2].completed
     stats = sink.stats()
     assert stats.stops == 1 and stats.dropped_pieces == 1 and stats.cancelled == 1

@@ -58,8 +58,10 @@ class AnswerRun:
     @property
     def reaction(self) -> float | None:
         """The person's onset -> the speaker stopped, seconds (None if it did not stop for
-        them)."""
+        them: it went on talking, or a false barge-in had stopped it before)."""
         if self.person_onset is None or self.reason != "barge_in" or self.stopped is None:
+            return None
+        if self.barge_ins and self.barge_ins[0][0] < self.person_onset - EARLY_S:
             return None
         return self.stopped - self.person_onset
 
@@ -352,7 +354,10 @@ def summary(runs: list[AnswerRun]) -> dict[str, float]:
         "reaction_p95_s": float(np.percentile(reactions, 95)) if reactions else math.nan,
         "reaction_max_s": max(reactions) if reactions else math.nan,
         "stopped_for_person": len(reactions),
-        "missed": sum(r.reaction is None for r in with_person),
+        "missed": sum(r.reaction is None and r.reason != "barge_in" for r in with_person),
+        "stopped_before_person": sum(
+            r.reaction is None and r.reason == "barge_in" for r in with_person
+        ),
         "false_barge_ins": sum(r.false_barge_ins for r in runs),
         "false_per_100_answers": 100.0 * sum(r.false_barge_ins for r in runs) / max(answers, 1),
     }
