@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from uservlm_ros.engines.echo.gate import EchoGate, EchoGateConfig  # noqa: E402
-from uservlm_ros.engines.echo.recordings import make_corpus  # noqa: E402
+from uservlm_ros.engines.echo.recordings import GAIN_RANGE_DB, make_corpus  # noqa: E402
 from uservlm_ros.engines.echo.replay import replay  # noqa: E402
 from uservlm_ros.speech.audio import ASR_SAMPLE_RATE, word_error_rate  # noqa: E402
 
@@ -61,10 +61,23 @@ def main(argv=None) -> int:
         help="seconds from the barge-in to the speaker stopping",
     )
     parser.add_argument("--no-whisper", action="store_true")
+    parser.add_argument(
+        "--echo-gain",
+        type=float,
+        nargs=2,
+        default=GAIN_RANGE_DB,
+        metavar=("LOW", "HIGH"),
+        help="echo level relative to the person, dB (drawn per answer)",
+    )
+    parser.add_argument(
+        "--min-speech-ms", type=float, default=None, help="the gate's min_speech_ms"
+    )
     args = parser.parse_args(argv)
 
     config = EchoGateConfig()
-    corpus = make_corpus(args.count, seed=args.seed)
+    if args.min_speech_ms is not None:
+        config = EchoGateConfig(min_speech_ms=args.min_speech_ms)
+    corpus = make_corpus(args.count, seed=args.seed, gain_range_db=tuple(args.echo_gain))
     reactions, onset_errors, chunk_costs = [], [], []
     cancel_s = vad_s = audio_s = 0.0
     false, missed = 0, 0

@@ -47,10 +47,18 @@ INTERFACES = {
     },
     "speaker_node": {
         "about": "Robot side. Plays the spoken answers (or writes WAV files), joining a turn's "
-        "pieces into one utterance.",
-        "subscribes": [("speech_audio", "uservlm_ros/AudioChunk", "SPEECH_AUDIO")],
+        "pieces into one utterance; reports each start and stop (stamped when it happened at "
+        "the loudspeaker) and every block it plays (asr_node's echo reference); stops on a "
+        "barge-in or a stop request within one output block, and drops the stopped turn's "
+        "later pieces.",
+        "subscribes": [
+            ("speech_audio", "uservlm_ros/AudioChunk", "SPEECH_AUDIO"),
+            ("barge_in", "uservlm_ros/BargeIn", "EVENTS"),
+            ("stop_speaking", "std_msgs/Header", "EVENTS"),
+        ],
         "publishes": [
-            ("robot_speaking", "std_msgs/Bool", "LATCHED"),
+            ("robot_speaking", "uservlm_ros/SpeakingState", "LATCHED"),
+            ("speech_played", "uservlm_ros/AudioChunk", "PLAYED"),
             ("speech_started", "std_msgs/Header", "EVENTS"),
         ],
     },
@@ -71,13 +79,18 @@ INTERFACES = {
     },
     "asr_node": {
         "about": "Cloud side, lifecycle. Whisper (faster-whisper) speech to text, as a service "
-        "and "
-        "on the audio stream (Silero VAD cuts it into utterances).",
+        "and on the audio stream (Silero VAD cuts it into utterances). While the robot speaks, "
+        "the echo gate cancels its voice against what the speaker played and reports a person "
+        "talking over it on `barge_in` (see Barge-in).",
         "subscribes": [
             ("audio", "uservlm_ros/AudioChunk", "AUDIO"),
-            ("robot_speaking", "std_msgs/Bool", "LATCHED"),
+            ("robot_speaking", "uservlm_ros/SpeakingState", "LATCHED"),
+            ("speech_played", "uservlm_ros/AudioChunk", "PLAYED"),
         ],
-        "publishes": [("speech", "uservlm_ros/Utterance", "EVENTS")],
+        "publishes": [
+            ("speech", "uservlm_ros/Utterance", "EVENTS"),
+            ("barge_in", "uservlm_ros/BargeIn", "EVENTS"),
+        ],
         "serves": [("uservlm/transcribe", "uservlm_ros/srv/Transcribe")],
     },
     "person_node": {
@@ -151,6 +164,7 @@ QOS = """QoS profiles (`uservlm_ros/ros/qos.py`; both ends of a topic use the sa
 |---|---|---|---|
 | CAMERA | best effort | volatile | keep last 5 (sensor data) |
 | AUDIO | reliable | volatile | keep last 5 s of chunks |
+| PLAYED | reliable | volatile | keep last 250 (5 s of 20 ms blocks) |
 | EVENTS | reliable | volatile | keep last 20 |
 | LATCHED | reliable | transient local | keep last 1 |
 | SPEECH_AUDIO | reliable | volatile | keep all |

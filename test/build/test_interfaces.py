@@ -66,6 +66,16 @@ def test_messages():
     )
 
 
+def test_barge_in_messages():
+    from uservlm_ros.msg import BargeIn, SpeakingState
+
+    assert SpeakingState.get_fields_and_field_types() == {
+        "header": "std_msgs/Header", "speaking": "boolean", "turn_id": "string", "reason": "string"}
+    assert BargeIn.get_fields_and_field_types() == {
+        "header": "std_msgs/Header", "detected": "builtin_interfaces/Time", "probability": "float",
+        "level_dbfs": "float"}
+
+
 def test_type_support_is_loadable():
     # Importing a type is lazy; the C type support loads on first use (serialization).
     from rclpy.serialization import deserialize_message, serialize_message

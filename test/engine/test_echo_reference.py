@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from uservlm_ros.engines.echo.reference import ReferenceTimeline
+from uservlm_ros.engines.echo.reference import STOP_SLACK_S, ReferenceTimeline
 from uservlm_ros.robot.resampler import StreamingResampler
 from uservlm_ros.speech.audio import ASR_SAMPLE_RATE
 
@@ -87,3 +87,32 @@ def test_old_reference_is_forgotten():
 def test_bad_reference_is_refused(samples, rate, start, match):
     with pytest.raises(ValueError, match=match):
         ReferenceTimeline().add(samples, rate, start)
+
+
+def test_a_stop_cuts_what_was_reported_ahead_of_playing():
+    timeline = ReferenceTimeline()
+    timeline.set_speaking(True, 10.0)
+    timeline.add(np.full(3200, 0.5, np.float32), ASR_SAMPLE_RATE, 10.0)  # 0.2 s reported ahead
+    timeline.add(np.full(1600, 0.5, np.float32), ASR_SAMPLE_RATE, 10.5)  # the next answer's
+    timeline.set_speaking(False, 10.1)  # it stopped after 0.1 s
+    window, complete = timeline.window(10.0, 3200)
+    assert complete
+    assert np.all(window[:1600] == 0.5) and not window[1600:].any()
+    assert not timeline.speaking_between(10.15, 10.2)
+    later, _ = timeline.window(10.5, 1600)
+    assert np.all(later == 0.5)  # begun after the stop: kept whole
+
+
+def test_a_stop_just_after_the_last_sample_leaves_no_reference_missing():
+    timeline = ReferenceTimeline()
+    timeline.set_speaking(True, 10.0)
+    timeline.add(np.full(1600, 0.5, np.float32), ASR_SAMPLE_RATE, 10.0)  # until 10.1
+    timeline.set_speaking(False, 10.1 + STOP_SLACK_S / 2)  # the worker woke up a little later
+    _, complete = timeline.window(10.095, 160)
+    assert complete
+    # A stop long after the last reported sample: the rest is missing, not silence.
+    timeline.set_speaking(True, 11.0)
+    timeline.add(np.full(1600, 0.5, np.float32), ASR_SAMPLE_RATE, 11.0)
+    timeline.set_speaking(False, 11.5)
+    _, complete = timeline.window(11.2, 160)
+    assert not complete

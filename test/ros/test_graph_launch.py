@@ -78,6 +78,15 @@ def test_every_executable_exists():
         )
 
 
+def parameter_names(section: dict, prefix: str = ""):
+    """Parameter names of a ros__parameters section: nested keys join with dots (rcl's rule)."""
+    for key, value in section.items():
+        if isinstance(value, dict):
+            yield from parameter_names(value, f"{prefix}{key}.")
+        else:
+            yield prefix + key
+
+
 def test_config_files_name_only_declared_parameters(declared):
     by_name = {spec.name: spec for spec in GRAPH}
     for params_file in {spec.params_file for spec in GRAPH}:
@@ -90,7 +99,7 @@ def test_config_files_name_only_declared_parameters(declared):
             assert by_name[name].params_file == params_file, (
                 f"{name} is configured in the wrong file"
             )
-            unknown = set(section["ros__parameters"]) - declared[name]
+            unknown = set(parameter_names(section["ros__parameters"])) - declared[name]
             assert not unknown, f"{params_file}: {name} does not declare {sorted(unknown)}"
     for spec in GRAPH:
         content = yaml.safe_load(config_path(spec.params_file).read_text())

@@ -1,6 +1,7 @@
 """Robot-side nodes and the dialogue loop's faults, each node in its own process:
-self-speech suppression in asr_node, a missing camera, the cloud side absent, and the cloud side
-restarted mid-conversation (the turn in flight ends with an error, the next one works)."""
+self-speech suppression in asr_node (the robot speaking with no reference of what it played), a
+missing camera, the cloud side absent, and the cloud side restarted mid-conversation (the turn in
+flight ends with an error, the next one works)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,10 @@ import time
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.executors import SingleThreadedExecutor
-from std_msgs.msg import Bool
 
 from ros_helpers import spin_until
 from uservlm_ros.bringup.graph import GRAPH
-from uservlm_ros.msg import AudioChunk, Interaction, Utterance
+from uservlm_ros.msg import AudioChunk, BargeIn, Interaction, SpeakingState, Utterance
 from uservlm_ros.ros import qos
 from uservlm_ros.ros.conversions import array_to_audio, seconds_to_stamp
 from uservlm_ros.speech.audio import read_wav
@@ -59,8 +59,16 @@ def test_asr_ignores_audio_while_the_robot_speaks(tmp_path, rclpy_context):
         probe = Probe(rclpy_context, ns)
         heard: list[Utterance] = []
         probe.node.create_subscription(Utterance, "speech", heard.append, qos.EVENTS)
+        barge_ins: list[BargeIn] = []
+        probe.node.create_subscription(BargeIn, "barge_in", barge_ins.append, qos.EVENTS)
         audio = probe.node.create_publisher(AudioChunk, "audio", qos.AUDIO)
-        speaking = probe.node.create_publisher(Bool, "robot_speaking", qos.LATCHED)
+        speaking = probe.node.create_publisher(SpeakingState, "robot_speaking", qos.LATCHED)
+
+        def state(on: bool) -> SpeakingState:
+            msg = SpeakingState(speaking=on, turn_id="t1", reason="" if on else "finished")
+            msg.header.stamp = seconds_to_stamp(time.time())
+            return msg
+
         assert probe.until(lambda: audio.get_subscription_count() > 0, 120), (
             tmp_path / "asr_node.log"
         ).read_text()
@@ -73,11 +81,13 @@ def test_asr_ignores_audio_while_the_robot_speaks(tmp_path, rclpy_context):
                     array_to_audio(samples[i : i + 640], rate, seconds_to_stamp(start + i / rate))
                 )
 
-        speaking.publish(Bool(data=True))
+        speaking.publish(state(True))
         assert probe.until(lambda: any(s.name.endswith("asr_node") for s in probe.diagnostics), 30)
         probe.until(lambda: False, 0.5)  # let robot_speaking arrive before the audio
         play(time.time() + 0.5)
         assert not probe.until(lambda: heard, 8.0), f"the robot heard itself: {heard[0].text!r}"
+        # No reference of what the robot played: its voice cannot be told from a person's.
+        assert not barge_ins, "a barge-in without the speaker's reference"
 
         def ignored():
             return [
@@ -90,9 +100,9 @@ def test_asr_ignores_audio_while_the_robot_speaks(tmp_path, rclpy_context):
 
         assert probe.until(ignored, 5), "asr_node must count the chunks it ignored"
 
-        speaking.publish(Bool(data=False))
+        speaking.publish(state(False))
         probe.until(lambda: False, 0.5)
-        play(time.time() + 1.0)  # after the 0.3 s echo tail
+        play(time.time() + 1.0)  # after the echo's tail (tail_ms + echo_delay_max_ms)
         assert probe.until(lambda: heard, 60), "speech after the robot stopped must be heard"
         assert "business meeting" in heard[0].text.lower()
         assert (

@@ -4,11 +4,12 @@ and device playback against a fake sounddevice module."""
 import re
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from uservlm_ros.robot.speaker_sink import SpeakerConfig, SpeakerSink
+from uservlm_ros.robot.speaker_sink import SpeakerConfig, SpeakerSink, TurnStopped
 from uservlm_ros.speech.audio import read_wav
 
 
@@ -385,3 +386,136 @@ def test_a_joined_utterance_is_refused_beyond_max_seconds(tmp_path):
         sink.play(tone(0.3), 22050, key="turn-1")
     assert sink.stats().refused == 1
     sink.close()
+
+
+# --------------------------------------------------------------------------- what played, stops
+
+
+class Played:
+    """Collects on_played reports: (playback id, samples, rate, start, clock when reported)."""
+
+    def __init__(self, clock=time.monotonic):
+        self.blocks = []
+        self.clock = clock
+
+    def __call__(self, playback, samples, rate, start):
+        self.blocks.append((playback.id, np.array(samples), rate, start, self.clock()))
+
+
+def wait_speaking(sink, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while not sink.speaking and time.monotonic() < deadline:
+        time.sleep(0.002)
+    return sink.speaking
+
+
+def test_realtime_file_reports_each_block_once_just_ahead_of_its_time(tmp_path):
+    played = Played()
+    sink, recorder = file_sink(tmp_path, realtime=True)
+    sink.on_played = played
+    audio = tone(0.3)
+    sink.play(audio[:3000], 22050, key="t")
+    sink.play(audio[3000:], 22050, key="t")  # joins
+    assert sink.wait_idle(5.0)
+    sink.close()
+    started = recorder.events[0][2].started_at
+    assert np.array_equal(np.concatenate([b[1] for b in played.blocks]), audio)
+    offset = 0
+    for _, samples, rate, start, reported in played.blocks:
+        assert rate == 22050 and samples.size <= 441
+        assert start == pytest.approx(started + offset / rate, abs=1e-9)
+        assert reported <= start + 0.05  # never late (a loaded machine's slack aside) ...
+        assert reported >= start - 0.06  # ... and at most about one block early
+        offset += samples.size
+
+
+def test_stop_ends_a_turn_where_it_took_effect_and_refuses_its_later_pieces(tmp_path):
+    played = Played()
+    sink, recorder = file_sink(tmp_path, realtime=True)
+    sink.on_played = played
+    sink.play(tone(3.0), 22050, key="turn-1")
+    sink.play(tone(0.2), 22050, key="turn-2")  # queued behind it: not stopped
+    assert wait_speaking(sink)
+    time.sleep(0.3)
+    asked = time.monotonic()
+    assert sink.stop("turn-1", reason="barge_in") == 1
+    with pytest.raises(TurnStopped, match="turn-1"):
+        sink.play(tone(0.2), 22050, key="turn-1")
+    assert sink.wait_idle(5.0)
+    sink.close()
+    assert recorder.order() == [("start", 1), ("end", 1), ("start", 2), ("end", 2)]
+    first = recorder.events[1][2]
+    assert not first.completed and first.stop_reason == "barge_in"
+    assert first.stop_requested_at == pytest.approx(asked, abs=0.01)
+    assert 0.0 <= first.ended_at - asked < 0.1
+    # Nothing was reported after the stop, and nothing beyond it but the block reported ahead.
+    ours = [b for b in played.blocks if b[0] == 1]
+    assert all(b[4] <= asked for b in ours)
+    assert ours[-1][3] <= first.ended_at + 0.021
+    # The WAV holds what played until the stop.
+    samples = read_wav(Path(first.path))[0]
+    assert samples.size / 22050 == pytest.approx(first.ended_at - first.started_at, abs=0.03)
+    assert recorder.events[3][2].completed
+    stats = sink.stats()
+    assert stats.stops == 1 and stats.dropped_pieces == 1 and stats.cancelled == 1
+
+
+def test_stop_everything_drops_the_queue_and_refuses_those_turns(tmp_path):
+    sink, recorder = file_sink(tmp_path, realtime=True)
+    sink.play(tone(3.0), 22050, key="a")
+    sink.play(tone(1.0), 22050, key="b")
+    sink.play(tone(1.0), 22050)  # no turn: nothing to refuse later
+    assert wait_speaking(sink)
+    assert sink.stop() == 3
+    assert sink.wait_idle(2.0)
+    for key in ("a", "b"):
+        with pytest.raises(TurnStopped):
+            sink.play(tone(0.1), 22050, key=key)
+    assert sink.play(tone(0.1), 22050, key="c") > 0  # another turn plays
+    assert sink.wait_idle(5.0)
+    sink.close()
+    assert recorder.order() == [("start", 1), ("end", 1), ("start", 4), ("end", 4)]
+    assert sink.stats().cancelled == 3 and sink.stats().dropped_pieces == 2
+
+
+def test_stopping_a_turn_that_is_not_playing_refuses_its_pieces_to_come(tmp_path):
+    sink, recorder = file_sink(tmp_path, realtime=True)
+    assert sink.stop("later", reason="stopped") == 0
+    with pytest.raises(TurnStopped):
+        sink.play(tone(0.1), 22050, key="later")
+    sink.close()
+    assert recorder.events == [] and sink.stats().stops == 1
+
+
+def test_device_reports_each_block_before_writing_it_and_stops_between_blocks(tmp_path):
+    sd = FakeSoundDevice()
+    played = Played()
+    ended = threading.Event()
+    sink = SpeakerSink(
+        SpeakerConfig(mode="device", output_dir=str(tmp_path)),
+        sounddevice=sd,
+        on_played=played,
+        on_end=lambda p: ended.set(),
+    )
+    stop_after = 3
+
+    class SlowStream(FakeOutputStream):
+        def write(self, block):
+            super().write(block)
+            if len(self.written) == stop_after:
+                sink.stop("t")
+            time.sleep(0.01)
+
+    sd.OutputStream = lambda **kwargs: SlowStream(sd, **kwargs)
+    sink.start()
+    audio = tone(1.0)
+    sink.play(audio, 22050, key="t")
+    assert ended.wait(5.0)
+    sink.close()
+    stream = sd.streams[0]
+    assert stream.aborted and not stream.stopped
+    assert len(stream.written) == stop_after  # the stop took effect at the next block
+    assert [b[1].size for b in played.blocks] == [w.size for w in stream.written]
+    assert all(np.array_equal(b[1], w) for b, w in zip(played.blocks, stream.written))
+    starts = [b[3] for b in played.blocks]
+    assert starts[1] - starts[0] == pytest.approx(1102 / 22050)

@@ -10,9 +10,18 @@ spoken answer in growing pieces, or sentence by sentence) join the utterance of 
 still queued or playing, gaplessly: one stream, one WAV, one on_start / on_end. A piece that comes
 after its utterance has ended (the sender fell behind real time) or was cancelled starts a new
 one. Each utterance fires ``on_start(playback)`` when its first sample goes out and
-``on_end(playback)`` when its last sample has been played (or it was cancelled), from the worker
+``on_end(playback)`` when its last sample has been played (or it was stopped), from the worker
 thread, always in that order and in queue order. The node publishes ``robot_speaking``
 true / false from them, and ``playback.started_at`` is the "first audio sample out" time.
+``on_played(playback, samples, rate, start)`` reports each block as it goes out (``start``: when
+its first sample leaves the speaker), at most one block ahead of playing it: the echo canceller's
+reference. A stopped utterance reports nothing after its stop, and ``ended_at`` is when it
+stopped.
+
+:meth:`SpeakerSink.stop` stops one turn (playing or queued) or everything, for a barge-in or a
+cancelled turn: it takes effect within one block, and the turn's later pieces are refused
+(:class:`TurnStopped`, counted in ``dropped_pieces``) instead of starting a new utterance.
+:meth:`SpeakerSink.cancel` drops everything without refusing what comes next.
 
 Outputs (``SpeakerConfig.mode``):
 
@@ -25,10 +34,11 @@ Outputs (``SpeakerConfig.mode``):
   error during an utterance writes it to a WAV file instead (``playback.error`` says why), so
   nothing is silently lost.
 - ``"file"``: each utterance is written to ``<output_dir>/<YYYYmmdd-HHMMSS-mmm>_<n>.wav``. With
-  ``realtime=True`` (default) ``on_end`` fires once the audio's duration has elapsed after
-  ``on_start``, as it would on a speaker, so ``robot_speaking`` and the self-speech gate behave as
-  on the robot; with ``realtime=False`` it fires right after the file is written (tests, batch
-  runs).
+  ``realtime=True`` (default) it "plays" in real time, as on a speaker: blocks of 20 ms are
+  reported as they go out, the WAV holds what played (cut where a stop took effect) and
+  ``on_end`` fires once the audio's duration has elapsed after ``on_start``, so
+  ``robot_speaking`` and the echo gate behave as on the robot; with ``realtime=False`` it fires
+  right after the file is written (tests, batch runs).
 - ``"auto"`` (default): ``"device"`` if PortAudio finds the output device at :meth:`start`, else
   ``"file"`` (the reason is kept in ``stats().last_error``).
 
@@ -57,7 +67,15 @@ _LOG = logging.getLogger(__name__)
 
 MODES = ("auto", "device", "file")
 _BLOCK_SECONDS = 0.05
+#: Blocks a realtime file "plays" (reported on on_played), seconds.
+_FILE_BLOCK_SECONDS = 0.02
+#: Turns whose later pieces are refused after a stop (the most recent ones).
+_REFUSED_TURNS = 256
 _STOP = object()
+
+
+class TurnStopped(ValueError):
+    """A piece of a turn that was stopped (barge-in or stop request): it is not played."""
 
 
 @dataclass
@@ -106,6 +124,8 @@ class Playback:
     audio: np.ndarray | None = field(default=None, repr=False)
     key: str = ""  # pieces with the same key join this utterance while it is open
     closed: bool = False  # set by the worker once it takes no more pieces
+    stop_reason: str = ""  # why stop() ended it early ("" = it was not stopped)
+    stop_requested_at: float | None = None  # clock when stop() was called
 
 
 @dataclass
@@ -118,6 +138,8 @@ class SpeakerStats:
     played: int
     cancelled: int
     refused: int
+    stops: int  # stop() calls that stopped or refused something
+    dropped_pieces: int  # pieces of stopped turns refused
     callback_errors: int
     seconds_played: float
     last_path: str
@@ -147,10 +169,12 @@ class SpeakerSink:
         on_end: Callable[[Playback], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         sounddevice: Any = None,
+        on_played: Callable[[Playback, np.ndarray, int, float], None] | None = None,
     ):
         self.config = config or SpeakerConfig()
         self.on_start = on_start
         self.on_end = on_end
+        self.on_played = on_played
         self._clock = clock
         self._sd = sounddevice
         self._queue: queue.Queue = queue.Queue()
@@ -162,12 +186,16 @@ class SpeakerSink:
         self._pending = 0  # queued + playing
         self._current: Playback | None = None
         self._open: Playback | None = None  # the newest keyed utterance, queued or playing
+        self._waiting: list[Playback] = []  # queued, in order (the queue holds the same)
+        self._refused: dict[str, None] = {}  # stopped turns, oldest first
         self.mode = self.config.mode if self.config.mode != "auto" else ""
         self._status = "ok"
         self._last_error = ""
         self.played = 0
         self.cancelled = 0
         self.refused = 0
+        self.stops = 0
+        self.dropped_pieces = 0
         self.callback_errors = 0
         self.seconds_played = 0.0
         self.last_path = ""
@@ -192,13 +220,17 @@ class SpeakerSink:
 
     def play(self, samples: np.ndarray, sample_rate: int, key: str = "") -> int:
         """Queue one utterance, or with ``key`` append to the open utterance of that key (same
-        rate); returns its id. ValueError for invalid audio or a full queue."""
+        rate); returns its id. ValueError for invalid audio or a full queue; TurnStopped for a
+        piece of a stopped turn."""
         samples = np.asarray(samples)
         validate_audio(samples, sample_rate, self.config.max_seconds, channels=1)
         pcm = samples if samples.dtype == np.int16 else float_to_int16(samples)
         with self._lock:
             if self._thread is None:
                 raise RuntimeError("SpeakerSink.start() has not been called")
+            if key and key in self._refused:
+                self.dropped_pieces += 1
+                raise TurnStopped(f"turn {key!r} was stopped: its later pieces are not played")
             joined = self._open
             if (
                 key
@@ -234,6 +266,7 @@ class SpeakerSink:
             self._open = playback if key else None
             self._next_id += 1
             self._pending += 1
+            self._waiting.append(playback)
         self._queue.put(playback)
         return playback.id
 
@@ -247,7 +280,8 @@ class SpeakerSink:
             return piece
 
     def cancel(self) -> int:
-        """Stop the current utterance and drop the queued ones (barge-in); returns how many."""
+        """Stop the current utterance and drop the queued ones; returns how many. Later pieces
+        of their turns start new utterances (:meth:`stop` refuses them)."""
         dropped = 0
         while True:
             try:
@@ -261,6 +295,7 @@ class SpeakerSink:
         with self._lock:
             self._pending -= dropped
             self.cancelled += dropped
+            self._waiting.clear()
             self._open = None  # pieces still coming for a cancelled utterance start a new one
             if self._current is not None:
                 self._current.closed = True
@@ -268,6 +303,47 @@ class SpeakerSink:
                 dropped += 1
             self._idle.notify_all()
         return dropped
+
+    def stop(self, key: str = "", reason: str = "stopped") -> int:
+        """Stop turn ``key`` (its utterance playing or queued), or with ``key`` empty everything
+        playing and queued; the stopped turns' later pieces are refused. ``reason`` goes to
+        ``playback.stop_reason``. Returns how many utterances were stopped (0: nothing of that
+        turn was playing or queued; its later pieces are refused all the same)."""
+        now = self._clock()
+        stopped = 0
+        with self._lock:
+            targets = [p for p in (self._current, *self._waiting) if p is not None]
+            if key:
+                targets = [p for p in targets if p.key == key]
+                self._refuse(key)
+            for playback in targets:
+                if playback.stop_reason:
+                    continue
+                playback.stop_reason = reason
+                playback.stop_requested_at = now
+                playback.closed = True
+                if playback.key:
+                    self._refuse(playback.key)
+                if playback is self._open:
+                    self._open = None
+                if playback is self._current:
+                    self._cancel.set()
+                stopped += 1
+            if stopped or key:
+                self.stops += 1
+        return stopped
+
+    def refuse(self, key: str) -> None:
+        """Refuse turn ``key``'s pieces from now on (TurnStopped), as if it had been stopped."""
+        if key:
+            with self._lock:
+                self._refuse(key)
+
+    def _refuse(self, key: str) -> None:
+        self._refused.pop(key, None)
+        self._refused[key] = None
+        while len(self._refused) > _REFUSED_TURNS:
+            del self._refused[next(iter(self._refused))]
 
     @property
     def speaking(self) -> bool:
@@ -300,6 +376,8 @@ class SpeakerSink:
                 played=self.played,
                 cancelled=self.cancelled,
                 refused=self.refused,
+                stops=self.stops,
+                dropped_pieces=self.dropped_pieces,
                 callback_errors=self.callback_errors,
                 seconds_played=self.seconds_played,
                 last_path=self.last_path,
@@ -313,6 +391,14 @@ class SpeakerSink:
             if item is _STOP:
                 return
             with self._lock:
+                if item in self._waiting:
+                    self._waiting.remove(item)
+                if item.stop_reason:  # stopped while it waited: it never plays
+                    self._pending -= 1
+                    self.cancelled += 1
+                    item.audio = None
+                    self._idle.notify_all()
+                    continue
                 self._current = item
                 self._cancel.clear()
             try:
@@ -364,36 +450,73 @@ class SpeakerSink:
         item.path = str(path)
         with self._lock:
             self.last_path = item.path
-        completed = True
         with wave.open(str(path), "wb") as out:
             out.setnchannels(1)
             out.setsampwidth(2)
             out.setframerate(item.sample_rate)
-            written = 0
-            while True:
-                # Realtime: the utterance lasts its duration, as on a speaker, and takes pieces
-                # until then; otherwise it ends with the samples it has.
-                piece = self._take(item, written, close=not self.config.realtime)
-                if piece.size:
-                    out.writeframes(piece.astype("<i2", copy=False).tobytes())
-                    written += piece.size
-                    if item.started_at is None:  # the first samples are out
-                        item.started_at = self._clock()
-                        self._emit(self.on_start, item)
-                    continue
-                if not self.config.realtime:
-                    break
-                left = item.started_at + written / item.sample_rate - self._clock()
-                if left <= 0:
-                    with self._lock:
-                        if item.audio.size == written:
-                            item.closed = True
-                            break
-                    continue
-                if self._cancel.wait(min(left, _BLOCK_SECONDS)):
-                    completed = False
-                    break
+            if self.config.realtime:
+                completed = self._play_paced(item, out)
+            else:
+                completed = self._write_all(item, out)
         self._finish(item, completed)
+
+    def _write_all(self, item: Playback, out) -> bool:
+        """Not realtime: the utterance ends with the samples it has, written at once."""
+        written = 0
+        while True:
+            piece = self._take(item, written)
+            if not piece.size:
+                return True
+            if item.started_at is None:  # the first samples are out
+                item.started_at = self._clock()
+                self._emit(self.on_start, item)
+            out.writeframes(piece.astype("<i2", copy=False).tobytes())
+            self._played(item, piece, item.sample_rate, written)
+            written += piece.size
+
+    def _play_paced(self, item: Playback, out) -> bool:
+        """Realtime: the utterance lasts its duration, as on a speaker, and takes pieces until
+        then. Blocks are reported one block ahead of their time, the WAV gets what has played;
+        a stop ends it where it took effect. True when it played to its end."""
+        rate = item.sample_rate
+        block = max(1, int(rate * _FILE_BLOCK_SECONDS))
+        reported = written = 0
+        item.started_at = self._clock()
+        self._emit(self.on_start, item)
+        while True:
+            with self._lock:
+                audio = item.audio
+            played = min(audio.size, int((self._clock() - item.started_at) * rate))
+            if self._cancel.is_set():
+                break
+            if played > written:
+                out.writeframes(audio[written:played].astype("<i2", copy=False).tobytes())
+                written = played
+            ahead = min(audio.size, played + block)
+            while reported < ahead:
+                count = min(block, ahead - reported)
+                self._played(item, audio[reported : reported + count], rate, reported)
+                reported += count
+            if written >= audio.size:
+                with self._lock:
+                    if item.audio.size == written:
+                        item.closed = True
+                        return True
+                continue
+            left = (min(audio.size, written + block) - written) / rate
+            if self._cancel.wait(max(left, 0.001)):
+                break
+        # stopped: the file ends where the stop took effect
+        played = min(audio.size, int((self._clock() - item.started_at) * rate))
+        if played > written:
+            out.writeframes(audio[written:played].astype("<i2", copy=False).tobytes())
+        return False
+
+    def _played(self, item: Playback, samples: np.ndarray, rate: int, offset: int) -> None:
+        """Report a block going out; ``offset``: its first sample's index in the utterance (at
+        ``rate``)."""
+        if self.on_played is not None and samples.size:
+            self._emit(self.on_played, item, samples, rate, item.started_at + offset / rate)
 
     def _play_device(self, item: Playback) -> None:
         item.output = "device"
@@ -416,6 +539,7 @@ class SpeakerSink:
         completed = True
         try:
             taken = 0
+            frames = 0  # frames written to the device, at its rate
             while completed:
                 piece = self._take(item, taken)  # what has arrived: the first piece, then joiners
                 if piece.size == 0:
@@ -434,7 +558,10 @@ class SpeakerSink:
                             getattr(stream, "latency", 0.0) or 0.0
                         )
                         self._emit(self.on_start, item)
-                    stream.write(piece[offset : offset + block].reshape(-1, 1))
+                    chunk = piece[offset : offset + block]
+                    self._played(item, chunk, rate, frames)  # out when those before it are
+                    stream.write(chunk.reshape(-1, 1))
+                    frames += chunk.size
             if completed:
                 stream.stop()  # returns once every buffered sample has been played
             else:
@@ -461,11 +588,11 @@ class SpeakerSink:
                 self.cancelled += 1
         self._emit(self.on_end, item)
 
-    def _emit(self, callback, item: Playback) -> None:
+    def _emit(self, callback, item: Playback, *args) -> None:
         if callback is None:
             return
         try:
-            callback(item)
+            callback(item, *args)
         except Exception:  # a bad callback must not stop playback
             with self._lock:
                 self.callback_errors += 1

@@ -9,9 +9,11 @@ from typing import Any
 from rcl_interfaces.msg import ParameterDescriptor
 
 
-def dataclass_parameters(config_cls, descriptions: dict[str, str]) -> dict[str, tuple[Any, str]]:
-    """{name: (default, description)} for the fields of ``config_cls`` named in
-    ``descriptions``."""
+def dataclass_parameters(
+    config_cls, descriptions: dict[str, str], prefix: str = ""
+) -> dict[str, tuple[Any, str]]:
+    """{prefix + name: (default, description)} for the fields of ``config_cls`` named in
+    ``descriptions`` (``prefix``, e.g. ``"barge_in."``, groups them under one YAML key)."""
     parameters = {}
     for field in dataclasses.fields(config_cls):
         if field.name in descriptions:
@@ -20,8 +22,8 @@ def dataclass_parameters(config_cls, descriptions: dict[str, str]) -> dict[str, 
                 if field.default is not dataclasses.MISSING
                 else field.default_factory()
             )
-            parameters[field.name] = (default, descriptions[field.name])
-    missing = set(descriptions) - set(parameters)
+            parameters[prefix + field.name] = (default, descriptions[field.name])
+    missing = set(descriptions) - {name[len(prefix) :] for name in parameters}
     if missing:
         raise ValueError(f"{config_cls.__name__} has no fields {sorted(missing)}")
     return parameters
@@ -32,5 +34,8 @@ def declare(node, parameters: dict[str, tuple[Any, str]]) -> None:
         node.declare_parameter(name, default, ParameterDescriptor(description=description))
 
 
-def config_from(node, config_cls, names):
-    return config_cls(**{name: node.get_parameter(name).value for name in names})
+def config_from(node, config_cls, names, prefix: str = "", **changed):
+    """``config_cls`` from the node's parameters ``prefix + name`` for each of ``names``, with
+    ``changed`` (field: value) taking their place (a parameter being set)."""
+    values = {name: node.get_parameter(prefix + name).value for name in names}
+    return config_cls(**{**values, **changed})

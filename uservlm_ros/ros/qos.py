@@ -30,6 +30,8 @@ def audio_qos(chunk_seconds: float = 0.1, buffer_seconds: float = 5.0) -> QoSPro
 
 
 AUDIO = audio_qos()
+# What the speaker played (speech_played: the echo canceller's reference), 20-50 ms blocks.
+PLAYED = audio_qos(chunk_seconds=0.02)
 
 # Latched state (robot_speaking): a late joiner gets the current value at once.
 LATCHED = QoSProfile(

@@ -19,10 +19,8 @@ import time
 from importlib import resources
 from pathlib import Path
 
-from std_msgs.msg import Bool
-
 from uservlm_ros.bringup.graph import nodes
-from uservlm_ros.msg import Interaction, Utterance
+from uservlm_ros.msg import Interaction, SpeakingState, Utterance
 from uservlm_ros.ros import qos
 from uservlm_ros.tools.launcher import GraphProcesses
 
@@ -67,14 +65,14 @@ class DemoObserver:
         node = client.node
         node.create_subscription(Utterance, "speech", self.utterances.append, qos.EVENTS)
         node.create_subscription(Interaction, "interactions", self.interactions.append, qos.EVENTS)
-        node.create_subscription(Bool, "robot_speaking", self._on_speaking, qos.LATCHED)
+        node.create_subscription(SpeakingState, "robot_speaking", self._on_speaking, qos.LATCHED)
 
-    def _on_speaking(self, msg: Bool) -> None:
-        if msg.data and not self.speaking:
+    def _on_speaking(self, msg: SpeakingState) -> None:
+        if msg.speaking and not self.speaking:
             self.spoke += 1
-        if bool(msg.data) != self.speaking:
+        if bool(msg.speaking) != self.speaking:
             self.changed = time.monotonic()
-        self.speaking = bool(msg.data)
+        self.speaking = bool(msg.speaking)
 
     def quiet(self, seconds: float) -> bool:
         """The robot has not spoken for ``seconds`` (a streamed answer pauses between

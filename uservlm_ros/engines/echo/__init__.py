@@ -2,7 +2,8 @@
 
 ``gate`` (EchoGate, its config and results), ``reference`` (what the speaker played, by time),
 ``canceller`` (WebRTC AEC3), and for tests and benchmarks ``room`` / ``recordings`` / ``replay``
-(synthetic echo recordings and playing them through a gate).
+/ ``live`` (synthetic echo recordings, playing them through a gate, and hearing them live
+against a real speaker).
 """
 
 from uservlm_ros.engines.echo.gate import (

@@ -22,15 +22,21 @@ How, per 10 ms block of microphone audio:
    ``echo_level_db + guard_margin_db`` quieter than the echo removed from it (what AEC3 leaves
    of the robot's voice is far quieter than that), and ``min_snr_db`` above the noise floor
    measured while the robot was silent. ``min_speech_ms`` of such windows in a row is a
-   barge-in, dated at the first of them. The first ``warmup_ms`` of echo the gate ever hears
-   cannot trigger one: AEC3 is still finding the echo path (it keeps it between answers).
+   barge-in, dated at the first of them. The first ``warmup_ms`` of each answer's echo cannot
+   trigger one: AEC3 is still finding the echo path. It learns it afresh for each answer (it is
+   reset once the echo has ended), because the path changes when the robot or the people
+   around it move, and a canceller converged on the previous path lets through more of the
+   robot's voice, for longer, than a cold one; with ``keep_echo_path`` it keeps the path from
+   one answer to the next (a fixed robot in a fixed room) and only the first ``warmup_ms`` of
+   echo the gate ever hears is excluded.
 4. Audio out: when the robot is silent, the microphone as captured. While it speaks, nothing
    until a barge-in; then the cancelled audio from ``pre_roll_ms`` before the barge-in's onset
    (so the first word is whole), and the cancelled audio after it until the person is silent for
    ``release_ms`` (the robot still speaking: back to withholding) or the echo has ended.
 
-``enabled=False`` is today's deaf gate: audio captured while the robot speaks (plus
-``tail_ms``) is withheld, nothing is cancelled and there is never a barge-in.
+``enabled=False`` is the deaf gate: audio captured while the robot speaks (plus
+``tail_ms``) is withheld, nothing is cancelled, no block waits for its reference and there is
+never a barge-in.
 
 Capture stamps that drift within ``jitter_ms`` of the sample count are taken as the sample
 count (the echo path would jump otherwise); a stamp further ahead is a gap (the chunks between
@@ -86,15 +92,20 @@ class EchoGateConfig:
     min_snr_db: float = 20.0
     #: Quieter windows never count as speech, whatever the noise floor, dBFS.
     min_level_dbfs: float = -60.0
-    #: Speech needed in a row for a barge-in, ms (rounded up to whole 32 ms windows).
-    min_speech_ms: float = 32.0
+    #: Speech needed in a row for a barge-in, ms (rounded up to whole 32 ms windows). Two
+    #: windows: over 72 answers heard one after another through one gate, a single window of
+    #: residual echo passed for speech twice, two in a row never (+40 ms to the reaction).
+    min_speech_ms: float = 64.0
     #: Audio handed on from before the barge-in's onset, ms.
     pre_roll_ms: float = 400.0
     #: After a barge-in, silence that ends it while the robot still speaks, ms.
     release_ms: float = 800.0
-    #: No barge-in until the canceller has heard this much of the robot (a cold AEC3 has not
-    #: found the echo path yet; it keeps it from one answer to the next), ms.
+    #: No barge-in until the canceller has heard this much of the robot's answer (a cold AEC3
+    #: has not found the echo path yet), ms.
     warmup_ms: float = 500.0
+    #: Keep the echo path from one answer to the next (then warmup_ms applies once) instead of
+    #: learning it afresh for each answer.
+    keep_echo_path: bool = False
     #: Echo outlives the speaker's last sample by this (room, buffers), ms.
     tail_ms: float = 300.0
     #: Longest wait for a reference that is due, in microphone time, ms.
@@ -132,8 +143,9 @@ class EchoGateConfig:
                 or not low <= value <= high
             ):
                 raise ValueError(f"{name} must be a number in [{low}, {high}], got {value!r}")
-        if not isinstance(self.enabled, bool):
-            raise ValueError(f"enabled must be a bool, got {self.enabled!r}")
+        for name in ("enabled", "keep_echo_path"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
         if self.echo_delay_max_ms < self.echo_delay_min_ms:
             raise ValueError(
                 f"echo_delay_max_ms ({self.echo_delay_max_ms}) must be >= "
@@ -217,12 +229,19 @@ class _Block:
 
 class EchoGate:
     """See the module docstring. ``canceller`` and ``vad`` can be given (tests); by default AEC3
-    and the project's Silero segmenter are built on first use."""
+    and the project's Silero segmenter are built by :meth:`load` or on first use. ``timeline``:
+    carry what the speaker played and when it spoke over from a gate this one replaces."""
 
-    def __init__(self, config: EchoGateConfig | None = None, canceller=None, vad=None):
+    def __init__(
+        self,
+        config: EchoGateConfig | None = None,
+        canceller=None,
+        vad=None,
+        timeline: ReferenceTimeline | None = None,
+    ):
         self.config = config or EchoGateConfig()
         c = self.config
-        self.timeline = ReferenceTimeline(history_s=c.history_s)
+        self.timeline = timeline or ReferenceTimeline(history_s=c.history_s)
         self._canceller = canceller
         self._vad = vad
         self._lock = threading.Lock()
@@ -246,6 +265,7 @@ class EchoGate:
         self._through = False  # listening through the robot after a barge-in
         self._silent_for = 0.0
         self._echo_active = False
+        self._answer_s = 0.0  # echo heard since the canceller started learning the path
         self._pre_roll: deque[GatedAudio] = deque()
         self._emitted_until = float("-inf")
         self._levels: deque[float] = deque(maxlen=FLOOR_BLOCKS)  # dBFS of recent blocks
@@ -253,6 +273,19 @@ class EchoGate:
         self.chunks = self.gaps = self.overlaps = self.unreferenced_blocks = self.barge_ins = 0
         self.dropped_overlap_s = self.cancelled_s = self.withheld_s = self.passed_s = 0.0
         self.cancel_seconds = self.vad_seconds = 0.0
+
+    def load(self) -> EchoGate:
+        """Build the canceller and the voice detector now rather than on the first echo (a node
+        calls it at start-up: loading in the middle of an answer would stall the stream)."""
+        with self._lock:
+            if self.config.enabled:
+                self._cancel(np.zeros(BLOCK, np.float32), np.zeros(BLOCK, np.float32))
+                if self._canceller is not None and hasattr(self._canceller, "reset"):
+                    self._canceller.reset()
+                self._speech_probability(np.zeros(WINDOW, np.float32))
+                if hasattr(self._vad, "reset"):
+                    self._vad.reset()
+        return self
 
     # ------------------------------------------------------------------ speaker side
 
@@ -380,8 +413,8 @@ class EchoGate:
             block = self._pending[0]
             far, complete = self.timeline.window(block.stamp - self._shift, BLOCK)
             overdue = newest - (block.stamp + BLOCK / ASR_SAMPLE_RATE) >= wait
-            if not complete and not force and not overdue:
-                break  # its reference is due: wait for it
+            if not complete and not force and not overdue and self.config.enabled:
+                break  # its reference is due: wait for it (the deaf gate does not use it)
             self._pending.popleft()
             self._process(block, far, complete, result)
         result.waiting_s = len(self._pending) * BLOCK / ASR_SAMPLE_RATE
@@ -413,12 +446,13 @@ class EchoGate:
         if not complete:
             self.unreferenced_blocks += 1
         self.cancelled_s += BLOCK / ASR_SAMPLE_RATE
+        self._answer_s += BLOCK / ASR_SAMPLE_RATE
         if not complete:
             self._blind_until = max(self._blind_until, end + self._max_delay + self._tail)
         trusted = (
             complete
             and block.stamp >= self._blind_until
-            and self.cancelled_s > self.config.warmup_ms / 1000.0
+            and self._answer_s > self.config.warmup_ms / 1000.0
         )
         piece = GatedAudio(cleaned, block.stamp, True)
         if self._through:
@@ -528,6 +562,10 @@ class EchoGate:
         self._through = False
         self._run = []
         self._pre_roll.clear()
+        if not self.config.keep_echo_path:  # the next answer's echo path is learnt afresh
+            self._answer_s = 0.0
+            if self._canceller is not None and hasattr(self._canceller, "reset"):
+                self._canceller.reset()
 
     def _trim_pre_roll(self) -> None:
         keep = (self.config.pre_roll_ms + 1000.0) / 1000.0  # the onset precedes the decision

@@ -155,6 +155,20 @@ class EchoRecording:
         for start in range(0, pcm.size, step):
             yield pcm[start : start + step], self.time_of(start)
 
+    def shifted(self, seconds: float) -> EchoRecording:
+        """The same recording captured ``seconds`` later (one stream of answers in a row)."""
+
+        def later(stamp: float | None) -> float | None:
+            return None if stamp is None else stamp + seconds
+
+        return replace(
+            self,
+            mic_start=self.mic_start + seconds,
+            reference_start=self.reference_start + seconds,
+            person_onset=later(self.person_onset),
+            person_end=later(self.person_end),
+        )
+
     def without_person(self) -> EchoRecording:
         """The same answer and room with nobody talking over it."""
         return replace(
@@ -215,13 +229,15 @@ def make_recording(
     person_text: str = "",
     path: EchoPath | None = None,
     onset_fraction: float | None = None,
+    gain_range_db: tuple[float, float] = GAIN_RANGE_DB,
 ) -> EchoRecording:
     """Place ``reference`` (int16 at ``reference_rate``) and ``person`` (float 16 kHz) in a room
-    drawn from ``rng`` (or ``path``), starting the person at ``onset_fraction`` of the answer."""
+    drawn from ``rng`` (or ``path``; its echo level from ``gain_range_db``), starting the person
+    at ``onset_fraction`` of the answer."""
     if path is None:
         path = EchoPath(
             delay_s=float(rng.uniform(*DELAY_RANGE_S)),
-            gain_db=float(rng.uniform(*GAIN_RANGE_DB)),
+            gain_db=float(rng.uniform(*gain_range_db)),
             rt60_s=float(rng.uniform(*RT60_RANGE_S)),
         )
     response = impulse_response(path, rng)
@@ -272,9 +288,11 @@ def make_corpus(
     voices: RecordingVoices | None = None,
     answers: Sequence[str] = ANSWERS,
     interruptions: Sequence[str] = INTERRUPTIONS,
+    gain_range_db: tuple[float, float] = GAIN_RANGE_DB,
 ) -> list[EchoRecording]:
     """``count`` answers (cycling through ``answers``), each in its own room with a person cutting
-    in; :meth:`EchoRecording.without_person` gives the echo-only version."""
+    in, the echo ``gain_range_db`` relative to the person;
+    :meth:`EchoRecording.without_person` gives the echo-only version."""
     if count < 1:
         raise ValueError(f"count must be >= 1, got {count}")
     voices = voices or RecordingVoices()
@@ -298,6 +316,7 @@ def make_corpus(
                 rng,
                 person_cache[said],
                 said,
+                gain_range_db=gain_range_db,
             )
         )
     return corpus

@@ -24,6 +24,9 @@ from uservlm_ros.speech.audio import ASR_SAMPLE_RATE, MAX_SAMPLE_RATE, MIN_SAMPL
 
 #: A piece starting within this of the previous piece's end continues it, seconds.
 JOIN_TOLERANCE_S = 0.002
+#: A stop stamped within this after the end of what the speaker reported playing: the time
+#: between is silence (see ReferenceTimeline.set_speaking), seconds.
+STOP_SLACK_S = 0.03
 
 
 @dataclass
@@ -59,6 +62,17 @@ class _Stream:
         if self.open:
             self.append(self.resampler.flush())
             self.open = False
+
+    def end_at(self, stamp: float, silence: bool) -> None:
+        """The speaker stopped at ``stamp``: what it reported after never played (cut); with
+        ``silence``, it played nothing between its last reported sample and ``stamp``."""
+        keep = max(0, int(np.ceil((stamp - self.start) * ASR_SAMPLE_RATE - 1e-6)))
+        if keep < self.length:
+            self.samples = self.joined()[:keep]
+            self.parts = [self.samples]
+            self.length = keep
+        elif keep > self.length and silence:
+            self.append(np.zeros(keep - self.length, dtype=np.float32))
 
 
 class ReferenceTimeline:
@@ -127,7 +141,9 @@ class ReferenceTimeline:
 
     def set_speaking(self, speaking: bool, stamp: float) -> None:
         """The speaker started (True) or stopped (False) at ``stamp``; repeats are ignored.
-        Stopping ends the reference streams: a later piece opens a new one."""
+        Stopping ends the reference streams begun before ``stamp`` at ``stamp``: the speaker may
+        have reported audio ahead of playing it, and what it had not played when it stopped never
+        reached the room. A later piece opens a new stream."""
         if not np.isfinite(stamp):
             raise ValueError(f"speaking stamp must be a finite time, got {stamp!r}")
         with self._lock:
@@ -140,8 +156,19 @@ class ReferenceTimeline:
                 self._intervals.append((start, min(max(stamp, start), start + self.max_speaking)))
                 self._intervals.sort()
                 self._open_since = None
-                for stream in self._streams:
+                ended = [
+                    stream
+                    for stream in self._streams
+                    if stream.start + stream.resampler.delay_seconds < stamp
+                ]
+                for stream in ended:
                     stream.close()
+                # The stop comes a moment after the last sample (a thread waking up, a device
+                # draining): up to STOP_SLACK_S after this interval's reference ends, that moment
+                # is known silence, not missing reference.
+                for stream in ended:
+                    playing = stream is ended[-1] and stream.end >= start
+                    stream.end_at(stamp, silence=playing and stamp - stream.end <= STOP_SLACK_S)
             self._prune()
 
     # ------------------------------------------------------------------ queries
@@ -238,4 +265,4 @@ class ReferenceTimeline:
         self._intervals = [(s, e) for s, e in self._intervals if e >= horizon]
 
 
-__all__ = ["JOIN_TOLERANCE_S", "ReferenceTimeline"]
+__all__ = ["JOIN_TOLERANCE_S", "STOP_SLACK_S", "ReferenceTimeline"]

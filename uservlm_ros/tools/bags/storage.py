@@ -34,7 +34,10 @@ KNOWN_TYPES = {
     "speech": "uservlm_ros/msg/Utterance",
     "speech_audio": "uservlm_ros/msg/AudioChunk",
     "speech_started": "std_msgs/msg/Header",
-    "robot_speaking": "std_msgs/msg/Bool",
+    "robot_speaking": "uservlm_ros/msg/SpeakingState",
+    "speech_played": "uservlm_ros/msg/AudioChunk",
+    "barge_in": "uservlm_ros/msg/BargeIn",
+    "stop_speaking": "std_msgs/msg/Header",
     "interactions": "uservlm_ros/msg/Interaction",
 }
 
@@ -163,7 +166,9 @@ def topic_qos(topic: str, chunk_seconds: float = 0.04):
         return qos.LATCHED
     if base == "speech_audio":
         return qos.SPEECH_AUDIO
-    if base in ("speech", "speech_started", "interactions"):
+    if base == "speech_played":
+        return qos.PLAYED
+    if base in ("speech", "speech_started", "interactions", "barge_in", "stop_speaking"):
         return qos.EVENTS
     if base == "diagnostics":
         return qos.DIAGNOSTICS

@@ -33,9 +33,8 @@ class Session:
         from rcl_interfaces.srv import GetParameters, SetParameters
         from rclpy.context import Context
         from rclpy.executors import SingleThreadedExecutor
-        from std_msgs.msg import Bool
 
-        from uservlm_ros.msg import AudioChunk, Interaction, Utterance
+        from uservlm_ros.msg import AudioChunk, Interaction, SpeakingState, Utterance
         from uservlm_ros.ros import qos
         from uservlm_ros.srv import Ask, Forget, Identify, Review, Synthesize, Transcribe
 
@@ -59,7 +58,9 @@ class Session:
         self.speaking = False
         self.speaking_changed = time.monotonic()
         self.spoke = 0  # times robot_speaking went true
-        self.echo_tail = 0.3  # asr_node's self_speech_tail, read in wait_ready()
+        # after the robot stops: how long asr_node's echo gate may still hold the microphone
+        # back (its tail plus the longest echo delay), read in wait_ready()
+        self.echo_tail = 0.55
         self.diagnostics: dict[str, tuple[float, int, str, dict]] = {}
         node = self.node
         node.create_subscription(
@@ -77,7 +78,7 @@ class Session:
             lambda m: self.spoken.append((time.time(), m.header.stamp, m.header.frame_id)),
             qos.SPEECH_AUDIO,
         )
-        node.create_subscription(Bool, "robot_speaking", self._on_speaking, qos.LATCHED)
+        node.create_subscription(SpeakingState, "robot_speaking", self._on_speaking, qos.LATCHED)
         node.create_subscription(
             DiagnosticArray, "/diagnostics", self._on_diagnostics, qos.DIAGNOSTICS
         )
@@ -107,8 +108,8 @@ class Session:
 
     # -- plumbing ---------------------------------------------------------------------------
     def _on_speaking(self, msg) -> None:
-        if bool(msg.data) != self.speaking:
-            self.speaking = bool(msg.data)
+        if bool(msg.speaking) != self.speaking:
+            self.speaking = bool(msg.speaking)
             self.spoke += int(self.speaking)
             self.speaking_changed = time.monotonic()
 
@@ -250,7 +251,8 @@ class Session:
                     "compute_type",
                     "beam_size",
                     *(f.name for f in dataclasses.fields(VadConfig)),
-                    "self_speech_tail",
+                    "barge_in.tail_ms",
+                    "barge_in.echo_delay_max_ms",
                     "speculative",
                 ],
             ),
@@ -268,7 +270,11 @@ class Session:
                 "dialogue_node", ["user_id", "speak", "stream_audio", "max_frame_skew"]
             ),
         }
-        self.echo_tail = float(params["asr_node"].get("self_speech_tail") or 0.0)
+        asr = params["asr_node"]
+        self.echo_tail = (
+            float(asr.get("barge_in.tail_ms") or 0.0)
+            + float(asr.get("barge_in.echo_delay_max_ms") or 0.0)
+        ) / 1000.0
         # What each engine node says it loaded (e.g. "active: piper:en_US-joe-medium").
         params["engines"] = {
             name: self.diag(name)[2] for name in CLOUD_NODES if self.diag(name) is not None
