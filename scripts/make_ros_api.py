@@ -64,10 +64,12 @@ INTERFACES = {
     },
     "dialogue_node": {
         "about": "Robot side. The spoken loop: each utterance with the camera frame nearest its "
-        "end goes to /uservlm/ask; one interaction record per turn.",
+        "end goes to the /uservlm/ask action; a barge-in cancels the turn being spoken; one "
+        "interaction record per turn.",
         "subscribes": [
             ("speech", "uservlm_ros/Utterance", "EVENTS"),
             ("speech_started", "std_msgs/Header", "EVENTS"),
+            ("barge_in", "uservlm_ros/BargeIn", "EVENTS"),
             ("camera/image_raw", "sensor_msgs/Image", "CAMERA"),
             ("camera/image_raw/compressed", "sensor_msgs/CompressedImage", "CAMERA"),
         ],
@@ -75,7 +77,7 @@ INTERFACES = {
             ("interactions", "uservlm_ros/Interaction", "EVENTS"),
             ("speech_audio", "uservlm_ros/AudioChunk", "SPEECH_AUDIO"),
         ],
-        "calls": [("uservlm/ask", "uservlm_ros/srv/Ask")],
+        "action_clients": [("uservlm/ask", "uservlm_ros/action/Ask")],
     },
     "asr_node": {
         "about": "Cloud side, lifecycle. Whisper (faster-whisper) speech to text, as a service "
@@ -125,8 +127,12 @@ INTERFACES = {
             ("camera/image_raw/compressed", "sensor_msgs/CompressedImage", "CAMERA"),
             ("persons/forgotten", "std_msgs/String", "EVENTS"),
         ],
-        "publishes": [("speech_audio", "uservlm_ros/AudioChunk", "SPEECH_AUDIO")],
+        "publishes": [
+            ("speech_audio", "uservlm_ros/AudioChunk", "SPEECH_AUDIO"),
+            ("stop_speaking", "std_msgs/Header", "EVENTS"),
+        ],
         "serves": [("uservlm/ask", "uservlm_ros/srv/Ask")],
+        "action_servers": [("uservlm/ask", "uservlm_ros/action/Ask")],
         "calls": [
             ("uservlm/identify", "uservlm_ros/srv/Identify"),
             ("uservlm/review", "uservlm_ros/srv/Review"),
@@ -264,7 +270,12 @@ def render() -> str:
                         f"- {title}: "
                         + "; ".join(f"`{topic}` ({kind}, {qos})" for topic, kind, qos in api[key])
                     )
-            for key, title in (("serves", "Serves"), ("calls", "Calls")):
+            for key, title in (
+                ("serves", "Serves"),
+                ("calls", "Calls"),
+                ("action_servers", "Action server"),
+                ("action_clients", "Action client"),
+            ):
                 if api.get(key):
                     out.append(
                         f"- {title}: " + "; ".join(f"`{name}` ({kind})" for name, kind in api[key])

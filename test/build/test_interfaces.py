@@ -70,10 +70,17 @@ def test_barge_in_messages():
     from uservlm_ros.msg import BargeIn, SpeakingState
 
     assert SpeakingState.get_fields_and_field_types() == {
-        "header": "std_msgs/Header", "speaking": "boolean", "turn_id": "string", "reason": "string"}
+        "header": "std_msgs/Header",
+        "speaking": "boolean",
+        "turn_id": "string",
+        "reason": "string",
+    }
     assert BargeIn.get_fields_and_field_types() == {
-        "header": "std_msgs/Header", "detected": "builtin_interfaces/Time", "probability": "float",
-        "level_dbfs": "float"}
+        "header": "std_msgs/Header",
+        "detected": "builtin_interfaces/Time",
+        "probability": "float",
+        "level_dbfs": "float",
+    }
 
 
 def test_type_support_is_loadable():
@@ -107,3 +114,19 @@ def test_person_fields_and_services():
     assert {"acknowledgement", "follow_up", "person_action"} <= set(
         Review.Response.get_fields_and_field_types()
     )
+
+
+def test_the_ask_action_mirrors_the_ask_service():
+    """One turn, two interfaces: goal = request, result = response + cancelled, same types."""
+    from uservlm_ros.action import Ask as AskAction
+    from uservlm_ros.srv import Ask
+
+    assert AskAction.Goal.get_fields_and_field_types() == Ask.Request.get_fields_and_field_types()
+    result = dict(AskAction.Result.get_fields_and_field_types())
+    assert result.pop("cancelled") == "boolean"
+    assert result == Ask.Response.get_fields_and_field_types()
+    assert AskAction.Feedback.get_fields_and_field_types() == {
+        "stage": "string",
+        "text": "string",
+        "elapsed_seconds": "double",
+    }

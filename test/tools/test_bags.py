@@ -231,5 +231,5 @@ def test_recording_leaves_the_face_crops_out_by_default():
     # only when someone names them
     assert not [topic for topic in bags.DEFAULT_TOPICS if "humans" in topic]
     parser = argparse.ArgumentParser()
-    bags.add_record_parser(parser.add_subparsers())
+    bags_cli.add_record_parser(parser.add_subparsers())
     assert parser.parse_args(["record", "out"]).topics == list(bags.DEFAULT_TOPICS)

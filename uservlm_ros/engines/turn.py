@@ -54,6 +54,7 @@ class TurnResult:
     generated_tokens: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     speech: Speech | None = None
+    cancelled: bool = False  # the caller cancelled the turn (error then says why)
 
 
 def validate_question(question: str, max_chars: int = MAX_QUESTION_CHARS_DEFAULT) -> str:
@@ -80,6 +81,12 @@ class EngineBusyError(RuntimeError):
     """The model is serving another request and did not become free in time."""
 
 
+class TurnCancelled(BaseException):
+    """The turn's caller cancelled it (an action's cancel, a newer goal, a barge-in). Raised from
+    inside a stage (e.g. the VLM's token callback); a BaseException, so that the stages' own
+    ``except Exception`` error handling does not turn it into an engine fault."""
+
+
 def run_turn(
     question: str,
     answer_fn: Callable,
@@ -94,9 +101,39 @@ def run_turn(
     """Answer one question. ``review_fn(question, has_image)`` is the ethics review (it may
     return None when no review runs); ``answer_fn(question, image, user_context)`` returns the VLM
     engine's answer object; a review's ``follow_up`` is appended to the answer;
-    ``synthesize_fn`` (when speaking) returns a Speech. Never raises."""
+    ``synthesize_fn`` (when speaking) returns a Speech. A stage that raises
+    :class:`TurnCancelled` ends the turn with ``cancelled``. Never raises."""
     started = time.perf_counter() if started is None else started
     result = TurnResult(success=False, image_source=image_source)
+    try:
+        return _run(
+            result,
+            question,
+            answer_fn,
+            image,
+            user_context,
+            synthesize_fn,
+            review_fn,
+            max_question_chars,
+            started,
+        )
+    except TurnCancelled as cancel:
+        result.success, result.cancelled = False, True
+        result.error = f"cancelled: {cancel}" if str(cancel) else "cancelled"
+        return _finish(result, started)
+
+
+def _run(
+    result,
+    question,
+    answer_fn,
+    image,
+    user_context,
+    synthesize_fn,
+    review_fn,
+    max_question_chars,
+    started,
+) -> TurnResult:
     try:
         question = validate_question(question, max_question_chars)
     except ValueError as error:

@@ -2,14 +2,15 @@
 
 For each utterance on ``speech`` it picks the camera frame nearest the end of the utterance (kept
 locally, so one frame per turn crosses the uplink instead of a 30 Hz stream; a JPEG frame is sent
-as it came, undecoded), calls
-``uservlm/ask`` with ``speak: true`` — the same path as any other ask, ethics review included —
-has the cloud publish the answer's audio on ``speech_audio`` for the speaker (``publish_audio``: it
-does not come back through this node), and, once the speaker reports
-the first sample out on ``speech_started``, one ``interactions`` record with every stage's time.
+as it came, undecoded), sends it as a goal of the ``uservlm/ask`` action with ``speak: true`` (the
+same turn as the Ask service, ethics review included), has the cloud publish the answer's audio
+on ``speech_audio`` for the speaker (``publish_audio``: it does not come back through this node),
+and, once the speaker reports the first sample out on ``speech_started``, publishes one
+``interactions`` record with every stage's time. A barge-in cancels the turn in flight.
 
 The cloud side may be down or restarted at any time: the node keeps running, says so in its log
-and on /diagnostics, and a turn in flight ends with an error after ``ask_timeout``, never a hang.
+and on /diagnostics, and a turn in flight ends with an error as soon as its server is seen gone
+(else after ``ask_timeout``), never a hang.
 """
 
 from __future__ import annotations
@@ -24,15 +25,16 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallb
 from rclpy.node import Node
 from std_msgs.msg import Header
 
-from uservlm_ros.msg import AudioChunk, Interaction, Utterance
+from uservlm_ros.action import Ask as AskAction
+from uservlm_ros.msg import AudioChunk, BargeIn, Interaction, Utterance
 from uservlm_ros.ros import qos
+from uservlm_ros.ros.ask_client import AskActionClient
 from uservlm_ros.ros.conversions import check_compressed, check_image, stamp_to_seconds
 from uservlm_ros.ros.diagnostics import OK, WARN, publish_status
 from uservlm_ros.ros.frame_buffer import FrameBuffer, subscribe_camera
 from uservlm_ros.ros.parameters import declare
 from uservlm_ros.ros.runner import EVENTS, run_node
-from uservlm_ros.ros.service_client import ServiceUnavailable, call_with_timeout
-from uservlm_ros.srv import Ask
+from uservlm_ros.ros.service_client import ServiceUnavailable
 
 PARAMETERS = {
     "user_id": (
@@ -85,15 +87,14 @@ class DialogueNode(Node):
         self._started: dict[str, float] = {}
         self._started_event = threading.Condition()
         self._counter = itertools.count(1)
-        self.turns_done = self.turns_failed = self.turns_dropped = 0
+        self.turns_done = self.turns_failed = self.turns_dropped = self.turns_interrupted = 0
+        self._in_flight = ""  # the turn whose goal runs
         self.cloud_up: bool | None = None
         self.last_error = ""
 
         services = ReentrantCallbackGroup()
         events = MutuallyExclusiveCallbackGroup()
-        self._ask = self.create_client(
-            Ask, "uservlm/ask", qos_profile=qos.SERVICES, callback_group=services
-        )
+        self._ask = AskActionClient(self, callback_group=services)
         self._audio_out = self.create_publisher(AudioChunk, "speech_audio", qos.SPEECH_AUDIO)
         self._interactions = self.create_publisher(Interaction, "interactions", qos.EVENTS)
         self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", qos.DIAGNOSTICS)
@@ -102,6 +103,9 @@ class DialogueNode(Node):
         )
         self.create_subscription(
             Header, "speech_started", self.on_speech_started, qos.EVENTS, callback_group=events
+        )
+        self.create_subscription(
+            BargeIn, "barge_in", self.on_barge_in, qos.EVENTS, callback_group=events
         )
         subscribe_camera(self, self.frames, callback_group=events)
         self.create_timer(1.0, self.tick, callback_group=events)
@@ -133,6 +137,14 @@ class DialogueNode(Node):
                     f"turn queue full: dropped the utterance {dropped.text!r}"
                 )
 
+    def on_barge_in(self, event: BargeIn) -> None:
+        """The person spoke over the robot: the turn being spoken ends here (the speaker has
+        stopped by itself); what they said comes next on ``speech``, as the next turn."""
+        if event.header.frame_id and event.header.frame_id == self._in_flight:
+            if self._ask.cancel():
+                self.turns_interrupted += 1
+                self.get_logger().info(f"{event.header.frame_id}: barge-in, turn cancelled")
+
     def on_speech_started(self, header: Header) -> None:
         with self._started_event:
             self._started[header.frame_id] = stamp_to_seconds(header.stamp)
@@ -151,7 +163,7 @@ class DialogueNode(Node):
             except Exception as error:  # a bug in one turn must not end the loop
                 self.get_logger().error(f"turn failed: {type(error).__name__}: {error}")
 
-    def _user_image(self, speech_end: float, request: Ask.Request) -> str:
+    def _user_image(self, speech_end: float, request: AskAction.Goal) -> str:
         """Put the camera frame nearest the end of speech into ``request`` as it arrived (a JPEG
         stays a JPEG: no decoding here, ~40 KB instead of 900 KB on the uplink); its source."""
         frame = self.frames.nearest(speech_end)
@@ -186,7 +198,7 @@ class DialogueNode(Node):
         )
         # The cloud publishes the answer's audio for the speaker itself (publish_audio): it does
         # not travel back through this node first.
-        request = Ask.Request(
+        request = AskAction.Goal(
             question=utterance.text,
             user_id=self.param("user_id"),
             speak=self.param("speak"),
@@ -196,11 +208,14 @@ class DialogueNode(Node):
         )
         record.image_source = self._user_image(speech_end, request)
         sent = time.time()
+        self._in_flight = turn_id
         try:
-            response = call_with_timeout(self._ask, request, self.param("ask_timeout"))
+            response = self._ask.run(request, self.param("ask_timeout"), self._on_feedback)
         except (ServiceUnavailable, TimeoutError, RuntimeError) as error:
             record.success, record.error = False, f"cloud side: {error}"
             return self._finish(record)
+        finally:
+            self._in_flight = ""
         answered = time.time()
         record.speech_end_to_answer = max(0.0, answered - speech_end)
         record.ask_round_trip_seconds = answered - sent
@@ -232,6 +247,13 @@ class DialogueNode(Node):
                 record.speech_end_to_audio_out = max(0.0, started - speech_end)
         return self._finish(record)
 
+    def _on_feedback(self, feedback: AskAction.Feedback) -> None:
+        self.get_logger().debug(f"ask: {feedback.stage} after {feedback.elapsed_seconds:.2f} s")
+
+    def cancel_turn(self) -> bool:
+        """Cancel the turn in flight, if any (its answer stops; the speaker stops its audio)."""
+        return self._ask.cancel()
+
     def _wait_started(self, turn_id: str, timeout: float) -> float | None:
         deadline = time.monotonic() + timeout
         with self._started_event:
@@ -261,7 +283,7 @@ class DialogueNode(Node):
 
     # -- health -------------------------------------------------------------------------------
     def tick(self) -> None:
-        up = self._ask.service_is_ready()
+        up = self._ask.server_is_ready()
         if up != self.cloud_up:
             if up:
                 self.get_logger().info("cloud side reachable: /uservlm/ask is up")
@@ -275,6 +297,7 @@ class DialogueNode(Node):
             "turns_done": self.turns_done,
             "turns_failed": self.turns_failed,
             "turns_dropped": self.turns_dropped,
+            "turns_interrupted": self.turns_interrupted,
             "frames_received": self.frames.received,
             "last_error": self.last_error,
         }

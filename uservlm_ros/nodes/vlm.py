@@ -1,4 +1,6 @@
-"""vlm_node: User-VLM answers as the service ``uservlm/ask`` (uservlm_ros/srv/Ask).
+"""vlm_node: User-VLM answers at ``uservlm/ask``, as a service (uservlm_ros/srv/Ask) and as an
+action with feedback and cancel (uservlm_ros/action/Ask), one turn and one code path
+(:meth:`VLMNode.run_ask`).
 
 Lifecycle node around :class:`uservlm_ros.engines.vlm.VLMEngine` (PaliGemma 2 + a LoRA or MoLE
 adapter; a tiny randomly initialised PaliGemma 2 offline, whose answers are meaningless). Keeps the
@@ -12,6 +14,10 @@ the model and the review see the crop around them, and a request without a ``use
 person resolved from the face (anonymous when there is none). What perception saw goes to the
 review: no face, nothing to infer from looks. ``persons/forgotten`` drops the cached image
 features of a person who left or was forgotten.
+
+A cancelled goal (a cancel request, or preempted by a newer one under ``goal_policy: preempt``)
+stops generating at the next token, drops the sentences not yet synthesised and the pieces not yet
+sent, and tells the speaker to stop the turn's audio (``stop_speaking``).
 """
 
 from __future__ import annotations
@@ -23,13 +29,13 @@ import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from std_msgs.msg import String
 
+from uservlm_ros.action import Ask as AskAction
 from uservlm_ros.engines import turn
 from uservlm_ros.engines import vlm as vlm_engine
-from uservlm_ros.msg import AudioChunk
 from uservlm_ros.ros import qos
+from uservlm_ros.ros.ask_action import AskActionServer, AskProgress
 from uservlm_ros.ros.conversions import (
     array_to_audio,
-    audio_to_array,
     check_compressed,
     compressed_is_empty,
     compressed_to_rgb,
@@ -41,9 +47,9 @@ from uservlm_ros.ros.executors import InlineCallbackGroup
 from uservlm_ros.ros.frame_buffer import FrameBuffer, subscribe_camera
 from uservlm_ros.ros.runner import run_node
 from uservlm_ros.ros.service_client import call_with_timeout, wait_for_server
-from uservlm_ros.speech.pacer import SpeechPacer
+from uservlm_ros.ros.speech_out import SpeechOut
 from uservlm_ros.speech.sentences import SentenceSpeaker
-from uservlm_ros.srv import Ask, Identify, Review, Synthesize
+from uservlm_ros.srv import Ask, Identify, Review
 
 FORGOTTEN_TOPIC = "persons/forgotten"  # person_node's: a person left or was forgotten
 # what can be inferred from an image without a face: the surroundings, nothing about looks
@@ -125,6 +131,11 @@ class VLMNode(EngineNode):
             "Seconds to wait for person_node's uservlm/identify (then: the whole image, "
             "anonymous unless a user_id was given)",
         ),
+        "goal_policy": (
+            "preempt",
+            "What a new Ask action goal does while one runs: preempt (the running goal ends "
+            "cancelled) | queue (it waits its turn)",
+        ),
         "speech_chunk_seconds": (
             0.5,
             "Spoken audio goes out on speech_audio in pieces: the first this many "
@@ -141,12 +152,6 @@ class VLMNode(EngineNode):
         self._service_group = ReentrantCallbackGroup()
         self._camera_group = InlineCallbackGroup()  # frames are only stored: no pool hand-off
         self._camera_subscriptions = []
-        self._synthesize = self.create_client(
-            Synthesize,
-            "uservlm/synthesize",
-            qos_profile=qos.SERVICES,
-            callback_group=self._service_group,
-        )
         self._review = self.create_client(
             Review, "uservlm/review", qos_profile=qos.SERVICES, callback_group=self._service_group
         )
@@ -169,10 +174,15 @@ class VLMNode(EngineNode):
             qos.EVENTS,
             callback_group=MutuallyExclusiveCallbackGroup(),  # may wait for a running answer
         )
-        # publish_audio / stream_audio asks: the answer (each sentence) goes straight to the
-        # robot's speaker.
-        self._speech_audio = self.create_publisher(AudioChunk, "speech_audio", qos.SPEECH_AUDIO)
-        self._pacer = SpeechPacer(self._send_piece)
+        # speak asks: synthesis, and with publish_audio / stream_audio the answer (each
+        # sentence) straight to the robot's speaker
+        self.speech = SpeechOut(
+            self,
+            self._service_group,
+            timeout=lambda: self.param("synthesize_timeout"),
+            first_seconds=lambda: self.param("speech_chunk_seconds"),
+        )
+        self._ask_action: AskActionServer | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
     def load_engine(self, config):
@@ -194,23 +204,38 @@ class VLMNode(EngineNode):
         self._activated_at = time.monotonic()
         self._camera_subscriptions = subscribe_camera(self, self.frames, self._camera_group)
         self.serve(Ask, "uservlm/ask", self.on_ask, self._service_group)
+        self._ask_action = AskActionServer(
+            self,
+            AskAction,
+            "uservlm/ask",
+            self.on_ask_goal,
+            policy=lambda: self.param("goal_policy"),
+            callback_group=self._service_group,
+        )
 
     def destroy_interfaces(self) -> None:
+        if self._ask_action is not None:
+            self._ask_action.destroy()
+            self._ask_action = None
         for subscription in self._camera_subscriptions:
             self.destroy_subscription(subscription)
         self._camera_subscriptions = []
         super().destroy_interfaces()
 
     def destroy_node(self):
-        self._pacer.close()  # pieces still waiting go out before the publisher goes
+        self.speech.close()
         return super().destroy_node()
 
     def diagnostic_values(self) -> dict[str, str]:
         return {
             "frames_received": str(self.frames.received),
             "frames_dropped": str(self.frames.dropped),
-            "speech_pieces_sent": str(self._pacer.sent),
-            "speech_piece_errors": str(self._pacer.send_errors),
+            "speech_pieces_sent": str(self.speech.pacer.sent),
+            "speech_piece_errors": str(self.speech.pacer.send_errors),
+            "speech_pieces_dropped": str(self.speech.pacer.dropped),
+            "goals": str(self._ask_action.goals if self._ask_action else 0),
+            "goals_cancelled": str(self._ask_action.cancelled if self._ask_action else 0),
+            "goals_preempted": str(self._ask_action.preempted if self._ask_action else 0),
             "person_node": str(bool(self._identify_was_up)),
             "cached_persons_dropped": str(self.persons_dropped),
             "placeholder_model": str(bool(self.engine and self.engine.placeholder)),
@@ -377,73 +402,25 @@ class VLMNode(EngineNode):
             follow_up=response.follow_up,
         )
 
-    def synthesize(self, text: str) -> turn.Speech:
-        request = Synthesize.Request(text=text)
-        response = call_with_timeout(self._synthesize, request, self.param("synthesize_timeout"))
-        if not response.success:
-            raise RuntimeError(response.error)
-        samples = audio_to_array(response.audio)[:, 0]
-        return turn.Speech(
-            samples=samples,
-            sample_rate=int(response.audio.sample_rate),
-            seconds=float(response.synthesis_seconds),
-        )
-
-    def _publish_speech(self, speech: turn.Speech, turn_id: str) -> float | None:
-        """Send synthesized speech on speech_audio for the robot's speaker (frame_id = turn id:
-        the speaker joins the pieces), paced (:class:`uservlm_ros.speech.pacer.SpeechPacer`): a
-        first piece of ``speech_chunk_seconds`` at once, then pieces twice as long each, every
-        one sent when the audio before it has half played. Returns the perf_counter time of the
-        first piece's header stamp (where the bench splits the spoken path), None if it waits
-        behind this turn's earlier pieces."""
-        return self._pacer.speak(
-            speech.samples,
-            speech.sample_rate,
-            turn_id,
-            first_seconds=float(self.param("speech_chunk_seconds")),
-        )
-
-    def _send_piece(self, samples: np.ndarray, sample_rate: int, turn_id: str) -> None:
-        self._speech_audio.publish(
-            array_to_audio(
-                samples, sample_rate, stamp=self.get_clock().now().to_msg(), frame_id=turn_id
-            )
-        )
-
-    def speak_sentence(self, sentence: str, turn_id: str) -> float:
-        """Synthesize one sentence and publish it for the robot's speaker at once."""
-        speech = self.synthesize(sentence)
-        self._publish_speech(speech, turn_id)
-        return speech.seconds
-
-    def speak_whole(self, text: str, turn_id: str, published: list) -> turn.Speech:
-        """run_turn's synthesis step with publish_audio: the whole answer goes to the robot's
-        speaker as soon as it is synthesized; its publish time is appended to ``published``."""
-        speech = self.synthesize(text)
-        sent = self._publish_speech(speech, turn_id)
-        if sent is not None:
-            published.append(sent)
-        return turn.Speech(samples=np.zeros(0, np.int16), sample_rate=0, seconds=speech.seconds)
-
-    def finish_stream(
-        self, speaker: SentenceSpeaker, text: str, follow_up: str = ""
-    ) -> turn.Speech:
-        """run_turn's synthesis step in stream_audio mode: the answer's sentences are already on
-        their way (a clarifying question is fed whole, a review's follow-up after the answer);
-        wait for the last one."""
-        if not speaker.fed:
-            speaker.feed(text)
-        elif follow_up and text.endswith(follow_up):
-            speaker.feed(" " + follow_up)
-        speaker.finish(self.param("synthesize_timeout"))
-        return turn.Speech(
-            samples=np.zeros(0, np.int16), sample_rate=0, seconds=speaker.synthesis_seconds
-        )
-
     def on_ask(self, request: Ask.Request, response: Ask.Response):
+        """The service: the turn, answered when it is done."""
+        self.fill_response(response, self.run_ask(request, AskProgress()))
+        return response
+
+    def on_ask_goal(self, goal: AskAction.Goal, progress: AskProgress) -> AskAction.Result:
+        """The action: the same turn, reporting its stages and stoppable (AskActionServer)."""
+        result = self.run_ask(goal, progress)
+        message = AskAction.Result()
+        self.fill_response(message, result)
+        message.cancelled = result.cancelled
+        return message
+
+    def run_ask(self, request, progress: AskProgress) -> turn.TurnResult:
+        """One turn for an Ask request or goal: image, person, review, answer, speech."""
         started = time.perf_counter()
-        speaker = None
-        published: list[float] = []  # publish_audio: when the answer's audio went out
+        progress.stage("transcribed", "")
+        progress.on_cancel(lambda: self.speech.stop(request.turn_id))
+        speaking = _Speaking(self, request, progress)
         try:
             image, source, message = self._request_image(request)
         except ValueError as error:
@@ -455,27 +432,23 @@ class VLMNode(EngineNode):
             # Decoding the image is image preprocessing: counted with the VLM's own preprocess.
             decode_seconds = time.perf_counter() - started
             person = self.resolve_person(request, image, source, message)
-            reviewed: list[turn.ReviewOutcome] = []
-            synthesize_fn = self.synthesize if request.speak else None
-            if request.speak and request.publish_audio and not request.stream_audio:
-                synthesize_fn = lambda text: self.speak_whole(text, request.turn_id, published)  # noqa: E731
-            if request.speak and request.stream_audio:
-                speaker = SentenceSpeaker(
-                    lambda sentence: self.speak_sentence(sentence, request.turn_id)
-                )
-                synthesize_fn = lambda text: self.finish_stream(  # noqa: E731
-                    speaker, text, reviewed[0].follow_up if reviewed and reviewed[0] else ""
-                )
-            on_token = speaker.feed if speaker else None
 
             def answer(question, image, context):
+                progress.check()
                 return self.answer(
-                    question, image, context, person_key=person.person_id, on_token=on_token
+                    question,
+                    image,
+                    context,
+                    person_key=person.person_id,
+                    on_token=speaking.on_token,
                 )
 
             def review(question, has_image):
+                progress.check()
                 outcome = self.review(question, has_image, person.person_id, person.no_face)
-                reviewed.append(outcome)
+                speaking.reviewed = outcome
+                progress.check()
+                progress.stage("reviewed")
                 return outcome
 
             try:
@@ -484,30 +457,33 @@ class VLMNode(EngineNode):
                     answer,
                     image=person.image,
                     image_source=person.source,
-                    synthesize_fn=synthesize_fn,
+                    synthesize_fn=speaking.synthesize_fn(),
                     review_fn=review,
                     max_question_chars=self.param("max_question_chars"),
                     started=started,
                 )
             finally:
-                if speaker is not None:
-                    speaker.close()
+                speaking.close()
             result.person_id, result.person_status = person.person_id, person.status
             result.timings["person"] = person.seconds
             result.timings["preprocess"] = result.timings.get("preprocess", 0.0) + decode_seconds
-        if speaker is not None and speaker.first_audio_at is not None:
-            result.timings["first_audio"] = speaker.first_audio_at - started
-        elif published:  # publish_audio: the whole answer went out
-            result.timings["first_audio"] = published[0] - started
-        self.fill_response(response, result)
+        if progress.cancelled and not result.cancelled:  # cancelled after its last check
+            result.success, result.cancelled = False, True
+            result.error = f"cancelled: {progress.reason}"
+        first_audio = speaking.first_audio_at()
+        if first_audio is not None:
+            result.timings["first_audio"] = first_audio - started
+        if result.success:
+            progress.stage("answered", result.answer)
         self.count_request(result.error)
         if result.success:
             self.stage_times.add(**result.timings)
         else:
             self.get_logger().warning(f"ask failed: {result.error}")
-        return response
+        return result
 
-    def fill_response(self, response: Ask.Response, result: turn.TurnResult) -> None:
+    def fill_response(self, response, result: turn.TurnResult) -> None:
+        """An Ask response or an Ask action result (the same fields) from ``result``."""
         response.success = result.success
         response.error = result.error
         response.answer = result.answer
@@ -537,6 +513,96 @@ class VLMNode(EngineNode):
                 stamp=self.get_clock().now().to_msg(),
                 frame_id="tts",
             )
+
+
+class _Speaking:
+    """How one ask's answer is spoken (``speak``, ``publish_audio``, ``stream_audio``), its
+    feedback as sentences are written and audio goes out, and its checks for a cancel."""
+
+    def __init__(self, node: VLMNode, request, progress: AskProgress):
+        self.node, self.request, self.progress = node, request, progress
+        self.reviewed: turn.ReviewOutcome | None = None
+        self.published: list[float] = []  # publish_audio: when the answer's audio went out
+        self.speaker: SentenceSpeaker | None = None
+        self._reported = 0  # sentences reported as feedback
+        if request.speak and request.stream_audio:
+            self.speaker = SentenceSpeaker(self._speak_sentence)
+            progress.on_cancel(self.speaker.cancel)
+
+    def synthesize_fn(self):
+        request = self.request
+        if not request.speak:
+            return None
+        if request.stream_audio:
+            return self._finish_stream
+        if request.publish_audio:
+            return self._speak_whole
+        return self.node.speech.synthesize
+
+    def on_token(self, piece: str) -> None:
+        """The model wrote ``piece``: stop here if cancelled; feed the sentence speaker and
+        report each sentence it cut."""
+        self.progress.check()
+        if self.speaker is None:
+            return
+        self.speaker.feed(piece)
+        self._report_sentences()
+
+    def _report_sentences(self) -> None:
+        sentences = list(self.speaker.written)
+        for count in range(self._reported + 1, len(sentences) + 1):
+            stage = "first_sentence" if count == 1 else "sentence"
+            self.progress.stage(stage, " ".join(sentences[:count]))
+        self._reported = max(self._reported, len(sentences))
+
+    def _speak_sentence(self, sentence: str) -> float:
+        """The sentence speaker's worker: synthesize one sentence and send it at once, unless
+        the ask was cancelled meanwhile (the turn's thread then ends it)."""
+        if self.progress.cancelled:
+            return 0.0
+        speech = self.node.speech.synthesize(sentence)
+        if not self.progress.cancelled:
+            self._published(self.node.speech.publish(speech, self.request.turn_id))
+        return speech.seconds
+
+    def _speak_whole(self, text: str) -> turn.Speech:
+        """publish_audio: the whole answer to the robot's speaker as soon as it is synthesized."""
+        self.progress.check()
+        speech = self.node.speech.synthesize(text)
+        self.progress.check()
+        self._published(self.node.speech.publish(speech, self.request.turn_id))
+        return turn.Speech(samples=np.zeros(0, np.int16), sample_rate=0, seconds=speech.seconds)
+
+    def _finish_stream(self, text: str) -> turn.Speech:
+        """stream_audio: the answer's sentences are already on their way (a clarifying question
+        is fed whole, a review's follow-up after the answer); wait for the last one."""
+        speaker = self.speaker
+        follow_up = self.reviewed.follow_up if self.reviewed else ""
+        if not speaker.fed:
+            speaker.feed(text)
+        elif follow_up and text.endswith(follow_up):
+            speaker.feed(" " + follow_up)
+        self._report_sentences()
+        speaker.finish(self.node.param("synthesize_timeout"))
+        self.progress.check()
+        return turn.Speech(
+            samples=np.zeros(0, np.int16), sample_rate=0, seconds=speaker.synthesis_seconds
+        )
+
+    def _published(self, first_piece_at: float | None) -> None:
+        if first_piece_at is not None:
+            if not self.published:
+                self.progress.stage("first_audio")
+            self.published.append(first_piece_at)
+
+    def first_audio_at(self) -> float | None:
+        if self.speaker is not None and self.speaker.first_audio_at is not None:
+            return self.speaker.first_audio_at
+        return self.published[0] if self.published else None
+
+    def close(self) -> None:
+        if self.speaker is not None:
+            self.speaker.close()
 
 
 def main(args=None) -> int:

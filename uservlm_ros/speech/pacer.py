@@ -62,6 +62,7 @@ class SpeechPacer:
         self._closed = False
         self.sent = 0
         self.send_errors = 0
+        self.dropped = 0  # pieces of cancelled turns never sent
         self._worker = threading.Thread(target=self._run, name="speech_pacer", daemon=True)
         self._worker.start()
 
@@ -103,6 +104,15 @@ class SpeechPacer:
             self._closed = True
             self._cond.notify()
         self._worker.join(timeout)
+
+    def drop(self, turn_id: str) -> int:
+        """Forget the pieces of ``turn_id`` not sent yet (its turn was cancelled); how many."""
+        with self._cond:
+            kept = deque(item for item in self._waiting if item[3] != turn_id)
+            dropped = len(self._waiting) - len(kept)
+            self._waiting = kept
+            self.dropped += dropped
+            return dropped
 
     @property
     def waiting(self) -> int:

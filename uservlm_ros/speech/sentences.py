@@ -70,7 +70,8 @@ class SentenceSpeaker:
         self._text = ""
         self.fed = False
         self._queue: queue.Queue = queue.Queue()
-        self.sentences: list[str] = []
+        self.written: list[str] = []  # the sentences cut from the text so far, in order
+        self.sentences: list[str] = []  # those spoken
         self.synthesis_seconds = 0.0
         self.first_audio_at: float | None = None  # perf_counter time the first sentence was out
         self.error: Exception | None = None
@@ -107,6 +108,7 @@ class SentenceSpeaker:
         """Queue one piece for speech; a piece of punctuation alone ("...") is silent, and TTS
         refuses it, so it is not queued."""
         if any(char.isalnum() for char in sentence):
+            self.written.append(sentence)
             self._queue.put(sentence)
             self._queued += 1
 
