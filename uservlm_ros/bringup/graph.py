@@ -98,7 +98,7 @@ def nodes(
 
 
 # Robot-side nodes that join the composed cloud process when they are started with it (one host):
-# dialogue_node takes the turn where the engines are, so its ask is an in-process call.
+# dialogue_node takes the turn where the engines are (its utterances arrive in-process).
 JOINS_CLOUD = ("dialogue_node",)
 
 

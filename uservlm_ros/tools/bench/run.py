@@ -39,8 +39,9 @@ def run_bench(options: BenchOptions, log=print) -> tuple[dict, str]:
         "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()},
     }
     meta["cloud_processes"] = (
-        "one process (cloud_node, --compose) with dialogue_node: ask, review and "
-        "synthesis called in-process, each node on its own executor thread"
+        "one process (cloud_node, --compose) with dialogue_node: review, synthesis and "
+        "identify called in-process (the Ask action on loopback DDS), each node on its own "
+        "executor thread"
         if options.compose
         else "one process per node"
     )
@@ -217,8 +218,8 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--compose",
         action="store_true",
-        help="run the cloud nodes and dialogue_node in one process (cloud_node): the ask, the "
-        "ethics review and TTS are called in-process instead of over DDS",
+        help="run the cloud nodes and dialogue_node in one process (cloud_node): the ethics "
+        "review, TTS and identify are called in-process instead of over DDS",
     )
     parser.add_argument(
         "--low-latency",
