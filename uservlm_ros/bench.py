@@ -1128,7 +1128,7 @@ def _run_bench(options: BenchOptions, out_dir: Path, meta: dict, log) -> tuple[d
 
 
 def _run_netns(options: BenchOptions, out_dir: Path, meta: dict, log) -> dict:
-    from uservlm_ros.launcher import GraphProcesses
+    from uservlm_ros.launcher import GraphProcesses, die_with_parent
     from uservlm_ros.netlink import shaped_link
 
     with shaped_link(options.link_rate) as link:
@@ -1163,7 +1163,8 @@ def _run_netns(options: BenchOptions, out_dir: Path, meta: dict, log) -> dict:
                                                             env.get("PYTHONPATH", "")) if p)
             worker = subprocess.Popen([*link.exec_prefix("robot"), sys.executable, "-m", "uservlm_ros.bench",
                                        "--session", str(config_path), str(result_path)], env=env,
-                                      stdin=subprocess.DEVNULL, start_new_session=True)
+                                      stdin=subprocess.DEVNULL, start_new_session=True,
+                                      preexec_fn=die_with_parent())
             alive = _watch(graphs)
             while worker.poll() is None:
                 alive()
@@ -1205,8 +1206,12 @@ def cmd_bench(args) -> int:
     if args.turns < 1 or args.warmup < 0:
         print("error: --turns must be >= 1 and --warmup >= 0", file=sys.stderr)
         return 64
+    from uservlm_ros.launcher import interrupt_on
+
     try:
-        _, report = run_bench(options_from_args(args), log=lambda text: print(text, flush=True))
+        with interrupt_on():  # SIGTERM, SIGHUP: the graph stops as on Ctrl-C
+            _, report = run_bench(options_from_args(args),
+                                  log=lambda text: print(text, flush=True))
     except (BenchError, bags.BagError, LinkError) as error:
         print(f"[bench] error: {error}", file=sys.stderr)
         return 2

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gc
+import signal
 import threading
 import traceback
 
@@ -23,6 +24,24 @@ def run_node(node_factory, args=None, threads: int = DEFAULT_THREADS) -> int:
     return run_nodes([(node_factory, threads)], args)
 
 
+def _interrupt_on_sigterm() -> None:
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt("SIGTERM")
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)
+
+
+def _no_interrupt_while_stopping() -> None:
+    """A terminal's Ctrl-C reaches every process of its group, and ``ros2 launch`` then sends each
+    node SIGINT again: that second interrupt must not cut the clean-up short (a traceback and
+    "process has died"); the clean-up is bounded (SHUTDOWN_SECONDS). SIGTERM, what launch and
+    ``uservlm up`` escalate to when a node does not end, ends it at once."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _executor(threads: int):
     return EventsSpinner() if threads == EVENTS else StreamExecutor(num_threads=threads)
 
@@ -36,7 +55,12 @@ def run_nodes(members, args=None, connect=None) -> int:
     its wait set in Python from every entity of its nodes before each callback (~0.9 ms for four
     default nodes with four subscriptions each, measured here), so one executor over every member
     pays that per camera frame, holding the GIL, and a message for one node waits behind another
-    node's frames. If one executor stops (shutdown or an escaped error) they all stop."""
+    node's frames. If one executor stops (shutdown or an escaped error) they all stop.
+
+    SIGTERM (``systemctl stop``, a dying ``uservlm up``) stops the process as Ctrl-C does, even
+    while a model loads: rclpy shuts its context down on SIGTERM and then calls the handler set
+    here, which raises KeyboardInterrupt in the main thread."""
+    _interrupt_on_sigterm()
     rclpy.init(args=args)
     nodes, executors, spinners, failures = [], [], [], []
     stopped = threading.Event()
@@ -80,6 +104,7 @@ def run_nodes(members, args=None, connect=None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        _no_interrupt_while_stopping()
         for executor in executors:
             executor.shutdown(timeout_sec=SHUTDOWN_SECONDS)
         for spinner in spinners:
