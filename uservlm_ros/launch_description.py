@@ -12,6 +12,8 @@ ARGUMENTS = {
     "params_file": ("", "Extra parameter YAML applied after config/cloud.yaml and config/robot.yaml"),
     "naoqi": ("false", "true on a Pepper running naoqi_driver2: its front camera and microphones replace camera_node and microphone_node"),
     "naoqi_prefix": ("/naoqi_driver", "Namespace of naoqi_driver2's topics"),
+    "respawn": ("false", "true: start each node again when it exits (a crash, kill -9)"),
+    "respawn_delay": ("2.0", "Seconds before a node that exited starts again (respawn:=true)"),
     **{name: ("", f"{help_text} (empty = config file)") for name, (_, _, help_text) in MODEL_ARGUMENTS.items()},
 }
 SIDE_ARGUMENTS = {
@@ -34,6 +36,12 @@ def generate(side: str):
         value = {name: LaunchConfiguration(name).perform(context) for name in arguments}
         sides = [s for s in ("cloud", "robot") if side in (s, "all") and value.get(s, "true").lower() == "true"]
         overrides = model_overrides(value)
+        respawn = value["respawn"].lower() == "true"
+        try:
+            respawn_delay = float(value["respawn_delay"])
+        except ValueError:
+            raise ValueError("respawn_delay must be a number of seconds, got "
+                             f"{value['respawn_delay']!r}") from None
         actions = []
         for chosen in sides:
             for spec in nodes(chosen, naoqi=value["naoqi"].lower() == "true", naoqi_prefix=value["naoqi_prefix"]):
@@ -44,7 +52,8 @@ def generate(side: str):
                     parameters.append(overrides[spec.name])
                 actions.append(Node(package=PACKAGE, executable=spec.executable, name=spec.name,
                                     namespace=value["namespace"], parameters=parameters,
-                                    remappings=list(spec.remaps), output="screen"))
+                                    remappings=list(spec.remaps), output="screen",
+                                    respawn=respawn, respawn_delay=respawn_delay))
         return actions
 
     return LaunchDescription([
