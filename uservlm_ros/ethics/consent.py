@@ -62,7 +62,8 @@ class Pending:
 
 
 class StoreError(RuntimeError):
-    """The store directory cannot be created or written."""
+    """The store cannot be created, read or written (permissions, a full disk, a path in the way);
+    every OSError of the store reaches callers as this."""
 
 
 def user_key(user_id: str) -> str:
@@ -121,6 +122,14 @@ class ConsentStore:
         if self.directory is None:
             LOG.info("consent store in memory only: consents are lost when the process exits")
             return self
+        try:
+            return self._open()
+        except StoreError:
+            raise
+        except OSError as exc:
+            raise StoreError(f"cannot open consent store {self.directory}: {exc}") from exc
+
+    def _open(self) -> "ConsentStore":
         with self._lock:
             if self.directory.exists() and not self.directory.is_dir():
                 self._move_aside(self.directory, "the consent store path is not a directory")
@@ -177,13 +186,18 @@ class ConsentStore:
             raw = path.read_bytes()
         except FileNotFoundError:
             return self._empty(user_id)
+        except OSError as exc:
+            raise StoreError(f"cannot read consent record: {exc}") from exc
         try:
             record = json.loads(raw.decode("utf-8"))
             problem = _validate(record, user_id)
         except (UnicodeDecodeError, ValueError) as exc:
             problem = f"unreadable ({type(exc).__name__}: {exc})"
         if problem:
-            self._move_aside(path, problem)
+            try:
+                self._move_aside(path, problem)
+            except OSError as exc:
+                raise StoreError(f"cannot move a corrupt consent record aside: {exc}") from exc
             return self._empty(user_id)
         return record
 
@@ -208,7 +222,10 @@ class ConsentStore:
             os.replace(tmp, path)
             _fsync_dir(self.directory)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:  # a read-only file system: the temporary was never created either
+                pass
             raise StoreError(f"cannot write consent record: {exc}") from exc
 
     def update(self, user_id: str, events: list[Consent] = (), pending: Pending | None | bool = False) -> None:
@@ -262,14 +279,17 @@ class ConsentStore:
             # the moved-aside copies of a corrupt record are this person's data too
             doomed = [path, *path.parent.glob(f"{path.name}.corrupt-*"), *path.parent.glob(f".{path.name}.*")]
             removed = False
-            for victim in doomed:
-                try:
-                    victim.unlink()
-                    removed = True
-                except FileNotFoundError:
-                    pass
-            if removed:
-                _fsync_dir(self.directory)
+            try:
+                for victim in doomed:
+                    try:
+                        victim.unlink()
+                        removed = True
+                    except FileNotFoundError:
+                        pass
+                if removed:
+                    _fsync_dir(self.directory)
+            except OSError as exc:
+                raise StoreError(f"cannot remove consent record: {exc}") from exc
             return removed
 
 
