@@ -9,11 +9,13 @@ import traceback
 import rclpy
 from rclpy.executors import ExternalShutdownException
 
-from uservlm_ros.ros.executors import EventsSpinner, StreamExecutor
+from uservlm_ros.ros.executors import StreamExecutor, single_thread_executor
 
 SHUTDOWN_SECONDS = 5.0
 DEFAULT_THREADS = 8
-EVENTS = 0  # threads=EVENTS: rclpy's events executor, one thread (see executors.EventsSpinner)
+# threads=EVENTS: rclpy's events executor, one thread (executors.EventsSpinner; where rclpy has
+# none, as on Humble, its SingleThreadedExecutor: see executors.single_thread_executor)
+EVENTS = 0
 
 
 def run_node(node_factory, args=None, threads: int = DEFAULT_THREADS) -> int:
@@ -43,7 +45,7 @@ def _no_interrupt_while_stopping() -> None:
 
 
 def _executor(threads: int):
-    return EventsSpinner() if threads == EVENTS else StreamExecutor(num_threads=threads)
+    return single_thread_executor() if threads == EVENTS else StreamExecutor(num_threads=threads)
 
 
 def run_nodes(members, args=None, connect=None) -> int:

@@ -39,9 +39,12 @@ def call_with_timeout(client, request, timeout: float):
     """Send ``request`` and wait at most ``timeout`` seconds for the response. A server composed
     into this process is called directly (:mod:`uservlm_ros.ros.local_services`)."""
     if local_services.enabled():
-        local = local_services.lookup(client.service_name, client.srv_type)
+        # Client.service_name (the resolved name) is Jazzy's; Humble's clients have srv_name only,
+        # as given: no in-process server is found under it, and the call goes over DDS.
+        name = getattr(client, "service_name", client.srv_name)
+        local = local_services.lookup(name, client.srv_type)
         if local is not None:
-            return local_services.call(local, client.srv_type, request, timeout, client.service_name)
+            return local_services.call(local, client.srv_type, request, timeout, name)
     if not wait_for_server(client, min(timeout, 2.0)):
         raise ServiceUnavailable(f"service {client.srv_name} is not available")
     done = threading.Event()
