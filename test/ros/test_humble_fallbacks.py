@@ -69,9 +69,8 @@ def test_speaker_and_dialogue_nodes_run_without_the_events_executor(tmp_path, rc
         audio.publish(message)
         assert probe.until(lambda: any(h.frame_id == "turn-humble" for h in started), 30), text()
         assert list((tmp_path / "speech").glob("*.wav")), "the speaker wrote no WAV"
-        unreachable = lambda: probe.latest_level("dialogue_node", DiagnosticStatus.WARN,  # noqa: E731
-                                                 "not reachable")
-        assert probe.until(unreachable, 30), text()
+        assert probe.until(lambda: probe.latest_level("dialogue_node", DiagnosticStatus.WARN,
+                                                      "not reachable"), 30), text()
         assert text().count("using SingleThreadedExecutor") == 2, text()
         for process in (speaker, dialogue):
             process.send_signal(signal.SIGINT)
