@@ -123,7 +123,6 @@ class GraphProcesses:
         # Prepended to every node's command line, e.g. ("ip", "netns", "exec", "robot-ns").
         self.command_prefix = tuple(command_prefix)
         self.processes: dict[str, subprocess.Popen] = {}
-        self._logs = []
         if respawn_delay < 0:
             raise ValueError(f"respawn_delay must be >= 0, got {respawn_delay}")
         unknown = set(respawn) - {spec.name for spec in specs}
@@ -149,7 +148,6 @@ class GraphProcesses:
         output = None
         if self.log_dir:
             output = open(self.log_dir / f"{spec.name}.log", "a")
-            self._logs.append(output)
         command = [*self.command_prefix,
                    *node_command(spec, self.params_file, self.namespace,
                                  {member: self.overrides.get(member, {}) for member in spec.members}
@@ -157,6 +155,8 @@ class GraphProcesses:
         self.processes[spec.name] = subprocess.Popen(
             command, env=self.env, stdout=output, stderr=subprocess.STDOUT if output else None,
             stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=die_with_parent())
+        if output is not None:
+            output.close()  # the child has its own copy; one kept per (re)start would pile up
         self._started_at[spec.name] = time.monotonic()
 
     def exited(self) -> dict[str, int]:
@@ -175,10 +175,6 @@ class GraphProcesses:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
-        if name is None:
-            for log in self._logs:
-                log.close()
-            self._logs = []
 
     def respawn_exited(self, now: float | None = None) -> list[str]:
         """Start again the ``respawn`` nodes that have exited and whose delay is over; the names
