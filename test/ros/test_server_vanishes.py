@@ -20,7 +20,7 @@ from uservlm_ros.ros import qos
 from uservlm_ros.ros.service_client import ServiceUnavailable, call_with_timeout, wait_for_server
 from uservlm_ros.srv import Synthesize
 
-TIMEOUT = 8.0
+TIMEOUT = 4.0
 SERVER = r"""
 import sys, time
 import rclpy
@@ -86,7 +86,7 @@ def caller(rclpy_context):
 
 @pytest.mark.parametrize("signum, error, within", [
     (signal.SIGKILL, (TimeoutError, ServiceUnavailable), TIMEOUT),
-    (signal.SIGINT, ServiceUnavailable, 4.0),  # an orderly exit is noticed long before the timeout
+    (signal.SIGINT, ServiceUnavailable, 2.5),  # an orderly exit is noticed before the timeout
 ], ids=["SIGKILL", "SIGINT"])
 def test_call_with_timeout_ends_with_an_error(caller, signum, error, within):
     server = Server("vanish", signum)
