@@ -139,6 +139,7 @@ class Loop:
         self.graph.stop()
 
 
+@pytest.mark.timeout(1200)  # about 4 minutes alone; more while other work shares the cores
 def test_kill_9_of_each_node_mid_turn_and_the_graph_recovers(tmp_path, rclpy_context):
     loop = Loop(tmp_path, rclpy_context)
     rows = []

@@ -25,6 +25,7 @@ WARMUP_TURNS = 40
 THREADS_SLACK = 8
 
 
+@pytest.mark.timeout(int(MINUTES * 60) + 1200)  # the project's 600 s default is for other tests
 def test_soak_keeps_every_node_flat(tmp_path):
     command = [sys.executable, str(REPO / "scripts" / "soak_turns.py"), "--minutes", str(MINUTES),
                "--warmup-turns", str(WARMUP_TURNS), "--sample-every", "10", "--out", str(tmp_path)]
