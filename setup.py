@@ -52,5 +52,5 @@ setup(
         "-DBUILD_TESTING=OFF",
     ],
     cmake_process_manifest_hook=drop_ament_egg_info,
-    entry_points={"console_scripts": ["uservlm = uservlm_ros.cli:main", *node_executables()]},
+    entry_points={"console_scripts": ["uservlm = uservlm_ros.tools.cli:main", *node_executables()]},
 )

@@ -43,8 +43,8 @@ def main() -> int:
 
     from ros_helpers import start_cloud
 
-    from uservlm_ros.cli import DEMO_QUESTION, bundled_photo
-    from uservlm_ros.client import UserVLMClient
+    from uservlm_ros.tools.cli import DEMO_QUESTION, bundled_photo
+    from uservlm_ros.tools.client import UserVLMClient
     from uservlm_ros.ros.conversions import read_image_file
 
     image = None if args.no_image else read_image_file(str(bundled_photo()))

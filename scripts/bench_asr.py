@@ -105,8 +105,8 @@ def with_noise(samples: np.ndarray, snr_db: float, rng: np.random.Generator) -> 
 
 def utterances(snr_db):
     """[(name, reference, 16 kHz float32 samples)]."""
-    from uservlm_ros.audio import ASR_SAMPLE_RATE, read_wav, resample, to_float32
-    from uservlm_ros.demo import demo_file
+    from uservlm_ros.speech.audio import ASR_SAMPLE_RATE, read_wav, resample, to_float32
+    from uservlm_ros.tools.demo import demo_file
     from uservlm_ros.engines.tts import TTSConfig, TTSEngine
 
     tts = TTSEngine(TTSConfig(backend="piper"))
@@ -141,12 +141,13 @@ def main() -> int:
     parser.add_argument("-v", "--verbose", action="store_true", help="print every misrecognition")
     args = parser.parse_args()
 
-    from uservlm_ros.audio import ASR_SAMPLE_RATE
-    from uservlm_ros.engines import asr
-    from uservlm_ros.engines.asr import ASRConfig, ASREngine
+    from uservlm_ros.speech.audio import ASR_SAMPLE_RATE
+    from uservlm_ros.engines.asr import whisper
+    from uservlm_ros.engines.asr import window as asr_window
+    from uservlm_ros.engines.asr.whisper import ASRConfig, ASREngine
 
-    if args.margin is not None:
-        asr.WINDOW_MARGIN_SECONDS = args.margin
+    if args.margin is not None:  # both modules read it
+        asr_window.WINDOW_MARGIN_SECONDS = whisper.WINDOW_MARGIN_SECONDS = args.margin
 
     started = time.perf_counter()
     items = utterances(args.snr)
@@ -203,7 +204,7 @@ def main() -> int:
     print()
     print(f"model {args.model} int8, beam {args.beam}, VAD {'off' if args.no_vad else 'on'}, "
           f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
-          f"window margin {asr.WINDOW_MARGIN_SECONDS:g} s, load average {os.getloadavg()[0]:.1f} at the end")
+          f"window margin {asr_window.WINDOW_MARGIN_SECONDS:g} s, load average {os.getloadavg()[0]:.1f} at the end")
     print(header)
     print("-" * len(header))
     for label, window, language, _ in configs:

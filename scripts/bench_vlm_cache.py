@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from uservlm_ros.engines.vlm import VLMConfig, VLMEngine  # noqa: E402
-from uservlm_ros.vlm.prompt import neutral_image  # noqa: E402
+from uservlm_ros.model.prompt import neutral_image  # noqa: E402
 
 QUESTIONS = (
     "What should I eat tonight?",

@@ -5,7 +5,7 @@
     .venv/bin/python scripts/evaluate_ethics.py --split tune --errors   # what to look at while tuning
     .venv/bin/python scripts/evaluate_ethics.py --fit            # refit the score weights on tune
 
-Data: uservlm_ros/ethics_data/questions.jsonl (see the README next to it). Every question comes
+Data: uservlm_ros/data/ethics/questions.jsonl (see the README next to it). Every question comes
 from a fresh person whose age, gender, ethnicity and mood could be inferred. Tune the policy on
 ``--split tune`` only; the held-out numbers are the ones to report. ``--fit`` prints logistic
 regression weights for config/ethics_policy.yaml ``classifier:`` (fitted on tune, written by hand).
@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from uservlm_ros.engines.ethics import EthicsConfig, EthicsEngine  # noqa: E402
-from uservlm_ros.ethics.evaluation import DATA, evaluate, fit_weights, load_questions  # noqa: E402
+from uservlm_ros.engines.ethics.engine import EthicsConfig, EthicsEngine  # noqa: E402
+from uservlm_ros.engines.ethics.evaluation import DATA, evaluate, fit_weights, load_questions  # noqa: E402
 
 
 def main(argv=None) -> int:

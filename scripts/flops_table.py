@@ -7,7 +7,7 @@ Prints markdown: the per-model prefill breakdown (analytic, checked against Flop
 the real transformers modules built on the meta device; the script fails if they disagree by
 more than 1e-4), Table 8 with our ratios next to the paper's, and the FLOPs of a follow-up turn
 of the same person at PaliGemma 2 3B / 448 px with the engine's image caches. Method and
-assumptions: uservlm_ros/vlm/flops.py and uservlm_ros/vlm/architectures.py. Takes ~10 s on CPU.
+assumptions: uservlm_ros/model/flops.py and uservlm_ros/model/architectures.py. Takes ~10 s on CPU.
 """
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from uservlm_ros.vlm import flops  # noqa: E402
-from uservlm_ros.vlm.architectures import ARCHITECTURES, BASELINES, USER_VLM, image_layout  # noqa: E402
+from uservlm_ros.model import flops  # noqa: E402
+from uservlm_ros.model.architectures import ARCHITECTURES, BASELINES, USER_VLM, image_layout  # noqa: E402
 
 AGREEMENT = 1e-4
 ANSWER_TOKENS = 100  # the paper's max_new_tokens

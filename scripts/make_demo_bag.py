@@ -56,8 +56,8 @@ def frames(video: Path):
 def make(out: Path, video: Path, wav: Path) -> dict[str, int]:
     import numpy as np
 
-    from uservlm_ros import bags
-    from uservlm_ros.audio import read_wav
+    from uservlm_ros.tools import bags
+    from uservlm_ros.speech.audio import read_wav
     from uservlm_ros.ros import qos
     from uservlm_ros.ros.conversions import rgb_to_compressed
 

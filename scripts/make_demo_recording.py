@@ -11,7 +11,7 @@
   kept under 1.5 MB by the frame count. OpenCV's own MJPEG writer makes twice larger files.
 - ``question.wav``: "What should I wear to a business meeting?" spoken by the Piper voice
   en_US-joe-medium (CC0) through :class:`uservlm_ros.engines.tts.TTSEngine`, resampled to 16 kHz
-  mono int16 with :func:`uservlm_ros.audio.resample`, with 0.5 s of silence before and 1.0 s after.
+  mono int16 with :func:`uservlm_ros.speech.audio.resample`, with 0.5 s of silence before and 1.0 s after.
   Piper draws random noise for each synthesis (its VITS ``noise_scale`` / ``noise_w``), so two runs
   differ; the script sets both to 0 for a repeatable waveform (TTSConfig has no setting for them,
   hence the guarded assignment below).
@@ -32,7 +32,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from uservlm_ros.audio import ASR_SAMPLE_RATE, float_to_int16, resample, write_wav  # noqa: E402
+from uservlm_ros.speech.audio import ASR_SAMPLE_RATE, float_to_int16, resample, write_wav  # noqa: E402
 
 QUESTION = "What should I wear to a business meeting?"
 # The visitor's answer to the robot's clarifying question (the ethics review asks first).

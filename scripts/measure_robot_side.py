@@ -37,9 +37,9 @@ def main() -> int:
 
     from diagnostic_msgs.msg import DiagnosticArray
 
-    from uservlm_ros.client import UserVLMClient
-    from uservlm_ros.graph import nodes
-    from uservlm_ros.launcher import GraphProcesses
+    from uservlm_ros.tools.client import UserVLMClient
+    from uservlm_ros.bringup.graph import nodes
+    from uservlm_ros.tools.launcher import GraphProcesses
     from uservlm_ros.ros import qos
 
     overrides = {"camera_node": {"source": args.source, "loop": True},

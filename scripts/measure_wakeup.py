@@ -5,7 +5,7 @@
 
 A thread sleeps 2 ms again and again; the lateness of each wake-up is what every hop of the
 spoken loop pays (Fast DDS receive thread, executor, worker). Prints median / p95 / p99 / max
-for the kernel default, then while :class:`uservlm_ros.cpu_latency.CpuLatencyHold` holds the
+for the kernel default, then while :class:`uservlm_ros.tools.cpu_latency.CpuLatencyHold` holds the
 wake-up latency at 0 µs (needs write access to /dev/cpu_dma_latency; skipped with the reason
 otherwise). One run, same machine, back to back: compare the two lines, not with other runs.
 """
@@ -15,7 +15,7 @@ import argparse
 import statistics
 import time
 
-from uservlm_ros.cpu_latency import CpuLatencyHold, LatencyError, idle_states
+from uservlm_ros.tools.cpu_latency import CpuLatencyHold, LatencyError, idle_states
 
 SLEEP = 0.002
 

@@ -94,7 +94,7 @@ class Soak:
         from rclpy.executors import SingleThreadedExecutor
         from std_msgs.msg import Bool
 
-        from uservlm_ros import bags
+        from uservlm_ros.tools import bags
         from uservlm_ros.msg import Interaction
         from uservlm_ros.ros import qos
         from uservlm_ros.srv import Review
@@ -163,8 +163,8 @@ class Soak:
 
 
 def main(argv=None) -> int:
-    from uservlm_ros.bench import BenchOptions, bench_specs, default_bag, graph_overrides
-    from uservlm_ros.launcher import GraphProcesses, interrupt_on
+    from uservlm_ros.tools.bench import BenchOptions, bench_specs, default_bag, graph_overrides
+    from uservlm_ros.tools.launcher import GraphProcesses, interrupt_on
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=30.0, help="stop after this long")

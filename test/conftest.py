@@ -1,5 +1,9 @@
 """Test session set-up shared by every test file.
 
+- Each folder is a kind of test and a marker of the same name: ``unit`` (plain Python, no models,
+  no DDS: the fast subset, ``pytest test/unit``), ``engine`` (the engines on their real offline
+  models), ``ros`` (nodes over DDS, the launch files), ``training``, ``build`` (interfaces, colcon)
+  and ``tools`` (the CLI, bags and the benchmark). ``slow`` marks what CI leaves out.
 - DDS stays on this machine: discovery range LOCALHOST and a random ROS_DOMAIN_ID per session, so
   parallel sessions (and CI) never see each other's nodes.
 - The Fast DDS profile of config/ is used, as in deployment.
@@ -30,6 +34,17 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
 
 
+KINDS = ("unit", "engine", "ros", "training", "build", "tools")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark each test with the kind of its folder (``-m unit``, ``-m "not ros"``, ...)."""
+    for item in items:
+        kind = Path(str(item.fspath)).parent.name
+        if kind in KINDS:
+            item.add_marker(getattr(pytest.mark, kind))
+
+
 @pytest.fixture
 def rclpy_context():
     """A private rclpy context for one test (init here, shutdown at teardown)."""
@@ -57,7 +72,7 @@ def embedder():
     """The ethics engine's MiniLM encoder, loaded once, on one torch thread (fastest for one
     sentence at a time) for the module using it; torch's thread count is restored afterwards."""
     torch = pytest.importorskip("torch")
-    from uservlm_ros.ethics.embedding import shared_embedder
+    from uservlm_ros.engines.ethics.embedding import shared_embedder
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -4,9 +4,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from uservlm_ros.client import UserVLMClient
-from uservlm_ros.graph import nodes
-from uservlm_ros.launcher import GraphProcesses
+from uservlm_ros.tools.client import UserVLMClient
+from uservlm_ros.bringup.graph import nodes
+from uservlm_ros.tools.launcher import GraphProcesses
 
 # Smaller generation budget than deployment so the suite stays fast on 2 cores.
 TEST_OVERRIDES = {"vlm_node": {"max_new_tokens": 12, "busy_timeout": 30.0}}

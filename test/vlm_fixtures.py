@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from uservlm_ros.vlm.prompt import prepare_inputs
-from uservlm_ros.vlm.tiny import ensure_tiny_model
+from uservlm_ros.model.prompt import prepare_inputs
+from uservlm_ros.model.tiny import ensure_tiny_model
 
 QUESTION = "What should I eat tonight?"
 
@@ -49,7 +49,7 @@ def make_lora_adapter(tiny_dir, out_dir, seed=0):
     """A LoRA adapter for the tiny model with non-zero weights (init_lora_weights=False)."""
     from peft import get_peft_model
 
-    from uservlm_ros.vlm.mole import attention_lora_config
+    from uservlm_ros.model.mole import attention_lora_config
 
     model, _ = load_tiny(tiny_dir)
     torch.manual_seed(seed)
@@ -60,7 +60,7 @@ def make_lora_adapter(tiny_dir, out_dir, seed=0):
 
 def make_mole_adapter(tiny_dir, out_dir, seed=0):
     """A MoLE adapter for the tiny model with non-zero weights; returns (dir, model)."""
-    from uservlm_ros.vlm.mole import MoLEConfig, get_mole_model, save_mole
+    from uservlm_ros.model.mole import MoLEConfig, get_mole_model, save_mole
 
     model, _ = load_tiny(tiny_dir)
     torch.manual_seed(seed)

@@ -1,4 +1,4 @@
-"""Batches for stages 1 and 2, built by the project's one prompt module (uservlm_ros.vlm.prompt).
+"""Batches for stages 1 and 2, built by the project's one prompt module (uservlm_ros.model.prompt).
 
 `prompt.build_pretraining_example` (stage 1: text input `<image>` alone, target = profile + EOS) and
 `prompt.build_training_example` (stage 2: the instruct prompt, target = answer + EOS) give input
@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from uservlm_ros.vlm import prefix, prompt
+from uservlm_ros.model import prefix, prompt
 
 PREFIX_MODES = prefix.PREFIX_MODES
 
 
 def prefix_token_types(processor, input_ids, token_type_ids, mode: str):
-    """The token types of ``mode`` (uservlm_ros.vlm.prefix: the one switch inference uses too)."""
+    """The token types of ``mode`` (uservlm_ros.model.prefix: the one switch inference uses too)."""
     tokenizer = processor.tokenizer
     image_token_id = getattr(processor, "image_token_id", None)
     if image_token_id is None:

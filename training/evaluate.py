@@ -78,7 +78,7 @@ def make_engine_answer_fn(model: str = "tiny", adapter: str | None = None, max_n
     import numpy as np
 
     from uservlm_ros.engines.vlm import VLMConfig, VLMEngine
-    from uservlm_ros.vlm.tiny import TINY_MODEL_ID
+    from uservlm_ros.model.tiny import TINY_MODEL_ID
 
     engine = VLMEngine(VLMConfig(base_model=TINY_MODEL_ID if model == "tiny" else model, adapter=adapter,
                                  offline_fallback=False, max_new_tokens=max_new_tokens))

@@ -1,7 +1,7 @@
 """The training loop of stages 1 and 2: plain PyTorch + Accelerate, readable on one screen.
 
 Why not `transformers.Trainer` or TRL's `SFTTrainer`? Stage 1 and 2 are next-token prediction on a
-ready-made batch (uservlm_ros.vlm.prompt builds input ids, token types and labels with EOS exactly
+ready-made batch (uservlm_ros.model.prompt builds input ids, token types and labels with EOS exactly
 once), so a trainer would add nothing but indirection, and MoLE's load-balancing loss is one line
 here instead of a `compute_loss` override. Accelerate gives the same script on one CPU, under
 `accelerate launch` on several processes (DDP, gloo on CPU) or on GPUs. Stage 3 uses TRL's

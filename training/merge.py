@@ -34,7 +34,7 @@ class MergeArgs:
 def merge(model_name: str, adapter: str, dtype: str = "float32"):
     """(merged transformers model, processor)."""
     from training import trainable
-    from uservlm_ros.vlm import loading
+    from uservlm_ros.model import loading
 
     kind = loading.detect_adapter_type(adapter)
     if kind == "mole":
@@ -57,7 +57,7 @@ def main(argv=None) -> Path:
     processor.save_pretrained(out)
     if args.model in ("tiny", "tiny-random-paligemma2"):
         # Still random weights: keep the marker that makes the engine flag its answers as placeholders.
-        from uservlm_ros.vlm.tiny import MARKER_FILE, ensure_tiny_model
+        from uservlm_ros.model.tiny import MARKER_FILE, ensure_tiny_model
 
         (out / MARKER_FILE).write_text((ensure_tiny_model() / MARKER_FILE).read_text())
     print(f"merged {args.adapter} into {args.model}: {out}")

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from uservlm_ros.vlm.prompt import PROFILE_TEMPLATE, validate_text
+from uservlm_ros.model.prompt import PROFILE_TEMPLATE, validate_text
 LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 KINDS = ("profile", "instruct", "preference")
 

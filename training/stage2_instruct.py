@@ -3,8 +3,8 @@
 The vision tower and the projector are frozen; a new adapter on the language model trains:
   method=lora  LoRA on the language model's q,k,v,o,gate,up,down projections (configurable)
   method=mole  LoRA on attention + `mole_num_experts` LoRA experts per FFN with a top-1 router
-               that learns (uservlm_ros.vlm.mole); loss = LM loss + mole_aux_loss_coef * balance loss
-The prompt is the paper's instruct format (uservlm_ros.vlm.prompt), the target the answer + EOS
+               that learns (uservlm_ros.model.mole); loss = LM loss + mole_aux_loss_coef * balance loss
+The prompt is the paper's instruct format (uservlm_ros.model.prompt), the target the answer + EOS
 (exactly once). With `adapter: <stage-1 output>` the aligned projector is loaded first and saved,
 frozen, inside the new adapter. Output: a PEFT adapter folder (+ mole_config.json and
 mole_experts.safetensors for MoLE) that `VLMEngine(adapter=<output_dir>)` loads.
@@ -29,7 +29,7 @@ from training.config import AdapterArgs, ModelArgs, TrainArgs, parse
 from training.loop import default_loss, make_accelerator, train
 from training.rows import DataArgs, load_examples
 from training.run import finish, log_parameters, special_tokens, start
-from uservlm_ros.vlm import loading, mole
+from uservlm_ros.model import loading, mole
 
 STAGE = "stage2_instruct"
 

@@ -27,8 +27,8 @@ from training.config import CHECKPOINT_DIR, ModelArgs, TrainArgs, parse
 from training.rows import DataArgs, load_examples
 from training.run import finish, log_parameters, special_tokens, start
 from training.trl_compat import PaliGemmaPreferenceProcessor
-from uservlm_ros.vlm import loading, mole
-from uservlm_ros.vlm.prompt import build_prompt
+from uservlm_ros.model import loading, mole
+from uservlm_ros.model.prompt import build_prompt
 
 STAGE = "stage3_dpo"
 

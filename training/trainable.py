@@ -5,12 +5,12 @@
   stage 3  DPO                  the stage-2 adapter keeps training; vision tower + projector frozen
 
 Stage 1 trains no adapter (PEFT has no "train this whole module and nothing else" method), so its
-output is the projector's weights; `uservlm_ros.vlm.loading` loads that folder like an adapter.
+output is the projector's weights; `uservlm_ros.model.loading` loads that folder like an adapter.
 When stage 2 starts from it, the projector rides along in the stage-2 adapter as a frozen PEFT
 `modules_to_save` copy, so that the stage-2 and stage-3 adapters are complete on the base model.
 
-Models come from the project's one loader (`uservlm_ros.vlm.loading.load_model`); MoLE layers from
-`uservlm_ros.vlm.mole`. LoRA is restricted to the language model by `mole.attention_lora_config`
+Models come from the project's one loader (`uservlm_ros.model.loading.load_model`); MoLE layers from
+`uservlm_ros.model.mole`. LoRA is restricted to the language model by `mole.attention_lora_config`
 (the same q/k/v/o names exist in the SigLIP tower).
 """
 from __future__ import annotations
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from uservlm_ros.vlm import loading, mole
-from uservlm_ros.vlm.tiny import TINY_MODEL_ID
+from uservlm_ros.model import loading, mole
+from uservlm_ros.model.tiny import TINY_MODEL_ID
 
 PROJECTOR = loading.PROJECTOR_MODULE
 # Stage-1 output format (multi_modal_projector.safetensors), owned by the loader.

@@ -10,7 +10,7 @@ always returns `labels`, which TRL then passes to the model a second time. This 
   would let the prompt attend to the completion it is scored on;
 * drops `labels` when no `suffix` is given (TRL builds its own from `completion_mask`);
 * `prefix_mode="cacheable"`: only the image block (+ BOS) keeps token type 0; the question is causal
-  (uservlm_ros.vlm.prefix, the same switch the VLM engine uses).
+  (uservlm_ros.model.prefix, the same switch the VLM engine uses).
 """
 from __future__ import annotations
 

@@ -10,9 +10,9 @@ from graph_probe import Probe
 from ros_helpers import start_cloud
 from ros_helpers import test_overrides as cloud_overrides
 from small_disk import fill, small_disk, snapshot
-from uservlm_ros.cli import bundled_photo
-from uservlm_ros.client import UserVLMClient
-from uservlm_ros.graph import nodes
+from uservlm_ros.tools.cli import bundled_photo
+from uservlm_ros.tools.client import UserVLMClient
+from uservlm_ros.bringup.graph import nodes
 
 ERROR, OK = DiagnosticStatus.ERROR, DiagnosticStatus.OK
 

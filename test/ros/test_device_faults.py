@@ -21,9 +21,9 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import CompressedImage
 
 from graph_probe import Probe
-from uservlm_ros.audio import write_wav
-from uservlm_ros.graph import GRAPH
-from uservlm_ros.launcher import GraphProcesses
+from uservlm_ros.speech.audio import write_wav
+from uservlm_ros.bringup.graph import GRAPH
+from uservlm_ros.tools.launcher import GraphProcesses
 from uservlm_ros.msg import AudioChunk
 from uservlm_ros.ros import qos
 

@@ -19,9 +19,9 @@ from std_msgs.msg import Bool
 
 from graph_probe import Probe
 from ros_helpers import test_overrides as cloud_overrides
-from uservlm_ros.demo import demo_file
-from uservlm_ros.graph import nodes
-from uservlm_ros.launcher import GraphProcesses
+from uservlm_ros.tools.demo import demo_file
+from uservlm_ros.bringup.graph import nodes
+from uservlm_ros.tools.launcher import GraphProcesses
 from uservlm_ros.msg import Interaction, Utterance
 from uservlm_ros.ros import qos
 from uservlm_ros.ros.conversions import stamp_to_seconds

@@ -1,16 +1,12 @@
-"""The fallbacks for the two Jazzy-only rclpy APIs the robot side uses (see
-test/unit/test_humble_api.py), exercised by making them fail here: without
-``rclpy.experimental`` (Humble's rclpy 3.3 has none) speaker_node and dialogue_node run on
-rclpy's SingleThreadedExecutor and do their work; a client without ``service_name`` (Humble's
-Client has ``srv_name`` only) is called over DDS in a composed process instead of failing."""
+"""The fallback for the Jazzy-only rclpy API the robot side uses (see
+test/unit/test_humble_api.py), exercised by making it fail here: without ``rclpy.experimental``
+(Humble's rclpy 3.3 has none) speaker_node and dialogue_node run on rclpy's
+SingleThreadedExecutor and do their work."""
 from __future__ import annotations
 
 import signal
 import subprocess
 import sys
-import threading
-import time
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -19,12 +15,10 @@ from rclpy.executors import SingleThreadedExecutor
 from std_msgs.msg import Header
 
 from graph_probe import Probe
-from uservlm_ros.graph import GRAPH, config_path, dds_environment
+from uservlm_ros.bringup.graph import GRAPH, config_path, dds_environment
 from uservlm_ros.msg import AudioChunk
-from uservlm_ros.ros import executors, local_services, qos
+from uservlm_ros.ros import executors, qos
 from uservlm_ros.ros.conversions import array_to_audio
-from uservlm_ros.ros.service_client import ServiceUnavailable, call_with_timeout
-from uservlm_ros.srv import Ask
 
 WITHOUT_EVENTS_EXECUTOR = ("import sys; sys.modules['rclpy.experimental'] = None; "
                            "from uservlm_ros.nodes.{module} import main; sys.exit(main())")
@@ -80,21 +74,3 @@ def test_speaker_and_dialogue_nodes_run_without_the_events_executor(tmp_path, rc
         for process in (speaker, dialogue):
             if process.poll() is None:
                 process.kill()
-
-
-def test_a_client_without_service_name_is_called_over_dds():
-    """In a composed process, a Humble client (``srv_name`` only) finds no in-process server
-    under its name and falls back to DDS, where no server answers here: a clear error."""
-    served = threading.Event()
-    local_services.enable()
-    try:
-        local_services.register("/uservlm/ask", Ask, lambda request, response: served.set())
-        humble_client = SimpleNamespace(srv_name="uservlm/ask", srv_type=Ask,
-                                        service_is_ready=lambda: False,
-                                        context=SimpleNamespace(ok=lambda: True))
-        started = time.monotonic()
-        with pytest.raises(ServiceUnavailable, match="not available"):
-            call_with_timeout(humble_client, Ask.Request(question="hello"), timeout=1.0)
-        assert not served.is_set() and time.monotonic() - started < 5
-    finally:
-        local_services.disable()

@@ -22,8 +22,8 @@ import pytest
 import yaml
 
 from process_tree import alive, children, command_line
-from uservlm_ros.graph import nodes
-from uservlm_ros.launch_description import ARGUMENTS, SIDE_ARGUMENTS
+from uservlm_ros.bringup.graph import nodes
+from uservlm_ros.bringup.launch_description import ARGUMENTS, SIDE_ARGUMENTS
 
 pytest.importorskip("launch_ros", reason="the ros2 tools are not installed (shared/ros2-tools)")
 ROS2 = Path(sys.executable).parent / "ros2"

@@ -14,8 +14,8 @@ import time
 import pytest
 
 from process_tree import alive, children, command_line
-from uservlm_ros.graph import GRAPH
-from uservlm_ros.launcher import GraphProcesses
+from uservlm_ros.bringup.graph import GRAPH
+from uservlm_ros.tools.launcher import GraphProcesses
 
 SPECS = {spec.name: spec for spec in GRAPH}
 
@@ -58,7 +58,7 @@ def node_pids(up: subprocess.Popen) -> dict[str, int]:
 
 def test_up_respawn_starts_a_killed_node_again_and_leaves_the_others(tmp_path):
     log = open(tmp_path / "up.log", "wb")
-    up = subprocess.Popen([sys.executable, "-m", "uservlm_ros.cli", "up", "--robot", "--respawn",
+    up = subprocess.Popen([sys.executable, "-m", "uservlm_ros.tools.cli", "up", "--robot", "--respawn",
                            "--respawn-delay", "0.5", "--namespace", "respawn"], cwd=tmp_path,
                           stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                           start_new_session=True)

@@ -15,7 +15,7 @@ import pytest
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.executors import MultiThreadedExecutor
 
-from uservlm_ros.client import ServiceError, UserVLMClient
+from uservlm_ros.tools.client import ServiceError, UserVLMClient
 from uservlm_ros.ros import qos
 from uservlm_ros.ros.service_client import ServiceUnavailable, call_with_timeout, wait_for_server
 from uservlm_ros.srv import Synthesize

@@ -17,8 +17,8 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from uservlm_ros.cli import bundled_photo  # noqa: E402
-from uservlm_ros.client import UserVLMClient  # noqa: E402
+from uservlm_ros.tools.cli import bundled_photo  # noqa: E402
+from uservlm_ros.tools.client import UserVLMClient  # noqa: E402
 from uservlm_ros.srv import Ask, Review, Synthesize  # noqa: E402
 
 CASES = {"full": {"ask": 300, "review": 450, "synthesize": 250},

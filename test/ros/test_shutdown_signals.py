@@ -22,7 +22,7 @@ ROBOT_NODES = 4  # camera, microphone, speaker, dialogue
 
 def start(tmp_path: Path, *arguments: str) -> subprocess.Popen:
     log = open(tmp_path / "command.log", "wb")
-    return subprocess.Popen([sys.executable, "-m", "uservlm_ros.cli", *arguments], cwd=tmp_path,
+    return subprocess.Popen([sys.executable, "-m", "uservlm_ros.tools.cli", *arguments], cwd=tmp_path,
                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             start_new_session=True)
 
@@ -97,8 +97,8 @@ def test_a_node_stops_on_sigterm_while_its_model_loads(tmp_path, rclpy_context):
     (minutes for a real one) and then fail on its shut-down context."""
     import rclpy
 
-    from uservlm_ros.graph import GRAPH
-    from uservlm_ros.launcher import GraphProcesses
+    from uservlm_ros.bringup.graph import GRAPH
+    from uservlm_ros.tools.launcher import GraphProcesses
 
     ethics = next(spec for spec in GRAPH if spec.name == "ethics_node")
     store = {"store_dir": str(tmp_path / "consent")}

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from small_disk import fill, remount, small_disk, snapshot
-from uservlm_ros.engines.ethics import ALLOW, CLARIFY, GENERIC, EthicsConfig, EthicsEngine
+from uservlm_ros.engines.ethics.engine import ALLOW, CLARIFY, GENERIC, EthicsConfig, EthicsEngine
 
 FACE = {"age": "60-69", "gender": "female", "ethnicity": "latino", "emotion": "sad"}
 NEEDS_CONSENT = "What should I eat for lunch today?"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from uservlm_ros.graph import GRAPH
+from uservlm_ros.bringup.graph import GRAPH
 
 LIB = Path(sys.prefix) / "lib" / "uservlm_ros"
 

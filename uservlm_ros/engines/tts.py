@@ -34,7 +34,7 @@ from typing import Iterator, List, Optional
 
 import numpy as np
 
-from uservlm_ros.audio import float_to_int16
+from uservlm_ros.speech.audio import float_to_int16
 
 _LOG = logging.getLogger(__name__)
 

@@ -16,10 +16,10 @@ remaining greedy decoding steps; total = all of it plus decoding the text.
 
 Per-person image cache (opt-in, ``vision_cache_size`` > 0): ``answer(..., person_key="alice")``
 reuses what was computed from Alice's picture on her previous turn when the picture is
-byte-identical (see :mod:`uservlm_ros.vlm.image_cache`; answers are unchanged). With
+byte-identical (see :mod:`uservlm_ros.model.image_cache`; answers are unchanged). With
 ``prefix_mode="bidirectional"`` (the default, the trained model) the image features are reused and
 the vision tower is skipped; with ``prefix_mode="cacheable"`` (adapters trained in that mode, see
-:mod:`uservlm_ros.vlm.prefix`) the KV cache of the image block is reused and only the question is
+:mod:`uservlm_ros.model.prefix`) the KV cache of the image block is reused and only the question is
 prefilled. ``forget_person(key)`` drops a person's entry; ``load()`` and ``close()`` drop all.
 
 Thread safety: one generation at a time. ``answer(..., lock_timeout=s)`` raises :class:`EngineBusy`
@@ -35,10 +35,10 @@ from typing import Callable
 
 import numpy as np
 
-from ..vlm import image_cache, prefix
-from ..vlm.errors import VLMLoadError
-from ..vlm.loading import DTYPES, DEVICE_RE, LoadInfo, load_model
-from ..vlm.prompt import MAX_QUESTION_CHARS, build_prompt, neutral_image, prepare_inputs, validate_image
+from uservlm_ros.model import image_cache, prefix
+from uservlm_ros.model.errors import VLMLoadError
+from uservlm_ros.model.loading import DTYPES, DEVICE_RE, LoadInfo, load_model
+from uservlm_ros.model.prompt import MAX_QUESTION_CHARS, build_prompt, neutral_image, prepare_inputs, validate_image
 
 __all__ = ["VLMConfig", "VLMAnswer", "VLMEngine", "VLMLoadError", "EngineBusy"]
 

@@ -17,22 +17,24 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 from std_msgs.msg import Bool
 
-from uservlm_ros.audio import ASR_SAMPLE_RATE, resample, to_mono
-from uservlm_ros.engines.asr import ASRConfig, ASREngine, VoiceActivitySegmenter
-from uservlm_ros.engines.listening import HeardSpeech, StreamListener
+from uservlm_ros.speech.audio import ASR_SAMPLE_RATE, resample, to_mono
+from uservlm_ros.engines.asr.listening import StreamListener
+from uservlm_ros.engines.asr.vad import VadConfig, VoiceActivitySegmenter
+from uservlm_ros.engines.asr.whisper import ASRConfig, ASREngine
 from uservlm_ros.msg import AudioChunk, Utterance
 from uservlm_ros.robot.self_speech import SelfSpeechGate
-from uservlm_ros.ros import local_topics, qos
+from uservlm_ros.ros import qos
 from uservlm_ros.ros.executors import InlineCallbackGroup
 from uservlm_ros.ros.conversions import audio_to_array, seconds_to_stamp, stamp_to_seconds
 from uservlm_ros.ros.engine_node import EngineNode
+from uservlm_ros.ros.parameters import config_from, dataclass_parameters
 from uservlm_ros.ros.runner import run_node
 from uservlm_ros.srv import Transcribe
 
 
 # The "heard" line is logged this long after the utterance went out, not before or at once: an
-# rclpy log call holds the GIL ~0.5 ms (it inspects the caller's frame and publishes on /rosout),
-# which would delay the turn the utterance starts (measured here, in the composed cloud process).
+# rclpy log call holds the GIL (it inspects the caller's frame and publishes on /rosout), which
+# would delay the turn the utterance starts.
 HEARD_LOG_DELAY = 0.1
 
 
@@ -51,12 +53,16 @@ class ASRNode(EngineNode):
         "window_seconds": "Shortest Whisper encoder window, seconds, grown to cover each request (0 = the standard 30 s; shorter is faster on a CPU)",
     }
 
+    VAD_DESCRIPTIONS = {
+        "vad_threshold": "Silero speech probability above which audio counts as speech",
+        "min_silence_ms": "Silence that ends an utterance, milliseconds",
+        "min_speech_ms": "Speech shorter than this is dropped, milliseconds",
+        "speech_pad_ms": "Audio kept before and after the detected speech, milliseconds",
+        "max_utterance_seconds": "An utterance is cut after this long, seconds",
+    }
     EXTRA_PARAMETERS = {
+        **dataclass_parameters(VadConfig, VAD_DESCRIPTIONS),
         "listen": (True, "Transcribe the `audio` stream and publish utterances on `speech`"),
-        "vad_threshold": (0.5, "Silero speech probability above which audio counts as speech"),
-        "min_silence_ms": (500, "Silence that ends an utterance, milliseconds"),
-        "speech_pad_ms": (200, "Audio kept before and after the detected speech, milliseconds"),
-        "max_utterance_seconds": (30.0, "An utterance is cut after this long"),
         "self_speech_tail": (0.3, "Audio captured this long after the robot stops speaking is ignored too (room echo), seconds"),
         "speculative": (False, "Experimental: start transcribing an utterance as soon as the silence after it begins, while its end is being confirmed (same result, earlier)"),
     }
@@ -71,7 +77,7 @@ class ASRNode(EngineNode):
         self.utterances = 0
         self.speculative_hits = 0
         self._warned_rate = False
-        self._speculation: tuple[HeardSpeech, Future] | None = None
+        self._speculation: Future | None = None  # transcribing the utterance about to end
         self._speculator = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asr_speculative")
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
@@ -99,9 +105,7 @@ class ASRNode(EngineNode):
     def create_interfaces(self) -> None:
         self.serve(Transcribe, "uservlm/transcribe", self.on_transcribe)
         if self.param("listen"):
-            segmenter = VoiceActivitySegmenter(
-                threshold=self.param("vad_threshold"), min_silence_ms=self.param("min_silence_ms"),
-                speech_pad_ms=self.param("speech_pad_ms"), max_utterance_s=self.param("max_utterance_seconds"))
+            segmenter = VoiceActivitySegmenter(config_from(self, VadConfig, self.VAD_DESCRIPTIONS))
             self._listener = StreamListener(segmenter, SelfSpeechGate(tail_seconds=self.param("self_speech_tail")))
             # audio chunks and robot_speaking: short, in the executor's spin thread (no pool hand-off)
             stream = InlineCallbackGroup()
@@ -151,15 +155,14 @@ class ASRNode(EngineNode):
         finished = self._listener.feed(samples, stamp)
         vad_seconds = time.perf_counter() - started
         for heard in finished:
-            speculation = self._speculation
-            matched = speculation is not None and heard.same_as(speculation[0])
-            self._heard.put((heard, speculation[1] if matched else None, vad_seconds))
+            early = self._speculation if self._listener.settle(heard) else None
+            self._heard.put((heard, early, vad_seconds))
             self._speculation = None
         if self.param("speculative"):
-            candidate = self._listener.candidate()
-            if candidate is not None and not candidate.same_as(self._speculation and self._speculation[0]):
-                future = self._speculator.submit(self.engine.transcribe, candidate.samples, ASR_SAMPLE_RATE)
-                self._speculation = (candidate, future)
+            candidate = self._listener.speculate()
+            if candidate is not None:
+                self._speculation = self._speculator.submit(self.engine.transcribe, candidate.samples,
+                                                            ASR_SAMPLE_RATE)
 
     def _transcribe_stream(self) -> None:
         heard_line = ""  # the last utterance's log line, until the turn it starts is under way
@@ -195,7 +198,7 @@ class ASRNode(EngineNode):
             self.stage_times.add(asr=transcript.asr_seconds)
             msg.header.stamp = self.get_clock().now().to_msg()
             msg.header.frame_id = "microphone"
-            local_topics.publish(self._speech_pub, msg)  # composed with dialogue_node: in-process too
+            self._speech_pub.publish(msg)
             heard_line = f"heard ({heard.end - heard.start:.1f} s{', speculative' if speculation else ''}): {msg.text!r}"
 
     def diagnostic_values(self) -> dict[str, str]:

@@ -1,23 +1,16 @@
-"""cloud_node: the cloud side's nodes — asr_node, tts_node, vlm_node, ethics_node — composed
-into one process (``uservlm up --compose``, ``uservlm bench --compose``), and with them the
-turn-taking dialogue_node when it runs on the same host.
+"""cloud_node: the cloud side's nodes (asr_node, tts_node, vlm_node, ethics_node) composed into one
+process (``uservlm up --compose``, ``uservlm bench --compose``), joined by dialogue_node when it
+runs on the same host.
 
-What a component container is to rclcpp nodes: one process, every node keeping its name,
+What a component container is to rclcpp nodes: one process, every member keeping its name,
 parameters (cloud.yaml and robot.yaml are keyed by node name), services and topics, so the graph
-looks the same from outside. What changes is inside: calls between members go straight to the
-serving callback (:mod:`uservlm_ros.ros.local_services`) instead of through DDS — vlm_node's
-``uservlm/review`` and ``uservlm/synthesize`` (the answer's 180 KB of audio are not serialised
-twice) and, with dialogue_node, its ``uservlm/ask`` (the question and the camera's JPEG); and
-asr_node's utterances reach dialogue_node in-process too (:mod:`uservlm_ros.ros.local_topics`).
-With dialogue_node, the process subscribes to the camera once: vlm_node keeps the frames
-dialogue_node's subscriptions receive (:meth:`uservlm_ros.nodes.vlm.VLMNode.share_camera`), so
-its thread-pool executor is not woken 30 times a second, and ``ros2 topic info`` lists
-dialogue_node alone as the camera topics' subscriber in this process. Each member spins its own
+looks the same from outside. Inside, :class:`uservlm_ros.ros.composition.Composition` makes the
+members' calls and messages to each other in-process. The process also runs a node of its own,
+``cloud_node``, whose /diagnostics report what went in-process. Each member spins its own
 executor on its own thread (:func:`uservlm_ros.ros.runner.run_nodes`).
 
-The price: one Python interpreter for the engines (they release the GIL in their C++ and Torch
-kernels, the Python glue shares it) and one crash takes every member down together; separate
-processes (the default) isolate them.
+The price: one Python interpreter for the engines, and one crash takes every member down
+together; separate processes (the default) isolate them.
 
 Per-node parameter overrides are given before ``--ros-args`` as ``--set node.parameter:=value``
 (a ``-p`` after ``--ros-args`` would reach every node of the process).
@@ -27,9 +20,13 @@ from __future__ import annotations
 import sys
 
 import yaml
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.node import Node
 
-from uservlm_ros.ros import local_services, local_topics
-from uservlm_ros.ros.runner import DEFAULT_THREADS, run_nodes
+from uservlm_ros.ros import qos
+from uservlm_ros.ros.diagnostics import OK, publish_status
+from uservlm_ros.ros.composition import Composition
+from uservlm_ros.ros.runner import DEFAULT_THREADS, EVENTS, run_nodes
 
 CLOUD_MEMBERS = ("asr_node", "tts_node", "vlm_node", "ethics_node")
 MEMBERS = (*CLOUD_MEMBERS, "dialogue_node")
@@ -87,21 +84,26 @@ def main(args=None) -> int:
         parameters = [Parameter(k, value=v) for k, v in overrides.get(name, {}).items()]
         return lambda: kinds[name](parameter_overrides=parameters)
 
-    local_services.enable()
-    local_topics.enable()
+    composition = Composition().install()
     # The servers first: vlm_node finds ethics and TTS ready when it takes its first ask, and
-    # dialogue_node finds vlm_node.
-    # Each member's executor as in its own process: run_node's default, or the node's EXECUTOR_THREADS.
+    # dialogue_node finds vlm_node. Each member's executor as in its own process.
     threads = lambda name: getattr(kinds[name], "EXECUTOR_THREADS", DEFAULT_THREADS)  # noqa: E731
-    return run_nodes([(make(name), threads(name)) for name in kinds if name in members], args=argv,
-                     connect=share_camera)
+    members = [(make(name), threads(name)) for name in kinds if name in members]
+    return run_nodes([*members, (lambda: ContainerNode(composition), EVENTS)], args=argv)
 
 
-def share_camera(nodes) -> None:
-    """vlm_node takes its frames from dialogue_node's camera subscriptions when both are members."""
-    named = {node.get_name(): node for node in nodes}
-    if "vlm_node" in named and "dialogue_node" in named:
-        named["vlm_node"].share_camera("dialogue_node", named["dialogue_node"].frames)
+class ContainerNode(Node):
+    """The composed process's own node: /diagnostics about what its members do in-process."""
+
+    def __init__(self, composition: Composition):
+        super().__init__("cloud_node")
+        self.composition = composition
+        self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", qos.DIAGNOSTICS)
+        self.create_timer(1.0, self.report)
+
+    def report(self) -> None:
+        publish_status(self, self._diagnostics, OK, "composed: calls and messages between members "
+                       "in-process", self.composition.status())
 
 
 if __name__ == "__main__":

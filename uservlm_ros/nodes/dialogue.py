@@ -24,7 +24,7 @@ from rclpy.node import Node
 from std_msgs.msg import Header
 
 from uservlm_ros.msg import AudioChunk, Interaction, Utterance
-from uservlm_ros.ros import local_topics, qos
+from uservlm_ros.ros import qos
 from uservlm_ros.ros.diagnostics import OK, WARN, publish_status
 from uservlm_ros.ros.parameters import declare
 from uservlm_ros.ros.conversions import check_compressed, check_image, stamp_to_seconds
@@ -47,7 +47,7 @@ PARAMETERS = {
 
 class DialogueNode(Node):
     # Callbacks only queue and record: the turns run on their own thread, so the events executor
-    # (one thread, no wait set rebuilt per camera frame) serves it, alone or composed into cloud_node.
+    # (one thread, no wait set rebuilt per camera frame) serves it.
     EXECUTOR_THREADS = EVENTS
 
     def __init__(self, **kwargs):
@@ -69,9 +69,7 @@ class DialogueNode(Node):
         self._audio_out = self.create_publisher(AudioChunk, "speech_audio", qos.SPEECH_AUDIO)
         self._interactions = self.create_publisher(Interaction, "interactions", qos.EVENTS)
         self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", qos.DIAGNOSTICS)
-        # Composed with asr_node (cloud_node), utterances come in-process; DDS copies are dropped.
-        self._speech_in = local_topics.subscribe(self.resolve_topic_name("speech"), self.on_speech)
-        self.create_subscription(Utterance, "speech", self._speech_in.from_dds, qos.EVENTS, callback_group=events)
+        self.create_subscription(Utterance, "speech", self.on_speech, qos.EVENTS, callback_group=events)
         self.create_subscription(Header, "speech_started", self.on_speech_started, qos.EVENTS,
                                  callback_group=events)
         subscribe_camera(self, self.frames, callback_group=events)
@@ -85,7 +83,6 @@ class DialogueNode(Node):
 
     def destroy_node(self):
         self._stopping.set()
-        local_topics.unsubscribe(self._speech_in)
         self._turns.put(None)
         self._worker.join(timeout=5)
         return super().destroy_node()
@@ -94,7 +91,7 @@ class DialogueNode(Node):
     def on_speech(self, utterance: Utterance) -> None:
         if not utterance.text.strip():
             return
-        with self._queueing:  # called by the executor and, composed with asr_node, by its thread
+        with self._queueing:  # callers may be on any thread
             try:
                 self._turns.put_nowait(utterance)
             except queue.Full:
@@ -221,8 +218,6 @@ class DialogueNode(Node):
             self.cloud_up = up
         values = {"turns_done": self.turns_done, "turns_failed": self.turns_failed,
                   "turns_dropped": self.turns_dropped, "frames_received": self.frames.received,
-                  "speech_in_process": self._speech_in.delivered,
-                  "speech_dds_duplicates_dropped": self._speech_in.duplicates,
                   "last_error": self.last_error}
         publish_status(self, self._diagnostics, OK if up else WARN,
                        "cloud side reachable" if up else "cloud side not reachable (/uservlm/ask)", values)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 
-from uservlm_ros.engines.ethics import EthicsConfig, EthicsEngine
+from uservlm_ros.engines.ethics.engine import EthicsConfig, EthicsEngine
 from uservlm_ros.ros.engine_node import EngineNode
 from uservlm_ros.ros.runner import run_node
 from uservlm_ros.srv import Forget, Review

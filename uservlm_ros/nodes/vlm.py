@@ -3,8 +3,7 @@
 Lifecycle node around :class:`uservlm_ros.engines.vlm.VLMEngine` (PaliGemma 2 + a LoRA or MoLE
 adapter; a tiny randomly initialised PaliGemma 2 offline, whose answers are meaningless). Keeps the
 newest frames of ``camera/image_raw`` and ``camera/image_raw/compressed`` (sensor-data QoS) for
-requests that carry no image — from its own subscriptions, or composed with dialogue_node from
-that node's (:meth:`VLMNode.share_camera`) — and calls ``uservlm/synthesize`` when a request asks
+requests that carry no image, and calls ``uservlm/synthesize`` when a request asks
 to speak; with ``publish_audio`` or ``stream_audio`` the audio goes to the robot's speaker on
 ``speech_audio`` itself instead of back to the caller.
 """
@@ -15,9 +14,9 @@ import time
 import numpy as np
 from rclpy.callback_groups import ReentrantCallbackGroup
 
-from uservlm_ros import turn
+from uservlm_ros.engines import turn
 from uservlm_ros.engines import vlm as vlm_engine
-from uservlm_ros.ros import local_services, qos
+from uservlm_ros.ros import qos
 from uservlm_ros.ros.conversions import (array_to_audio, audio_to_array, check_compressed, compressed_is_empty,
                                          compressed_to_rgb, image_is_empty, image_to_rgb)
 from uservlm_ros.ros.engine_node import EngineNode
@@ -26,8 +25,8 @@ from uservlm_ros.ros.frame_buffer import FrameBuffer, subscribe_camera
 from uservlm_ros.ros.runner import run_node
 from uservlm_ros.ros.service_client import call_with_timeout, wait_for_server
 from uservlm_ros.msg import AudioChunk
-from uservlm_ros.speech_pacer import SpeechPacer
-from uservlm_ros.speech_stream import SentenceSpeaker
+from uservlm_ros.speech.pacer import SpeechPacer
+from uservlm_ros.speech.sentences import SentenceSpeaker
 from uservlm_ros.srv import Ask, Review, Synthesize
 
 PLACEHOLDER_NOTE = ("tiny randomly initialised PaliGemma 2 stand-in: its answers are meaningless "
@@ -68,16 +67,13 @@ class VLMNode(EngineNode):
         self.frames = FrameBuffer(self.param("frame_history"))
         self._service_group = ReentrantCallbackGroup()
         self._camera_group = InlineCallbackGroup()  # frames are only stored: no pool hand-off
-        self._subscriptions = []
-        self._camera_source: tuple[str, FrameBuffer] | None = None  # see share_camera
-        self._active = False
+        self._camera_subscriptions = []
         self._synthesize = self.create_client(Synthesize, "uservlm/synthesize",
                                               qos_profile=qos.SERVICES,
                                               callback_group=self._service_group)
         self._review = self.create_client(Review, "uservlm/review", qos_profile=qos.SERVICES,
                                           callback_group=self._service_group)
         self._review_was_up: bool | None = None
-        self._said_in_process: set[str] = set()
         self._review_seen = False
         # publish_audio / stream_audio asks: the answer (each sentence) goes straight to the robot's speaker.
         self._speech_audio = self.create_publisher(AudioChunk, "speech_audio", qos.SPEECH_AUDIO)
@@ -100,53 +96,22 @@ class VLMNode(EngineNode):
         return f"{self.engine.model_name}{note}"
 
     def create_interfaces(self) -> None:
-        self._active = True
-        self._take_frames()
+        self._camera_subscriptions = subscribe_camera(self, self.frames, self._camera_group)
         self.serve(Ask, "uservlm/ask", self.on_ask, self._service_group)
 
     def destroy_interfaces(self) -> None:
-        self._active = False
-        self._release_frames()
-        super().destroy_interfaces()
-
-    # -- camera -------------------------------------------------------------------------------
-    def share_camera(self, owner: str, frames: FrameBuffer) -> None:
-        """Composed with a node that already keeps the camera's frames (``owner``: dialogue_node
-        in cloud_node), take each of its frames instead of subscribing to the camera a second time.
-
-        The process then receives each frame once, and this node's executor — a thread pool whose
-        spin thread rebuilds its wait set in Python, GIL held, for every message — no longer wakes
-        30 times a second for frames: the owner's events executor takes them. While this node is
-        inactive, no frame is forwarded to it, as no subscription would deliver one. The owner's
-        camera remaps apply (the graph gives both nodes the same ones, e.g. a Pepper's front camera)."""
-        self._release_frames()
-        self._camera_source = (owner, frames)
-        if self._active:
-            self._take_frames()
-
-    def _take_frames(self) -> None:
-        if self._camera_source is not None:
-            self._camera_source[1].forward_to(self.frames)
-        else:
-            self._subscriptions = subscribe_camera(self, self.frames, self._camera_group)
-
-    def _release_frames(self) -> None:
-        if self._camera_source is not None:
-            self._camera_source[1].stop_forwarding(self.frames)
-        for subscription in self._subscriptions:
+        for subscription in self._camera_subscriptions:
             self.destroy_subscription(subscription)
-        self._subscriptions = []
+        self._camera_subscriptions = []
+        super().destroy_interfaces()
 
     def destroy_node(self):
         self._pacer.close()  # pieces still waiting go out before the publisher goes
         return super().destroy_node()
 
     def diagnostic_values(self) -> dict[str, str]:
-        source = f"{self._camera_source[0]} (in-process)" if self._camera_source else "own subscriptions"
         return {"frames_received": str(self.frames.received), "frames_dropped": str(self.frames.dropped),
-                "frames_from": source,
                 "speech_pieces_sent": str(self._pacer.sent), "speech_piece_errors": str(self._pacer.send_errors),
-                "in_process_calls": str(sum(local_services.calls.values())),
                 "placeholder_model": str(bool(self.engine and self.engine.placeholder))}
 
     # -- ask ----------------------------------------------------------------------------------
@@ -218,7 +183,7 @@ class VLMNode(EngineNode):
 
     def _publish_speech(self, speech: turn.Speech, turn_id: str) -> float | None:
         """Send synthesized speech on speech_audio for the robot's speaker (frame_id = turn id:
-        the speaker joins the pieces), paced (:class:`uservlm_ros.speech_pacer.SpeechPacer`): a
+        the speaker joins the pieces), paced (:class:`uservlm_ros.speech.pacer.SpeechPacer`): a
         first piece of ``speech_chunk_seconds`` at once, then pieces twice as long each, every
         one sent when the audio before it has half played. Returns the perf_counter time of the
         first piece's header stamp (where the bench splits the spoken path), None if it waits
@@ -287,10 +252,6 @@ class VLMNode(EngineNode):
         elif published:  # publish_audio: the whole answer went out
             result.timings["first_audio"] = published[0] - started
         self.fill_response(response, result)
-        new_calls = set(local_services.calls) - self._said_in_process
-        if new_calls:  # once per service: which calls of this process skip DDS
-            self._said_in_process |= new_calls
-            self.get_logger().info("composed cloud: called in-process (no DDS): " + ", ".join(sorted(new_calls)))
         self.count_request(result.error)
         if result.success:
             self.stage_times.add(**result.timings)

@@ -12,7 +12,7 @@ AudioChunk message, with its header and the RTPS/UDP/IP headers, inside one 1500
 Wi-Fi frame, so on the robot -> cloud link a chunk is never split into IP fragments (losing one
 fragment loses the whole datagram and, with reliable QoS, costs a resend of all of it). It adds
 20 ms of average latency to the end of an utterance (100 ms chunks: 50 ms) for 25 messages a
-second, about 1 ms of middleware work each.
+second.
 
 Sources (``MicrophoneConfig.source``):
 
@@ -24,7 +24,7 @@ Sources (``MicrophoneConfig.source``):
   one ``channel`` is kept. A block that finds the queue full pushes out the oldest
   (``dropped_chunks``); PortAudio's input-overflow flags count as ``overruns``.
 - a path ending in ``.wav`` (16-bit PCM, any rate and channel count): loaded, downmixed and
-  resampled to 16 kHz with :mod:`uservlm_ros.audio`, then served in chunks, in real time
+  resampled to 16 kHz with :mod:`uservlm_ros.speech.audio`, then served in chunks, in real time
   (``realtime=True``: chunk i becomes available when its last sample would have been captured) or
   as fast as read. At the end: ``loop=True`` starts again (chunks keep their size across the
   seam); otherwise the last, possibly shorter, chunk has ``final=True``, then status is
@@ -53,7 +53,7 @@ from typing import Any, Callable, List, Optional, Tuple
 
 import numpy as np
 
-from uservlm_ros.audio import ASR_SAMPLE_RATE, float_to_int16, read_wav, resample, to_mono
+from uservlm_ros.speech.audio import ASR_SAMPLE_RATE, float_to_int16, read_wav, resample, to_mono
 from uservlm_ros.robot.backoff import Backoff
 from uservlm_ros.robot.resampler import StreamingResampler
 

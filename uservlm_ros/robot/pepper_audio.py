@@ -44,7 +44,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from uservlm_ros.audio import ASR_SAMPLE_RATE, float_to_int16, to_mono, validate_audio
+from uservlm_ros.speech.audio import ASR_SAMPLE_RATE, float_to_int16, to_mono, validate_audio
 from uservlm_ros.robot.resampler import StreamingResampler
 
 #: naoqi_bridge_msgs/AudioBuffer channel constants.
@@ -212,7 +212,7 @@ class PepperAudioConverter:
             raise ValueError(
                 f"unexpected sample rate {frequency} Hz; this stream must be {self.config.input_rate} Hz"
             )
-        # dtype, whole frames, rate range and length, with the shared wording of uservlm_ros.audio
+        # dtype, whole frames, rate range and length, with the shared wording of uservlm_ros.speech.audio
         validate_audio(samples, int(frequency), MAX_BUFFER_SECONDS, channels=len(codes))
         return samples, codes, self._positions_for(codes)
 

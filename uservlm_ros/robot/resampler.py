@@ -1,6 +1,6 @@
 """Streaming (stateful) polyphase resampling: successive blocks give the same samples as one block.
 
-:func:`uservlm_ros.audio.resample` (scipy ``resample_poly``) resamples one whole signal; fed block
+:func:`uservlm_ros.speech.audio.resample` (scipy ``resample_poly``) resamples one whole signal; fed block
 by block it pads every block edge with zeros, which clicks at each boundary. This resampler keeps
 the tail of the input as filter history, so the output of any split of the input equals the output
 of the whole (up to float rounding). The price is latency: the output lags the input by the

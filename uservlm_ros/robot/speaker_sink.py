@@ -49,7 +49,7 @@ from typing import Any, Callable, List, Optional, Tuple
 
 import numpy as np
 
-from uservlm_ros.audio import float_to_int16, resample, validate_audio
+from uservlm_ros.speech.audio import float_to_int16, resample, validate_audio
 
 _LOG = logging.getLogger(__name__)
 

@@ -19,10 +19,10 @@ from collections import deque
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
-from uservlm_ros.ros import local_services, qos
+from uservlm_ros.ros import qos
 from uservlm_ros.ros.diagnostics import ERROR, OK, WARN, publish_status
 from uservlm_ros.ros.parameters import dataclass_parameters, declare
 
@@ -63,7 +63,6 @@ class EngineNode(LifecycleNode):
         self.stage_times = StageTimes()
         self._counter_lock = threading.Lock()
         self._served = []
-        self._group_locks: dict[int, threading.Lock] = {}
         self._declare(self.config_defaults())
         self._declare({name: value for name, value in self.EXTRA_PARAMETERS.items()})
         self._declare({"autostart": (True, "Configure and activate this node at start-up "
@@ -98,16 +97,11 @@ class EngineNode(LifecycleNode):
         raise NotImplementedError
 
     def serve(self, srv_type, name: str, callback, callback_group=None):
-        """Create a service with the package's service QoS; destroyed on deactivate. In a composed
-        process it is also served in-process (:mod:`uservlm_ros.ros.local_services`); a mutually
-        exclusive group then also holds a lock, which the in-process calls take too."""
+        """Create a service with the package's service QoS; destroyed on deactivate."""
         group = callback_group or ReentrantCallbackGroup()
-        callback = self._guarded(callback, name)
-        if isinstance(group, MutuallyExclusiveCallbackGroup) and local_services.enabled():
-            callback = local_services.exclusive(callback, self._group_locks.setdefault(id(group), threading.Lock()))
-        service = self.create_service(srv_type, name, callback, qos_profile=qos.SERVICES, callback_group=group)
-        local_services.register(service.service_name, srv_type, callback)
-        self._served.append((service, callback))
+        service = self.create_service(srv_type, name, self._guarded(callback, name),
+                                      qos_profile=qos.SERVICES, callback_group=group)
+        self._served.append(service)
         return service
 
     def _guarded(self, callback, name: str):
@@ -127,8 +121,7 @@ class EngineNode(LifecycleNode):
         return serve_request
 
     def destroy_interfaces(self) -> None:
-        for service, callback in self._served:
-            local_services.unregister(service.service_name, callback)
+        for service in self._served:
             self.destroy_service(service)
         self._served = []
 

@@ -6,8 +6,8 @@ never wait.
 
 rclpy's MultiThreadedExecutor hands every callback to a thread pool: the spin thread takes the
 message, wakes a pool thread, and that thread must get the GIL before the callback starts — one
-more thread wake-up per message (0.1–1 ms on a 2-core VM, more under load) on a path like the
-microphone's audio chunks, 25 per second, where the end of speech is detected. A callback in an
+more thread wake-up per message on a path like the microphone's audio chunks, 25 per second,
+where the end of speech is detected. A callback in an
 :class:`InlineCallbackGroup` runs in the spin thread itself, as in a SingleThreadedExecutor,
 while the node's other callbacks (services that wait on an engine for seconds) still go to the
 pool. Inline callbacks must be short and never wait: while one runs, the node's other callbacks
@@ -62,12 +62,10 @@ def single_thread_executor(context=None):
 class EventsSpinner:
     """rclpy's experimental ``EventsExecutor`` (C++ event queue), for a node whose callbacks are
     all short and never wait: a message wakes the spin thread straight into its callback, with no
-    wait set rebuilt in Python from every entity of the node before each one (~0.3 ms per message
-    with the GIL held, for a small node, under the default executors).
+    wait set rebuilt in Python, GIL held, from every entity of the node before each one.
 
-    Its own ``spin()`` holds the GIL while it waits in the rclpy wheel pinned here (7.1.5,
-    measured: no other thread of the process ran, and an idle process used ~75 % of a core), so
-    :meth:`spin` loops ``spin_once()``, which releases it while waiting (idle: 0.2 % of a core).
+    Its own ``spin()`` holds the GIL while it waits in the Jazzy rclpy wheel (no other thread of
+    the process runs), so :meth:`spin` loops ``spin_once()``, which releases it while waiting.
     Coroutine callbacks are not supported by it (a service answering ``async`` fails). Same
     ``add_node`` / ``spin`` / ``spin_once`` / ``shutdown`` as rclpy's executors; ``spin`` returns
     once the context is shut down."""

@@ -1,9 +1,7 @@
 """The newest camera frames, raw or JPEG, kept undecoded until a turn needs one (plain Python).
 
 Only a short history is kept (the frame nearest the end of an utterance is the user image); an
-overwritten frame that was never used is counted as dropped, for /diagnostics. Nodes composed into
-one process can share one camera subscription: a buffer forwards each frame it gets to the buffers
-registered with :meth:`FrameBuffer.forward_to`.
+overwritten frame that was never used is counted as dropped, for /diagnostics.
 """
 from __future__ import annotations
 
@@ -61,7 +59,6 @@ class FrameBuffer:
         self._frames: deque[Frame] = deque(maxlen=max(1, history))
         self.received = 0
         self.dropped = 0
-        self._followers: tuple[FrameBuffer, ...] = ()
 
     def add(self, frame: Frame) -> None:
         with self._lock:
@@ -69,22 +66,6 @@ class FrameBuffer:
                 self.dropped += 1
             self._frames.append(frame)
             self.received += 1
-            followers = self._followers
-        for buffer in followers:
-            buffer.add(frame)
-
-    def forward_to(self, other: "FrameBuffer") -> None:
-        """From now on every frame added here is added to ``other`` too (same Frame object: it is
-        read-only, decoded per use)."""
-        if other is self:
-            raise ValueError("a frame buffer cannot forward to itself")
-        with self._lock:
-            if other not in self._followers:
-                self._followers = (*self._followers, other)
-
-    def stop_forwarding(self, other: "FrameBuffer") -> None:
-        with self._lock:
-            self._followers = tuple(b for b in self._followers if b is not other)
 
     def newest(self, max_age: float | None = None, now: float | None = None) -> Frame | None:
         with self._lock:

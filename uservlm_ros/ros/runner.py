@@ -48,16 +48,15 @@ def _executor(threads: int):
     return single_thread_executor() if threads == EVENTS else StreamExecutor(num_threads=threads)
 
 
-def run_nodes(members, args=None, connect=None) -> int:
+def run_nodes(members, args=None) -> int:
     """Run several nodes in one process (a composed process). ``members``: ``(node_factory,
-    threads)`` pairs; ``connect(nodes)``, if given, is called once every node exists and before
-    any is activated (to let members share what they would otherwise each take from DDS).
+    threads)`` pairs.
 
     Each node gets an executor of its own, spun on a thread of its own: rclpy (Jazzy) rebuilds
-    its wait set in Python from every entity of its nodes before each callback (~0.9 ms for four
-    default nodes with four subscriptions each, measured here), so one executor over every member
-    pays that per camera frame, holding the GIL, and a message for one node waits behind another
-    node's frames. If one executor stops (shutdown or an escaped error) they all stop.
+    its wait set in Python from every entity of its nodes before each callback, so one executor
+    over every member would pay that per camera frame, holding the GIL, and a message for one
+    node would wait behind another node's frames. If one executor stops (shutdown or an escaped
+    error) they all stop.
 
     SIGTERM (``systemctl stop``, a dying ``uservlm up``) stops the process as Ctrl-C does, even
     while a model loads: rclpy shuts its context down on SIGTERM and then calls the handler set
@@ -80,8 +79,6 @@ def run_nodes(members, args=None, connect=None) -> int:
     try:
         for factory, _ in members:
             nodes.append(factory())
-        if connect is not None:
-            connect(nodes)
         for node in nodes:
             if hasattr(node, "autostart"):
                 node.autostart()

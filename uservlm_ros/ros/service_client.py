@@ -8,8 +8,6 @@ from __future__ import annotations
 import threading
 import time
 
-from uservlm_ros.ros import local_services
-
 # rclpy's Client.wait_for_service() sleeps in 0.25 s steps (ros2/rclpy#58): a server that is
 # momentarily not "ready" in the graph cache (seen when another participant joins or leaves)
 # cost a whole turn 250 ms. Poll finely instead.
@@ -36,15 +34,7 @@ def wait_for_server(client, timeout: float, poll: float = READY_POLL_SECONDS) ->
 
 
 def call_with_timeout(client, request, timeout: float):
-    """Send ``request`` and wait at most ``timeout`` seconds for the response. A server composed
-    into this process is called directly (:mod:`uservlm_ros.ros.local_services`)."""
-    if local_services.enabled():
-        # Client.service_name (the resolved name) is Jazzy's; Humble's clients have srv_name only,
-        # as given: no in-process server is found under it, and the call goes over DDS.
-        name = getattr(client, "service_name", client.srv_name)
-        local = local_services.lookup(name, client.srv_type)
-        if local is not None:
-            return local_services.call(local, client.srv_type, request, timeout, name)
+    """Send ``request`` and wait at most ``timeout`` seconds for the response."""
     if not wait_for_server(client, min(timeout, 2.0)):
         raise ServiceUnavailable(f"service {client.srv_name} is not available")
     done = threading.Event()
