@@ -9,6 +9,7 @@ The hand-written package is installed by CMake too, so the wheel has a single co
 Build isolation must stay off: the build needs ``ament_package`` and the rosidl generators that
 live in the environment (requirements/ros.txt).
 """
+
 import os
 import re
 import sys
@@ -23,7 +24,8 @@ os.environ.setdefault("AMENT_PREFIX_PATH", sys.prefix)
 
 
 def node_executables():
-    """`<module>_node` for every uservlm_ros/nodes/<module>.py with a main(), as CMakeLists does."""
+    """`<module>_node` for every uservlm_ros/nodes/<module>.py with a main(), as CMakeLists
+    does."""
     scripts = []
     for path in sorted((HERE / "uservlm_ros" / "nodes").glob("*.py")):
         if path.stem.startswith("_"):
@@ -52,5 +54,7 @@ setup(
         "-DBUILD_TESTING=OFF",
     ],
     cmake_process_manifest_hook=drop_ament_egg_info,
-    entry_points={"console_scripts": ["uservlm = uservlm_ros.tools.cli:main", *node_executables()]},
+    entry_points={
+        "console_scripts": ["uservlm = uservlm_ros.tools.cli:main", *node_executables()]
+    },
 )

@@ -1,11 +1,13 @@
 """The whole system: robot side and cloud side (robot:=false or cloud:=false for one of them).
 
-    ros2 launch uservlm_ros pepper.launch.py [namespace:=pepper1] [params_file:=my.yaml] [naoqi:=true]
+    ros2 launch uservlm_ros pepper.launch.py [namespace:=pepper1] [params_file:=my.yaml]
+    [naoqi:=true]
 
 Arguments (with descriptions): `ros2 launch uservlm_ros pepper.launch.py --show-args`. The nodes,
 their parameter files and the model arguments come from uservlm_ros.bringup.graph, the same source
 `uservlm up` reads.
 """
+
 from uservlm_ros.bringup.launch_description import generate
 
 

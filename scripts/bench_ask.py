@@ -11,6 +11,7 @@ one after another, and prints the median of each stage, plus
 as median and p95. The offline VLM is the tiny random stand-in: its text is meaningless, and its
 compute times say nothing about PaliGemma 2 3B.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,10 +43,9 @@ def main() -> int:
     args = parser.parse_args()
 
     from ros_helpers import start_cloud
-
+    from uservlm_ros.ros.conversions import read_image_file
     from uservlm_ros.tools.cli import DEMO_QUESTION, bundled_photo
     from uservlm_ros.tools.client import UserVLMClient
-    from uservlm_ros.ros.conversions import read_image_file
 
     image = None if args.no_image else read_image_file(str(bundled_photo()))
     graph = start_cloud(Path(tempfile.mkdtemp(prefix="bench_ask_")), overrides={})
@@ -59,24 +59,51 @@ def main() -> int:
                 if not r.success:
                     print(f"error: {r.error}")
                     return 1
-                engine = (r.review_seconds + r.preprocess_seconds + r.prefill_seconds + r.generation_seconds
-                          + r.synthesis_seconds)
-                rows.append(dict(review=r.review_seconds, preprocess=r.preprocess_seconds, prefill=r.prefill_seconds,
-                                 generation=r.generation_seconds, synthesis=r.synthesis_seconds,
-                                 server_total=r.total_seconds, round_trip=reply.round_trip_seconds,
-                                 transport=reply.round_trip_seconds - r.total_seconds,
-                                 overhead=reply.round_trip_seconds - engine, tokens=r.generated_tokens))
+                engine = (
+                    r.review_seconds
+                    + r.preprocess_seconds
+                    + r.prefill_seconds
+                    + r.generation_seconds
+                    + r.synthesis_seconds
+                )
+                rows.append(
+                    dict(
+                        review=r.review_seconds,
+                        preprocess=r.preprocess_seconds,
+                        prefill=r.prefill_seconds,
+                        generation=r.generation_seconds,
+                        synthesis=r.synthesis_seconds,
+                        server_total=r.total_seconds,
+                        round_trip=reply.round_trip_seconds,
+                        transport=reply.round_trip_seconds - r.total_seconds,
+                        overhead=reply.round_trip_seconds - engine,
+                        tokens=r.generated_tokens,
+                    )
+                )
                 model = r.model
     finally:
         graph.stop()
-    print(f"/uservlm/ask x{args.n} ({'speak' if args.speak else 'text only'}, "
-          f"{'no image' if args.no_image else 'bundled photo 512x512'}), model {model} "
-          f"(tiny random stand-in: meaningless text)")
-    print(f"host: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
-          f"{time.strftime('%Y-%m-%d %H:%M')}")
+    print(
+        f"/uservlm/ask x{args.n} ({'speak' if args.speak else 'text only'}, "
+        f"{'no image' if args.no_image else 'bundled photo 512x512'}), model {model} "
+        f"(tiny random stand-in: meaningless text)"
+    )
+    print(
+        f"host: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+        f"{time.strftime('%Y-%m-%d %H:%M')}"
+    )
     print(f"{'stage':<14}{'median ms':>12}{'p95 ms':>10}")
-    for key in ("review", "preprocess", "prefill", "generation", "synthesis", "server_total", "round_trip",
-                "transport", "overhead"):
+    for key in (
+        "review",
+        "preprocess",
+        "prefill",
+        "generation",
+        "synthesis",
+        "server_total",
+        "round_trip",
+        "transport",
+        "overhead",
+    ):
         values = [row[key] * 1000 for row in rows]
         print(f"{key:<14}{statistics.median(values):>12.2f}{p95(values):>10.2f}")
     print(f"tokens generated per answer: median {statistics.median(r['tokens'] for r in rows)}")

@@ -23,6 +23,7 @@ runs; within a run every configuration hears the same audio. Printed: median ASR
 ("vs std"), the corpus WER (word-level Levenshtein distance summed over all
 utterances / reference words; lower case, punctuation stripped) and how often "en" was detected.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,8 +50,11 @@ SENTENCES = [
     ("Does this blue jacket go with my brown shoes?", "clothes"),
     ("Could you help me choose a warm sweater for the winter?", "clothes"),
     ("How long does the train from London to Paris take?", "travel"),
-    ("I am planning a trip to Italy next summer, which cities should I visit first, "
-     "and how many days should I stay in each of them?", "travel"),
+    (
+        "I am planning a trip to Italy next summer, which cities should I visit first, "
+        "and how many days should I stay in each of them?",
+        "travel",
+    ),
     ("Where is the nearest bus stop to the airport?", "travel"),
     ("Will it be sunny this weekend?", "weather"),
     ("Should I bring an umbrella to the museum today?", "weather"),
@@ -61,8 +65,11 @@ SENTENCES = [
     ("My name is Alice. What is your name?", "names"),
     ("Can you tell my friend Michael where the kitchen is?", "names"),
     ("Hello Pepper, do you remember my brother David and his wife Emma?", "names"),
-    ("Good morning robot, I would like some advice about what to wear to my sister's wedding "
-     "on Saturday, because the weather forecast says it might rain in the afternoon.", "clothes"),
+    (
+        "Good morning robot, I would like some advice about what to wear to my sister's wedding "
+        "on Saturday, because the weather forecast says it might rain in the afternoon.",
+        "clothes",
+    ),
 ]
 #: The bundled recordings (uservlm_ros/data/demo/README.md gives their texts).
 DEMO = [
@@ -105,16 +112,18 @@ def with_noise(samples: np.ndarray, snr_db: float, rng: np.random.Generator) -> 
 
 def utterances(snr_db):
     """[(name, reference, 16 kHz float32 samples)]."""
+    from uservlm_ros.engines.tts import TTSConfig, TTSEngine
     from uservlm_ros.speech.audio import ASR_SAMPLE_RATE, read_wav, resample, to_float32
     from uservlm_ros.tools.demo import demo_file
-    from uservlm_ros.engines.tts import TTSConfig, TTSEngine
 
     tts = TTSEngine(TTSConfig(backend="piper"))
     tts.load()
     items = []
     for i, (text, topic) in enumerate(SENTENCES):
         speech = tts.synthesize(text)
-        items.append((f"{topic}-{i}", text, resample(speech.samples, speech.sample_rate, ASR_SAMPLE_RATE)))
+        items.append(
+            (f"{topic}-{i}", text, resample(speech.samples, speech.sample_rate, ASR_SAMPLE_RATE))
+        )
     for name, text in DEMO:
         samples, rate, channels = read_wav(demo_file(name))
         assert rate == ASR_SAMPLE_RATE and channels == 1, (name, rate, channels)
@@ -129,22 +138,32 @@ def utterances(snr_db):
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--snr", type=float, default=None, help="add white noise at this SNR, dB")
-    parser.add_argument("--windows", default="30,15,10,8,5",
-                        help="encoder windows, seconds (30 = standard, the others ASRConfig.window_seconds)")
+    parser.add_argument(
+        "--windows",
+        default="30,15,10,8,5",
+        help="encoder windows, seconds (30 = standard, the others ASRConfig.window_seconds)",
+    )
     parser.add_argument("--model", default="base")
     parser.add_argument("--beam", type=int, default=1)
     parser.add_argument("--no-vad", action="store_true", help="without the Silero VAD filter")
-    parser.add_argument("--no-legacy", action="store_true",
-                        help="skip faster-whisper's own (two-encoder-pass) language detection")
-    parser.add_argument("--margin", type=float, default=None,
-                        help="padding after the audio in a short window, seconds (default: the engine's)")
+    parser.add_argument(
+        "--no-legacy",
+        action="store_true",
+        help="skip faster-whisper's own (two-encoder-pass) language detection",
+    )
+    parser.add_argument(
+        "--margin",
+        type=float,
+        default=None,
+        help="padding after the audio in a short window, seconds (default: the engine's)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="print every misrecognition")
     args = parser.parse_args()
 
-    from uservlm_ros.speech.audio import ASR_SAMPLE_RATE
     from uservlm_ros.engines.asr import whisper
     from uservlm_ros.engines.asr import window as asr_window
     from uservlm_ros.engines.asr.whisper import ASRConfig, ASREngine
+    from uservlm_ros.speech.audio import ASR_SAMPLE_RATE
 
     if args.margin is not None:  # both modules read it
         asr_window.WINDOW_MARGIN_SECONDS = whisper.WINDOW_MARGIN_SECONDS = args.margin
@@ -152,17 +171,28 @@ def main() -> int:
     started = time.perf_counter()
     items = utterances(args.snr)
     lengths = [s.size / ASR_SAMPLE_RATE for _, _, s in items]
-    print(f"{len(items)} utterances, {min(lengths):.1f}-{max(lengths):.1f} s (median "
-          f"{statistics.median(lengths):.1f} s), noise: {'none' if args.snr is None else f'{args.snr:g} dB SNR'}; "
-          f"synthesised in {time.perf_counter() - started:.0f} s")
+    print(
+        f"{len(items)} utterances, {min(lengths):.1f}-{max(lengths):.1f} s (median "
+        f"{statistics.median(lengths):.1f} s), noise: "
+        f"{'none' if args.snr is None else f'{args.snr:g} dB SNR'}; "
+        f"synthesised in {time.perf_counter() - started:.0f} s"
+    )
 
-    base = ASREngine(ASRConfig(model=args.model, beam_size=args.beam, vad=not args.no_vad, window_seconds=0))
+    base = ASREngine(
+        ASRConfig(model=args.model, beam_size=args.beam, vad=not args.no_vad, window_seconds=0)
+    )
     base.load()
     windows = [float(w) for w in args.windows.split(",")]
     engines = {}
     for w in windows:
-        engine = ASREngine(ASRConfig(model=args.model, beam_size=args.beam, vad=not args.no_vad,
-                                     window_seconds=0 if w >= 30 else w))
+        engine = ASREngine(
+            ASRConfig(
+                model=args.model,
+                beam_size=args.beam,
+                vad=not args.no_vad,
+                window_seconds=0 if w >= 30 else w,
+            )
+        )
         engine._model = base._model  # one loaded model; only the window differs
         engines[w] = engine
 
@@ -170,14 +200,20 @@ def main() -> int:
         def transcribe(samples):
             t = engines[window].transcribe(samples, ASR_SAMPLE_RATE, language=language)
             return t.text, t.language, t.asr_seconds, t.window_seconds
+
         return transcribe
 
     def legacy(samples):
         """faster-whisper's own detection (language=None): the first window is encoded twice."""
         start = time.perf_counter()
         segments, info = base._model.transcribe(
-            samples, language=None, chunk_length=30, beam_size=args.beam, vad_filter=not args.no_vad,
-            condition_on_previous_text=False)
+            samples,
+            language=None,
+            chunk_length=30,
+            beam_size=args.beam,
+            vad_filter=not args.no_vad,
+            condition_on_previous_text=False,
+        )
         text = " ".join(s.text.strip() for s in segments).strip()
         return text, info.language, time.perf_counter() - start, 30
 
@@ -193,18 +229,23 @@ def main() -> int:
         fn(items[0][2])
     results = {label: [] for label, *_ in configs}
     for i, (name, reference, samples) in enumerate(items):
-        order = configs[i % len(configs):] + configs[: i % len(configs)]
+        order = configs[i % len(configs) :] + configs[: i % len(configs)]
         for label, _, _, fn in order:
             results[label].append((name, reference) + fn(samples))
 
     reference_label = "w30-en" if "w30-en" in results else configs[0][0]  # the "vs std" baseline
     reference_median = statistics.median(r[4] for r in results[reference_label])
-    header = (f"{'window s':<14} {'language':<17} {'median s':>8} {'vs std':>7} {'WER':>6} "
-              f"{'errors':>7} {'en':>5} {'windows used':>12}")
+    header = (
+        f"{'window s':<14} {'language':<17} {'median s':>8} {'vs std':>7} {'WER':>6} "
+        f"{'errors':>7} {'en':>5} {'windows used':>12}"
+    )
     print()
-    print(f"model {args.model} int8, beam {args.beam}, VAD {'off' if args.no_vad else 'on'}, "
-          f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
-          f"window margin {asr_window.WINDOW_MARGIN_SECONDS:g} s, load average {os.getloadavg()[0]:.1f} at the end")
+    print(
+        f"model {args.model} int8, beam {args.beam}, VAD {'off' if args.no_vad else 'on'}, "
+        f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
+        f"window margin {asr_window.WINDOW_MARGIN_SECONDS:g} s, load average "
+        f"{os.getloadavg()[0]:.1f} at the end"
+    )
     print(header)
     print("-" * len(header))
     for label, window, language, _ in configs:
@@ -215,9 +256,11 @@ def main() -> int:
         english = sum(r[3] == "en" for r in rows)
         used = sorted({r[5] for r in rows})
         used_text = f"{used[0]}" if len(used) == 1 else f"{used[0]}-{used[-1]}"
-        print(f"{window:<14} {language:<17} {median:>8.3f} {median / reference_median:>6.2f}x "
-              f"{corpus_wer((r[1], r[2]) for r in rows):>6.3f} {f'{edits}/{refs}':>7} "
-              f"{f'{english}/{len(rows)}':>5} {used_text:>12}")
+        print(
+            f"{window:<14} {language:<17} {median:>8.3f} {median / reference_median:>6.2f}x "
+            f"{corpus_wer((r[1], r[2]) for r in rows):>6.3f} {f'{edits}/{refs}':>7} "
+            f"{f'{english}/{len(rows)}':>5} {used_text:>12}"
+        )
     if args.verbose:
         print()
         for label, *_ in configs:

@@ -18,6 +18,7 @@ pieces:
 
     PYTHONPATH=. nice -n 10 .venv/bin/python scripts/bench_barge_in.py --count 24
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,10 +31,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from uservlm_ros.speech.audio import ASR_SAMPLE_RATE, word_error_rate  # noqa: E402
 from uservlm_ros.engines.echo.gate import EchoGate, EchoGateConfig  # noqa: E402
 from uservlm_ros.engines.echo.recordings import make_corpus  # noqa: E402
 from uservlm_ros.engines.echo.replay import replay  # noqa: E402
+from uservlm_ros.speech.audio import ASR_SAMPLE_RATE, word_error_rate  # noqa: E402
 
 EARLY_S = 0.3  # a barge-in dated this long before the person's onset is a false one
 
@@ -47,10 +48,18 @@ def main(argv=None) -> int:
     parser.add_argument("--count", type=int, default=24)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--chunk-ms", type=int, default=40)
-    parser.add_argument("--reference-lag", type=float, default=0.0,
-                        help="seconds the reference arrives after it was played")
-    parser.add_argument("--stop-after", type=float, default=0.15,
-                        help="seconds from the barge-in to the speaker stopping")
+    parser.add_argument(
+        "--reference-lag",
+        type=float,
+        default=0.0,
+        help="seconds the reference arrives after it was played",
+    )
+    parser.add_argument(
+        "--stop-after",
+        type=float,
+        default=0.15,
+        help="seconds from the barge-in to the speaker stopping",
+    )
     parser.add_argument("--no-whisper", action="store_true")
     args = parser.parse_args(argv)
 
@@ -68,8 +77,12 @@ def main(argv=None) -> int:
     errors_stopped, errors_running, errors_clean = [], [], []
     for recording in corpus:
         echo_gate = EchoGate(config)
-        echo = replay(recording.without_person(), echo_gate, args.chunk_ms,
-                      reference_lag_s=args.reference_lag)
+        echo = replay(
+            recording.without_person(),
+            echo_gate,
+            args.chunk_ms,
+            reference_lag_s=args.reference_lag,
+        )
         false += len(echo.barge_ins)
         chunk_costs += echo.chunk_seconds
         stats = echo_gate.stats()
@@ -79,8 +92,11 @@ def main(argv=None) -> int:
         gate = EchoGate(config)
         heard = replay(recording, gate, args.chunk_ms, reference_lag_s=args.reference_lag)
         onset = recording.person_onset
-        true_ones = [(b, at) for b, at in zip(heard.barge_ins, heard.detected_in_chunk)
-                     if b.onset >= onset - EARLY_S]
+        true_ones = [
+            (b, at)
+            for b, at in zip(heard.barge_ins, heard.detected_in_chunk)
+            if b.onset >= onset - EARLY_S
+        ]
         false += len(heard.barge_ins) - len(true_ones)
         if not true_ones:
             missed += 1
@@ -88,48 +104,66 @@ def main(argv=None) -> int:
             reactions.append(true_ones[0][1] - onset)
             onset_errors.append(true_ones[0][0].onset - onset)
         path = recording.path
-        line = (f"{recording.name}: echo {path.gain_db:+5.1f} dB {1000 * path.delay_s:3.0f} ms "
-                f"RT60 {recording.path.rt60_s:.2f} s | false {len(echo.barge_ins)} | "
-                + (f"reaction {1000 * reactions[-1]:4.0f} ms" if true_ones else "missed"))
+        line = (
+            f"{recording.name}: echo {path.gain_db:+5.1f} dB {1000 * path.delay_s:3.0f} ms "
+            f"RT60 {recording.path.rt60_s:.2f} s | false {len(echo.barge_ins)} | "
+            + (f"reaction {1000 * reactions[-1]:4.0f} ms" if true_ones else "missed")
+        )
         if asr is not None:
             a = onset - 0.3
             b = recording.person_end + 0.3
-            stopped = replay(recording, EchoGate(config), args.chunk_ms,
-                             reference_lag_s=args.reference_lag, stop_after_s=args.stop_after)
+            stopped = replay(
+                recording,
+                EchoGate(config),
+                args.chunk_ms,
+                reference_lag_s=args.reference_lag,
+                stop_after_s=args.stop_after,
+            )
             texts = []
             for runs, errors in ((stopped, errors_stopped), (heard, errors_running)):
                 texts.append(asr.transcribe(runs.heard(a, b), ASR_SAMPLE_RATE).text)
                 errors.append(word_error_rate(recording.person_text, texts[-1]))
-            clean = recording.person[recording.index_of(a):recording.index_of(b)]
+            clean = recording.person[recording.index_of(a) : recording.index_of(b)]
             clean = clean.astype(np.float32)
-            errors_clean.append(word_error_rate(recording.person_text,
-                                                asr.transcribe(clean, ASR_SAMPLE_RATE).text))
+            errors_clean.append(
+                word_error_rate(recording.person_text, asr.transcribe(clean, ASR_SAMPLE_RATE).text)
+            )
             line += f" | heard (speaker stopped): {texts[0]!r}"
         print(line, flush=True)
     n = len(corpus)
     print()
-    print(f"answers: {n} (seed {args.seed}), chunks of {args.chunk_ms} ms, reference lag "
-          f"{1000 * args.reference_lag:.0f} ms; cold canceller per answer")
-    print(f"reaction time (onset -> barge-in reported): "
-          f"median {1000 * statistics.median(reactions):.0f} ms, "
-          f"p95 {1000 * percentile(reactions, 95):.0f} ms, max {1000 * max(reactions):.0f} ms "
-          f"(n={len(reactions)})")
-    print(f"onset estimate - true onset: median {1000 * statistics.median(onset_errors):+.0f} ms, "
-          f"p95 {1000 * percentile(onset_errors, 95):+.0f} ms")
+    print(
+        f"answers: {n} (seed {args.seed}), chunks of {args.chunk_ms} ms, reference lag "
+        f"{1000 * args.reference_lag:.0f} ms; cold canceller per answer"
+    )
+    print(
+        f"reaction time (onset -> barge-in reported): "
+        f"median {1000 * statistics.median(reactions):.0f} ms, "
+        f"p95 {1000 * percentile(reactions, 95):.0f} ms, max {1000 * max(reactions):.0f} ms "
+        f"(n={len(reactions)})"
+    )
+    print(
+        f"onset estimate - true onset: median {1000 * statistics.median(onset_errors):+.0f} ms, "
+        f"p95 {1000 * percentile(onset_errors, 95):+.0f} ms"
+    )
     print(f"missed barge-ins: {missed} of {n}")
     print(f"false barge-ins: {false} in {2 * n} runs = {100.0 * false / n:.1f} per 100 answers")
-    print(f"CPU per {args.chunk_ms} ms chunk: "
-          f"median {1000 * statistics.median(chunk_costs):.2f} ms, "
-          f"p95 {1000 * percentile(chunk_costs, 95):.2f} ms; "
-          f"AEC3 {100 * cancel_s / audio_s:.2f} % "
-          f"and Silero {100 * vad_s / audio_s:.2f} % of one core (echo-only runs)")
+    print(
+        f"CPU per {args.chunk_ms} ms chunk: "
+        f"median {1000 * statistics.median(chunk_costs):.2f} ms, "
+        f"p95 {1000 * percentile(chunk_costs, 95):.2f} ms; "
+        f"AEC3 {100 * cancel_s / audio_s:.2f} % "
+        f"and Silero {100 * vad_s / audio_s:.2f} % of one core (echo-only runs)"
+    )
     if asr is not None:
-        print(f"Whisper base WER of the person's words: "
-              f"person alone {100 * statistics.mean(errors_clean):.1f} %, "
-              f"gate output with the speaker stopped {1000 * args.stop_after:.0f} ms "
-              f"after the barge-in "
-              f"{100 * statistics.mean(errors_stopped):.1f} %, speaker never stopped "
-              f"{100 * statistics.mean(errors_running):.1f} %")
+        print(
+            f"Whisper base WER of the person's words: "
+            f"person alone {100 * statistics.mean(errors_clean):.1f} %, "
+            f"gate output with the speaker stopped {1000 * args.stop_after:.0f} ms "
+            f"after the barge-in "
+            f"{100 * statistics.mean(errors_stopped):.1f} %, speaker never stopped "
+            f"{100 * statistics.mean(errors_running):.1f} %"
+        )
     return 0
 
 

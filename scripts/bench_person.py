@@ -27,6 +27,7 @@ people's variants.
 The machine's load average is printed first: other processes on the same cores inflate every
 figure, so quote figures together with it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,8 +44,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "test"))  # the scene builder shared with the tests
 
 import numpy as np  # noqa: E402
-import person_scenes as ps  # noqa: E402
 
+import person_scenes as ps  # noqa: E402
 from uservlm_ros.engines.person import (  # noqa: E402
     PersonConfig,
     PersonEngine,
@@ -80,10 +81,14 @@ def bench_asks(n: int) -> list[dict]:
     load from other processes falls on all options alike."""
     frames = ask_frames()
     small = ps.alone("hopper", face_px=42)
-    engines = {label: PersonEngine(PersonConfig(**overrides)).load()
-               for label, (overrides, _) in OPTIONS.items()}
-    stats = {label: {"total": [], "cpu": [], "detect": [], "embed": [], "reused": 0, "faces": 0}
-             for label in OPTIONS}
+    engines = {
+        label: PersonEngine(PersonConfig(**overrides)).load()
+        for label, (overrides, _) in OPTIONS.items()
+    }
+    stats = {
+        label: {"total": [], "cpu": [], "detect": [], "embed": [], "reused": 0, "faces": 0}
+        for label in OPTIONS
+    }
     for engine in engines.values():
         for frame in frames[:3]:
             engine.resolve(frame)
@@ -103,13 +108,19 @@ def bench_asks(n: int) -> list[dict]:
             row["faces"] = turn.faces
     rows = []
     for label, row in stats.items():
-        rows.append({"option": label, "median_ms": statistics.median(row["total"]),
-                     "p95_ms": percentile(row["total"], 95),
-                     "cpu_ms": statistics.median(row["cpu"]),
-                     "detect_ms": statistics.median(row["detect"]),
-                     "embed_ms": statistics.median(row["embed"]) if row["embed"] else 0.0,
-                     "reused": row["reused"], "faces": row["faces"],
-                     "small_face_found": engines[label].resolve(small).faces == 1})
+        rows.append(
+            {
+                "option": label,
+                "median_ms": statistics.median(row["total"]),
+                "p95_ms": percentile(row["total"], 95),
+                "cpu_ms": statistics.median(row["cpu"]),
+                "detect_ms": statistics.median(row["detect"]),
+                "embed_ms": statistics.median(row["embed"]) if row["embed"] else 0.0,
+                "reused": row["reused"],
+                "faces": row["faces"],
+                "small_face_found": engines[label].resolve(small).faces == 1,
+            }
+        )
     return rows
 
 
@@ -138,18 +149,30 @@ def bench_track(n: int) -> list[dict]:
             totals.append(result.timings["total"] * 1000)
             embeddings += result.embeddings
             time.sleep(max(0.0, start + (i + 1) * period - time.perf_counter()))
-        rows.append({"scene": label, "median_ms": statistics.median(totals),
-                     "p95_ms": percentile(totals, 95), "embeddings": embeddings,
-                     "busy": sum(totals) / 1000 / (time.perf_counter() - start)})
+        rows.append(
+            {
+                "scene": label,
+                "median_ms": statistics.median(totals),
+                "p95_ms": percentile(totals, 95),
+                "embeddings": embeddings,
+                "busy": sum(totals) / 1000 / (time.perf_counter() - start),
+            }
+        )
     return rows
 
 
 def variant_embeddings(engine: PersonEngine) -> list[tuple[str, str, np.ndarray]]:
     found = []
-    images = [(name, variant, ps.alone(name, variant))
-              for name in ps.PEOPLE for variant in ps.VARIANTS + ("occluded",)]
-    images += [(name, stem, ps.scene((ps.training_crop(stem), (200, 100))))
-               for name in ps.PEOPLE for stem in ps.TRAINING_CROPS[name]]
+    images = [
+        (name, variant, ps.alone(name, variant))
+        for name in ps.PEOPLE
+        for variant in ps.VARIANTS + ("occluded",)
+    ]
+    images += [
+        (name, stem, ps.scene((ps.training_crop(stem), (200, 100))))
+        for name in ps.PEOPLE
+        for stem in ps.TRAINING_CROPS[name]
+    ]
     for name, variant, frame in images:
         faces = engine._detector.detect(frame).faces
         if faces:
@@ -160,9 +183,11 @@ def variant_embeddings(engine: PersonEngine) -> list[tuple[str, str, np.ndarray]
 
 
 def describe(values: list[float]) -> str:
-    return (f"n={len(values)} min {min(values):.3f}  p5 {percentile(values, 5):.3f}  "
-            f"median {statistics.median(values):.3f}  p95 {percentile(values, 95):.3f}  "
-            f"max {max(values):.3f}")
+    return (
+        f"n={len(values)} min {min(values):.3f}  p5 {percentile(values, 5):.3f}  "
+        f"median {statistics.median(values):.3f}  p95 {percentile(values, 95):.3f}  "
+        f"max {max(values):.3f}"
+    )
 
 
 def bench_reid() -> dict:
@@ -173,17 +198,26 @@ def bench_reid() -> dict:
     same, different = [], []
     for (n1, _, e1), (n2, _, e2) in itertools.combinations(clean, 2):
         (same if n1 == n2 else different).append(distance(e1, e2))
-    occluded = [distance(e1, e2) for (n1, v1, e1), (n2, v2, e2) in itertools.product(found, found)
-                if v1 == "occluded" and v2 != "occluded"]
-    occluded_same = [distance(e1, e2) for (n1, v1, e1), (n2, v2, e2)
-                     in itertools.product(found, found)
-                     if v1 == "occluded" and v2 != "occluded" and n1 == n2]
-    return {"threshold": threshold, "images": len(clean),
-            "same": same, "different": different,
-            "same_accepted": sum(d <= threshold for d in same),
-            "different_accepted": sum(d <= threshold for d in different),
-            "occluded_same": occluded_same,
-            "occluded_other": [d for d in occluded if d not in occluded_same]}
+    occluded = [
+        distance(e1, e2)
+        for (n1, v1, e1), (n2, v2, e2) in itertools.product(found, found)
+        if v1 == "occluded" and v2 != "occluded"
+    ]
+    occluded_same = [
+        distance(e1, e2)
+        for (n1, v1, e1), (n2, v2, e2) in itertools.product(found, found)
+        if v1 == "occluded" and v2 != "occluded" and n1 == n2
+    ]
+    return {
+        "threshold": threshold,
+        "images": len(clean),
+        "same": same,
+        "different": different,
+        "same_accepted": sum(d <= threshold for d in same),
+        "different_accepted": sum(d <= threshold for d in different),
+        "occluded_same": occluded_same,
+        "occluded_other": [d for d in occluded if d not in occluded_same],
+    }
 
 
 def main() -> int:
@@ -193,48 +227,62 @@ def main() -> int:
     args = parser.parse_args()
 
     load = os.getloadavg()
-    print(f"{os.cpu_count()} cores, load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} "
-          f"(1 / 5 / 15 min) before the run; OMP_WAIT_POLICY="
-          f"{os.environ.get('OMP_WAIT_POLICY', '(unset: PASSIVE is set at load)')}\n")
+    print(
+        f"{os.cpu_count()} cores, load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} "
+        f"(1 / 5 / 15 min) before the run; OMP_WAIT_POLICY="
+        f"{os.environ.get('OMP_WAIT_POLICY', '(unset: PASSIVE is set at load)')}\n"
+    )
 
     asks = bench_asks(args.n)
     print(f"## Person resolution per ask, 640x480, 2 faces, {args.n} asks\n")
-    print("| detector | median ms | p95 ms | CPU ms | detect ms | embed ms | reused | faces "
-          "| 42 px face |")
+    print(
+        "| detector | median ms | p95 ms | CPU ms | detect ms | embed ms | reused | faces "
+        "| 42 px face |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for row in asks:
-        print(f"| {row['option']} | {row['median_ms']:.0f} | {row['p95_ms']:.0f} | "
-              f"{row['cpu_ms']:.0f} | "
-              f"{row['detect_ms']:.0f} | {row['embed_ms']:.0f} | {row['reused']}/{args.n} | "
-              f"{row['faces']} | {'found' if row['small_face_found'] else 'missed'} |")
+        print(
+            f"| {row['option']} | {row['median_ms']:.0f} | {row['p95_ms']:.0f} | "
+            f"{row['cpu_ms']:.0f} | "
+            f"{row['detect_ms']:.0f} | {row['embed_ms']:.0f} | {row['reused']}/{args.n} | "
+            f"{row['faces']} | {'found' if row['small_face_found'] else 'missed'} |"
+        )
     mmod_ms = bench_mmod(ask_frames()[:3])
-    print(f"\ndlib CNN (mmod) detector alone, no upsampling: median {mmod_ms:.0f} ms per frame "
-          f"(3 frames)\n")
+    print(
+        f"\ndlib CNN (mmod) detector alone, no upsampling: median {mmod_ms:.0f} ms per frame "
+        f"(3 frames)\n"
+    )
 
     track = bench_track(args.n)
     print(f"## track() per frame at 5 Hz, {args.n} frames\n")
     print("| scene | median ms | p95 ms | embeddings | busy |")
     print("|---|---:|---:|---:|---:|")
     for row in track:
-        print(f"| {row['scene']} | {row['median_ms']:.0f} | {row['p95_ms']:.0f} | "
-              f"{row['embeddings']} | {row['busy']:.0%} |")
+        print(
+            f"| {row['scene']} | {row['median_ms']:.0f} | {row['p95_ms']:.0f} | "
+            f"{row['embeddings']} | {row['busy']:.0%} |"
+        )
 
     reid = bench_reid()
     t = reid["threshold"]
-    print(f"\n## Re-identification on {reid['images']} variant images of 2 people "
-          f"(threshold {t})\n")
+    print(
+        f"\n## Re-identification on {reid['images']} variant images of 2 people (threshold {t})\n"
+    )
     print(f"same person:      {describe(reid['same'])}")
     print(f"different people: {describe(reid['different'])}")
-    print(f"same pairs accepted {reid['same_accepted']}/{len(reid['same'])}, "
-          f"different pairs accepted {reid['different_accepted']}/{len(reid['different'])}; "
-          f"margin {min(reid['different']) - max(reid['same']):.3f}")
+    print(
+        f"same pairs accepted {reid['same_accepted']}/{len(reid['same'])}, "
+        f"different pairs accepted {reid['different_accepted']}/{len(reid['different'])}; "
+        f"margin {min(reid['different']) - max(reid['same']):.3f}"
+    )
     print(f"half-occluded vs same person:  {describe(reid['occluded_same'])}")
     print(f"half-occluded vs other person: {describe(reid['occluded_other'])}")
     load = os.getloadavg()
     print(f"\nload average after the run {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}")
     if args.json:
-        args.json.write_text(json.dumps({"asks": asks, "mmod_ms": mmod_ms, "track": track,
-                                         "reid": reid}, indent=1))
+        args.json.write_text(
+            json.dumps({"asks": asks, "mmod_ms": mmod_ms, "track": track, "reid": reid}, indent=1)
+        )
     return 0
 
 

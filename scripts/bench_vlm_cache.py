@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Wall time per follow-up turn of the same person with and without the engine's image caches.
 
-    .venv/bin/python scripts/bench_vlm_cache.py [-n 30] [--max-new-tokens 20] [--base tiny-random-paligemma2]
+    .venv/bin/python scripts/bench_vlm_cache.py [-n 30] [--max-new-tokens 20] [--base
+    tiny-random-paligemma2]
 
 One engine per mode, the same picture every turn, questions alternating; the first turn of each
 mode (cache miss) is a warm-up and not counted. Prints the median over N follow-up turns (one
@@ -16,6 +17,7 @@ By default this runs the tiny random stand-in (2 layers of width 64 in each towe
 times show the overheads of the mechanism, not the savings on PaliGemma 2 3B, where the vision
 tower is ~1 TFLOP per turn (see scripts/flops_table.py). ``--base`` takes any local PaliGemma path.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,22 +56,31 @@ def main() -> int:
     import torch
 
     picture = _picture()
-    print(f"{args.base}, {args.n} follow-up turns per mode, max_new_tokens={args.max_new_tokens}, "
-          f"torch {torch.__version__} on {platform.processor() or platform.machine()} "
-          f"({torch.get_num_threads()} threads)\n")
+    print(
+        f"{args.base}, {args.n} follow-up turns per mode, max_new_tokens={args.max_new_tokens}, "
+        f"torch {torch.__version__} on {platform.processor() or platform.machine()} "
+        f"({torch.get_num_threads()} threads)\n"
+    )
     print("| mode | cache | preprocess ms | prefill ms | total ms | tokens |")
     print("|---|---|---|---|---|---|")
     for name, config in MODES.items():
-        engine = VLMEngine(VLMConfig(base_model=args.base, adapter=None, max_new_tokens=args.max_new_tokens,
-                                     **config))
+        engine = VLMEngine(
+            VLMConfig(
+                base_model=args.base, adapter=None, max_new_tokens=args.max_new_tokens, **config
+            )
+        )
         engine.load()
         engine.answer(QUESTIONS[0], picture, person_key="alice")  # warm-up / cache miss
-        replies = [engine.answer(QUESTIONS[(turn + 1) % len(QUESTIONS)], picture, person_key="alice")
-                   for turn in range(args.n)]
+        replies = [
+            engine.answer(QUESTIONS[(turn + 1) % len(QUESTIONS)], picture, person_key="alice")
+            for turn in range(args.n)
+        ]
         states = sorted({reply.image_cache for reply in replies})
-        print(f"| {name} | {'/'.join(states)} | {_median(replies, 'preprocess_seconds')} | "
-              f"{_median(replies, 'prefill_seconds')} | {_median(replies, 'total_seconds')} | "
-              f"{statistics.median(r.generated_tokens for r in replies):.0f} |")
+        print(
+            f"| {name} | {'/'.join(states)} | {_median(replies, 'preprocess_seconds')} | "
+            f"{_median(replies, 'prefill_seconds')} | {_median(replies, 'total_seconds')} | "
+            f"{statistics.median(r.generated_tokens for r in replies):.0f} |"
+        )
         engine.close()
     return 0
 

@@ -10,6 +10,7 @@ uservlm_ros/engines/echo/recordings.py for the model.
 
     PYTHONPATH=. .venv/bin/python scripts/make_echo_recordings.py --out /tmp/echo --count 24
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from uservlm_ros.speech.audio import ASR_SAMPLE_RATE, write_wav  # noqa: E402
 from uservlm_ros.engines.echo.recordings import make_corpus  # noqa: E402
+from uservlm_ros.speech.audio import ASR_SAMPLE_RATE, write_wav  # noqa: E402
 
 
 def write_corpus(out: Path, count: int, seed: int) -> Path:
@@ -34,16 +35,23 @@ def write_corpus(out: Path, count: int, seed: int) -> Path:
         write_wav(out / f"{name}_mic.wav", recording.mic(), ASR_SAMPLE_RATE)
         write_wav(out / f"{name}_echo_mic.wav", recording.without_person().mic(), ASR_SAMPLE_RATE)
         write_wav(out / f"{name}_reference.wav", recording.reference, recording.reference_rate)
-        entries.append({
-            "name": name, "answer": recording.answer, "mic_start": recording.mic_start,
-            "reference_start": recording.reference_start,
-            "reference_rate": recording.reference_rate, "path": asdict(recording.path),
-            "person_text": recording.person_text, "person_onset": recording.person_onset,
-            "person_end": recording.person_end,
-        })
+        entries.append(
+            {
+                "name": name,
+                "answer": recording.answer,
+                "mic_start": recording.mic_start,
+                "reference_start": recording.reference_start,
+                "reference_rate": recording.reference_rate,
+                "path": asdict(recording.path),
+                "person_text": recording.person_text,
+                "person_onset": recording.person_onset,
+                "person_end": recording.person_end,
+            }
+        )
     manifest = out / "manifest.json"
-    manifest.write_text(json.dumps({"seed": seed, "sample_rate": ASR_SAMPLE_RATE,
-                                    "recordings": entries}, indent=1))
+    manifest.write_text(
+        json.dumps({"seed": seed, "sample_rate": ASR_SAMPLE_RATE, "recordings": entries}, indent=1)
+    )
     return manifest
 
 

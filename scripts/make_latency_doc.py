@@ -8,6 +8,7 @@ Each JSON file becomes one section: what ran (hardware, link, layout, CPU idle s
 options) and, per phase, the median and p95 of every figure the bench reports, the paper's
 middleware figure beside them, and the frames and audio chunks published vs received.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,7 +21,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from uservlm_ros.tools.bench.config import PAPER_MIDDLEWARE  # noqa: E402
 from uservlm_ros.tools.bench.metrics import SUMMARY, losses, summarize  # noqa: E402
-from uservlm_ros.tools.bench.report import compare_pipelines, describe_models, describe_phase  # noqa: E402
+from uservlm_ros.tools.bench.report import (  # noqa: E402
+    compare_pipelines,
+    describe_models,
+    describe_phase,
+)
 
 HEADER = """# Latency, measured
 
@@ -31,7 +36,11 @@ in `uservlm_ros/tools/bench/metrics.py`; README.md says what was done to answer 
 
 
 def ms(value: float) -> str:
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value * 1000:.0f}"
+    return (
+        "-"
+        if value is None or (isinstance(value, float) and math.isnan(value))
+        else f"{value * 1000:.0f}"
+    )
 
 
 def section(path: Path, result: dict) -> list[str]:
@@ -39,39 +48,61 @@ def section(path: Path, result: dict) -> list[str]:
     hw, options = meta["hardware"], meta.get("options", {})
     models, placeholder = describe_models(session)
     command = "uservlm bench" + "".join(
-        f" --{flag}" for flag in ("compose", "low_latency", "stream_audio", "compare")
-        if options.get(flag)).replace("_", "-")
+        f" --{flag}"
+        for flag in ("compose", "low_latency", "stream_audio", "compare")
+        if options.get(flag)
+    ).replace("_", "-")
     if options.get("link", "loopback") != "loopback":
         command += f" --link {options['link']} --rate {options.get('link_rate')}"
-    lines = [f"## {path.stem}: `{command} --turns {options.get('turns', '?')}`", "",
-             f"- run: {meta.get('started', '?')}, {meta.get('seconds', 0):.0f} s",
-             f"- hardware: {hw['cpu']}, {hw['cores']} cores, {hw['memory']} RAM, GPU: {hw['gpu']}; "
-             f"Linux {hw['kernel']}, Python {hw['python']}, {hw['rmw']}",
-             f"- link: {meta.get('link_text', '?')}",
-             f"- cloud nodes: {meta.get('cloud_processes', '?')}",
-             f"- {meta.get('cpu_idle', 'CPU idle: not recorded')}",
-             f"- models: {models}",
-             f"- question: {session['question']!r}; review: {session['review_decision']}"]
+    lines = [
+        f"## {path.stem}: `{command} --turns {options.get('turns', '?')}`",
+        "",
+        f"- run: {meta.get('started', '?')}, {meta.get('seconds', 0):.0f} s",
+        f"- hardware: {hw['cpu']}, {hw['cores']} cores, {hw['memory']} RAM, GPU: {hw['gpu']}; "
+        f"Linux {hw['kernel']}, Python {hw['python']}, {hw['rmw']}",
+        f"- link: {meta.get('link_text', '?')}",
+        f"- cloud nodes: {meta.get('cloud_processes', '?')}",
+        f"- {meta.get('cpu_idle', 'CPU idle: not recorded')}",
+        f"- models: {models}",
+        f"- question: {session['question']!r}; review: {session['review_decision']}",
+    ]
     if placeholder:
-        lines.append("- the VLM is the tiny randomly initialised PaliGemma 2 stand-in: its prefill and "
-                     "generation times say nothing about User-VLM 3B")
+        lines.append(
+            "- the VLM is the tiny randomly initialised PaliGemma 2 stand-in: its prefill and "
+            "generation times say nothing about User-VLM 3B"
+        )
     for phase in session["phases"]:
         rows = phase["rows"]
         summary = summarize(rows)
         measured = [r for r in rows if not r["warmup"]]
         answered = sum(1 for r in measured if r["success"])
-        lines += ["", f"### {phase.get('label') or phase['uplink']}: {answered}/{len(measured)} turns "
-                  "answered and spoken", "", describe_phase(phase), "",
-                  "| figure | median ms | p95 ms |", "|---|---:|---:|"]
+        lines += [
+            "",
+            f"### {phase.get('label') or phase['uplink']}: {answered}/{len(measured)} turns "
+            "answered and spoken",
+            "",
+            describe_phase(phase),
+            "",
+            "| figure | median ms | p95 ms |",
+            "|---|---:|---:|",
+        ]
         for column, label in SUMMARY:
-            lines.append(f"| {label.strip()} | {ms(summary[column]['median'])} | "
-                         f"{ms(summary[column]['p95'])} |")
-        lines.append(f"| the paper's ROS 2 middleware latency per interaction | {PAPER_MIDDLEWARE} | |")
+            lines.append(
+                f"| {label.strip()} | {ms(summary[column]['median'])} | "
+                f"{ms(summary[column]['p95'])} |"
+            )
+        lines.append(
+            f"| the paper's ROS 2 middleware latency per interaction | {PAPER_MIDDLEWARE} | |"
+        )
         lost = losses(rows)
-        lines += ["", f"Frames published {lost['frames_published']}, received by vlm_node "
-                  f"{lost['frames_received_vlm']} and by dialogue_node {lost['frames_received_dialogue']}; "
-                  f"audio chunks published {lost['chunks_published']}, received by asr_node "
-                  f"{lost['chunks_received_asr']} (warm-up included)."]
+        lines += [
+            "",
+            f"Frames published {lost['frames_published']}, received by vlm_node "
+            f"{lost['frames_received_vlm']} and by dialogue_node "
+            f"{lost['frames_received_dialogue']}; "
+            f"audio chunks published {lost['chunks_published']}, received by asr_node "
+            f"{lost['chunks_received_asr']} (warm-up included).",
+        ]
     lines += [line for line in compare_pipelines(session["phases"]) if line]
     return lines
 

@@ -9,6 +9,7 @@ The parameters come from the nodes' declarations (the dataclass defaults and des
 they cannot drift; the topics and services are listed in INTERFACES below, and the launch tests
 check them against a running graph (test/ros/test_launch_real.py).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,62 +22,91 @@ sys.path.insert(0, str(REPO))
 RCLPY_PARAMETERS = ("use_sim_time", "start_type_description_service")  # rclpy's, not ours
 BEGIN, END = "<!-- ros-api:begin (scripts/make_ros_api.py) -->", "<!-- ros-api:end -->"
 
-# node -> what it does, (topic, type, QoS) it subscribes to / publishes, services it serves / calls.
+# node -> what it does, (topic, type, QoS) it subscribes to / publishes, services it serves /
+# calls.
 INTERFACES = {
     "camera_node": {
         "about": "Robot side. 640x480 frames from OpenCV (a device, a GStreamer pipeline, or a "
-                 "video or image file).",
-        "publishes": [("camera/image_raw", "sensor_msgs/Image", "CAMERA"),
-                      ("camera/image_raw/compressed", "sensor_msgs/CompressedImage", "CAMERA")]},
+        "video or image file).",
+        "publishes": [
+            ("camera/image_raw", "sensor_msgs/Image", "CAMERA"),
+            ("camera/image_raw/compressed", "sensor_msgs/CompressedImage", "CAMERA"),
+        ],
+    },
     "microphone_node": {
         "about": "Robot side. 16 kHz mono int16 chunks from sounddevice or a WAV file.",
-        "publishes": [("audio", "uservlm_ros/AudioChunk", "AUDIO (depth sized to the chunk rate)")]},
+        "publishes": [
+            ("audio", "uservlm_ros/AudioChunk", "AUDIO (depth sized to the chunk rate)")
+        ],
+    },
     "pepper_audio_node": {
         "about": "Robot side, on a Pepper with naoqi_driver2: its 48 kHz 4-channel AudioBuffer "
-                 "turned into the same 16 kHz mono stream. Needs naoqi_bridge_msgs.",
+        "turned into the same 16 kHz mono stream. Needs naoqi_bridge_msgs.",
         "subscribes": [("naoqi_audio", "naoqi_bridge_msgs/AudioBuffer", "AUDIO")],
-        "publishes": [("audio", "uservlm_ros/AudioChunk", "AUDIO")]},
+        "publishes": [("audio", "uservlm_ros/AudioChunk", "AUDIO")],
+    },
     "speaker_node": {
         "about": "Robot side. Plays the spoken answers (or writes WAV files), joining a turn's "
-                 "pieces into one utterance.",
+        "pieces into one utterance.",
         "subscribes": [("speech_audio", "uservlm_ros/AudioChunk", "SPEECH_AUDIO")],
-        "publishes": [("robot_speaking", "std_msgs/Bool", "LATCHED"),
-                      ("speech_started", "std_msgs/Header", "EVENTS")]},
+        "publishes": [
+            ("robot_speaking", "std_msgs/Bool", "LATCHED"),
+            ("speech_started", "std_msgs/Header", "EVENTS"),
+        ],
+    },
     "dialogue_node": {
         "about": "Robot side. The spoken loop: each utterance with the camera frame nearest its "
-                 "end goes to /uservlm/ask; one interaction record per turn.",
-        "subscribes": [("speech", "uservlm_ros/Utterance", "EVENTS"),
-                       ("speech_started", "std_msgs/Header", "EVENTS"),
-                       ("camera/image_raw", "sensor_msgs/Image", "CAMERA"),
-                       ("camera/image_raw/compressed", "sensor_msgs/CompressedImage", "CAMERA")],
-        "publishes": [("interactions", "uservlm_ros/Interaction", "EVENTS"),
-                      ("speech_audio", "uservlm_ros/AudioChunk", "SPEECH_AUDIO")],
-        "calls": [("uservlm/ask", "uservlm_ros/srv/Ask")]},
+        "end goes to /uservlm/ask; one interaction record per turn.",
+        "subscribes": [
+            ("speech", "uservlm_ros/Utterance", "EVENTS"),
+            ("speech_started", "std_msgs/Header", "EVENTS"),
+            ("camera/image_raw", "sensor_msgs/Image", "CAMERA"),
+            ("camera/image_raw/compressed", "sensor_msgs/CompressedImage", "CAMERA"),
+        ],
+        "publishes": [
+            ("interactions", "uservlm_ros/Interaction", "EVENTS"),
+            ("speech_audio", "uservlm_ros/AudioChunk", "SPEECH_AUDIO"),
+        ],
+        "calls": [("uservlm/ask", "uservlm_ros/srv/Ask")],
+    },
     "asr_node": {
-        "about": "Cloud side, lifecycle. Whisper (faster-whisper) speech to text, as a service and "
-                 "on the audio stream (Silero VAD cuts it into utterances).",
-        "subscribes": [("audio", "uservlm_ros/AudioChunk", "AUDIO"),
-                       ("robot_speaking", "std_msgs/Bool", "LATCHED")],
+        "about": "Cloud side, lifecycle. Whisper (faster-whisper) speech to text, as a service "
+        "and "
+        "on the audio stream (Silero VAD cuts it into utterances).",
+        "subscribes": [
+            ("audio", "uservlm_ros/AudioChunk", "AUDIO"),
+            ("robot_speaking", "std_msgs/Bool", "LATCHED"),
+        ],
         "publishes": [("speech", "uservlm_ros/Utterance", "EVENTS")],
-        "serves": [("uservlm/transcribe", "uservlm_ros/srv/Transcribe")]},
+        "serves": [("uservlm/transcribe", "uservlm_ros/srv/Transcribe")],
+    },
     "vlm_node": {
         "about": "Cloud side, lifecycle. User-VLM (PaliGemma 2 + LoRA/MoLE adapter) answers, "
-                 "reviewed by the ethics node first, spoken through the TTS node when asked.",
-        "subscribes": [("camera/image_raw", "sensor_msgs/Image", "CAMERA"),
-                       ("camera/image_raw/compressed", "sensor_msgs/CompressedImage", "CAMERA")],
+        "reviewed by the ethics node first, spoken through the TTS node when asked.",
+        "subscribes": [
+            ("camera/image_raw", "sensor_msgs/Image", "CAMERA"),
+            ("camera/image_raw/compressed", "sensor_msgs/CompressedImage", "CAMERA"),
+        ],
         "publishes": [("speech_audio", "uservlm_ros/AudioChunk", "SPEECH_AUDIO")],
         "serves": [("uservlm/ask", "uservlm_ros/srv/Ask")],
-        "calls": [("uservlm/review", "uservlm_ros/srv/Review"),
-                  ("uservlm/synthesize", "uservlm_ros/srv/Synthesize")]},
+        "calls": [
+            ("uservlm/review", "uservlm_ros/srv/Review"),
+            ("uservlm/synthesize", "uservlm_ros/srv/Synthesize"),
+        ],
+    },
     "tts_node": {
         "about": "Cloud side, lifecycle. Text to speech (Piper offline; Coqui Tacotron 2 when "
-                 "installed with its model).",
-        "serves": [("uservlm/synthesize", "uservlm_ros/srv/Synthesize")]},
+        "installed with its model).",
+        "serves": [("uservlm/synthesize", "uservlm_ros/srv/Synthesize")],
+    },
     "ethics_node": {
         "about": "Cloud side, lifecycle. The clarifying-question review (paper §8) and the "
-                 "per-person consent store.",
-        "serves": [("uservlm/review", "uservlm_ros/srv/Review"),
-                   ("uservlm/forget", "uservlm_ros/srv/Forget")]},
+        "per-person consent store.",
+        "serves": [
+            ("uservlm/review", "uservlm_ros/srv/Review"),
+            ("uservlm/forget", "uservlm_ros/srv/Forget"),
+        ],
+    },
 }
 EVERY_NODE = "Every node also publishes `/diagnostics` (diagnostic_msgs/DiagnosticArray, DIAGNOSTICS) once a second."
 QOS = """QoS profiles (`uservlm_ros/ros/qos.py`; both ends of a topic use the same one):
@@ -98,8 +128,13 @@ def declared(spec, context) -> list[tuple[str, str, str, str]]:
     from rclpy.parameter import Parameter
 
     module = importlib.import_module(spec.python_module)
-    cls = next(obj for obj in vars(module).values() if isinstance(obj, type)
-               and obj.__module__ == module.__name__ and obj.__name__.endswith("Node"))
+    cls = next(
+        obj
+        for obj in vars(module).values()
+        if isinstance(obj, type)
+        and obj.__module__ == module.__name__
+        and obj.__name__.endswith("Node")
+    )
     kwargs = {"context": context}
     if spec.name == "pepper_audio_node":
         from uservlm_ros.msg import AudioChunk  # stand-in type: naoqi_bridge_msgs is not here
@@ -108,7 +143,8 @@ def declared(spec, context) -> list[tuple[str, str, str, str]]:
     else:
         if spec.name == "camera_node":
             kwargs["parameter_overrides"] = [
-                Parameter("source", value=str(REPO / "uservlm_ros/data/person.jpg"))]
+                Parameter("source", value=str(REPO / "uservlm_ros/data/person.jpg"))
+            ]
         node = cls(**kwargs)
     try:
         rows = []
@@ -120,10 +156,21 @@ def declared(spec, context) -> list[tuple[str, str, str, str]]:
             if spec.name == "camera_node" and name == "source":
                 value = _camera_default()  # overridden above: the node would open a device
             kind = type(value).__name__ if value is not None else "string"
-            shown = (f"`{value!r}`" if isinstance(value, str)
-                     else f"`{str(value).lower()}`" if isinstance(value, bool) else f"`{value}`")
-            rows.append((name, kind, shown.replace("|", "\\|"),
-                         node.describe_parameter(name).description.replace("|", "\\|")))
+            shown = (
+                f"`{value!r}`"
+                if isinstance(value, str)
+                else f"`{str(value).lower()}`"
+                if isinstance(value, bool)
+                else f"`{value}`"
+            )
+            rows.append(
+                (
+                    name,
+                    kind,
+                    shown.replace("|", "\\|"),
+                    node.describe_parameter(name).description.replace("|", "\\|"),
+                )
+            )
         return rows
     finally:
         node.destroy_node()
@@ -143,23 +190,39 @@ def render() -> str:
 
     context = Context()
     rclpy.init(context=context)
-    out = [BEGIN, "", "Topic and service names are relative: `namespace:=pepper1` moves them all. "
-           + EVERY_NODE, "", QOS]
+    out = [
+        BEGIN,
+        "",
+        "Topic and service names are relative: `namespace:=pepper1` moves them all. " + EVERY_NODE,
+        "",
+        QOS,
+    ]
     try:
         for spec in GRAPH:
             api = INTERFACES[spec.name]
-            out += [f"### {spec.name}", "", api["about"]
-                    + f" Executable `{spec.executable}`; parameters in `config/{spec.params_file}`.", ""]
+            out += [
+                f"### {spec.name}",
+                "",
+                api["about"]
+                + f" Executable `{spec.executable}`; parameters in `config/{spec.params_file}`.",
+                "",
+            ]
             for key, title in (("subscribes", "Subscribes"), ("publishes", "Publishes")):
                 if api.get(key):
-                    out.append(f"- {title}: " + "; ".join(f"`{topic}` ({kind}, {qos})"
-                                                        for topic, kind, qos in api[key]))
+                    out.append(
+                        f"- {title}: "
+                        + "; ".join(f"`{topic}` ({kind}, {qos})" for topic, kind, qos in api[key])
+                    )
             for key, title in (("serves", "Serves"), ("calls", "Calls")):
                 if api.get(key):
-                    out.append(f"- {title}: " + "; ".join(f"`{name}` ({kind})" for name, kind in api[key]))
+                    out.append(
+                        f"- {title}: " + "; ".join(f"`{name}` ({kind})" for name, kind in api[key])
+                    )
             out += ["", "| parameter | type | default | description |", "|---|---|---|---|"]
-            out += [f"| `{name}` | {kind} | {default} | {description} |"
-                    for name, kind, default, description in declared(spec, context)]
+            out += [
+                f"| `{name}` | {kind} | {default} | {description} |"
+                for name, kind, default, description in declared(spec, context)
+            ]
             out.append("")
     finally:
         rclpy.try_shutdown(context=context)
@@ -180,8 +243,10 @@ def main(argv=None) -> int:
     updated = head + render() + tail
     if args.check:
         if updated != text:
-            print(f"{args.readme}: the ROS API section is out of date; run scripts/make_ros_api.py",
-                  file=sys.stderr)
+            print(
+                f"{args.readme}: the ROS API section is out of date; run scripts/make_ros_api.py",
+                file=sys.stderr,
+            )
             return 1
         return 0
     args.readme.write_text(updated)

@@ -18,6 +18,7 @@ them apart from the project's venv, e.g.::
 
 A missing one is reported as such and skipped.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,9 +35,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from uservlm_ros.speech.audio import ASR_SAMPLE_RATE, resample, word_error_rate  # noqa: E402
 from uservlm_ros.engines.echo.canceller import BLOCK, WebRtcEchoCanceller  # noqa: E402
 from uservlm_ros.engines.echo.recordings import make_corpus  # noqa: E402
+from uservlm_ros.speech.audio import ASR_SAMPLE_RATE, resample, word_error_rate  # noqa: E402
 
 INT16 = 32767.0
 
@@ -94,8 +95,10 @@ class _Int16Option:
     """Adapter for libraries that take int16 blocks."""
 
     def process(self, near, far):
-        out = self._process(np.round(near * INT16).clip(-32768, 32767).astype(np.int16),
-                            np.round(far * INT16).clip(-32768, 32767).astype(np.int16))
+        out = self._process(
+            np.round(near * INT16).clip(-32768, 32767).astype(np.int16),
+            np.round(far * INT16).clip(-32768, 32767).astype(np.int16),
+        )
         return np.asarray(out, dtype=np.float32) / INT16
 
 
@@ -146,8 +149,9 @@ class SpeexMdf(_Int16Option):
 
     def _process(self, near, far):
         out = np.zeros(BLOCK, dtype=np.int16)
-        self._lib.speex_echo_cancellation(self._state, near.ctypes.data, far.ctypes.data,
-                                          out.ctypes.data)
+        self._lib.speex_echo_cancellation(
+            self._state, near.ctypes.data, far.ctypes.data, out.ctypes.data
+        )
         return out
 
 
@@ -180,10 +184,11 @@ class AdaptfiltNlms:
     def process(self, near, far):
         u = np.concatenate([self._far, far.astype(np.float64)])
         desired = np.concatenate([np.zeros(self._taps - 1), near.astype(np.float64)])
-        _, e, self._weights = self._nlms(u, desired, self._taps, 0.5,
-                                         initCoeffs=self._weights, returnCoeffs=True)
+        _, e, self._weights = self._nlms(
+            u, desired, self._taps, 0.5, initCoeffs=self._weights, returnCoeffs=True
+        )
         self._weights = self._weights[-1]
-        self._far = u[-(self._taps - 1):]
+        self._far = u[-(self._taps - 1) :]
         return e.astype(np.float32)
 
 
@@ -210,7 +215,7 @@ def aligned_far(recording) -> np.ndarray:
     far = np.zeros(recording.samples, dtype=np.float32)
     played = resample(recording.reference, recording.reference_rate, ASR_SAMPLE_RATE)
     start = recording.index_of(recording.reference_start)
-    far[start:start + played.size] = played[: recording.samples - start]
+    far[start : start + played.size] = played[: recording.samples - start]
     return far
 
 
@@ -241,8 +246,12 @@ def silero_speech_fraction(segmenter, audio: np.ndarray) -> float:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=12, help="answers (each in its own room)")
-    parser.add_argument("--slow-count", type=int, default=3,
-                        help="answers for options slower than real time (adaptfilt)")
+    parser.add_argument(
+        "--slow-count",
+        type=int,
+        default=3,
+        help="answers for options slower than real time (adaptfilt)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-whisper", action="store_true")
     args = parser.parse_args(argv)
@@ -275,8 +284,9 @@ def main(argv=None) -> int:
             split = start + ASR_SAMPLE_RATE // 2
             end = recording.index_of(recording.reference_end)
             tail = end + int(0.3 * ASR_SAMPLE_RATE)
-            first.append(db(np.sum(mic_echo[start:split] ** 2),
-                            np.sum(out_echo[start:split] ** 2)))
+            first.append(
+                db(np.sum(mic_echo[start:split] ** 2), np.sum(out_echo[start:split] ** 2))
+            )
             later.append(db(np.sum(mic_echo[split:end] ** 2), np.sum(out_echo[split:end] ** 2)))
             heard.append(silero_speech_fraction(segmenter, out_echo[start:tail]))
             mic = recording.mic()
@@ -285,26 +295,40 @@ def main(argv=None) -> int:
             b = recording.index_of(recording.person_end) + int(0.3 * ASR_SAMPLE_RATE)
             person = recording.person[a:b]
             passed = out[a:b] - out_echo[a:b]  # what the person added to the output
-            kept.append(db(np.sum(passed.astype(np.float64) ** 2), np.sum(person ** 2)))
+            kept.append(db(np.sum(passed.astype(np.float64) ** 2), np.sum(person**2)))
             if asr is not None:
                 text = asr.transcribe(out[a:b], ASR_SAMPLE_RATE).text
                 errors.append(word_error_rate(recording.person_text, text))
-        row = (name, licence,
-               f"{statistics.median(costs) * 1e6:7.0f} us | "
-               f"{np.percentile(costs, 95) * 1e6:7.0f} us",
-               f"{statistics.median(first):5.1f} dB", f"{statistics.median(later):5.1f} dB",
-               f"{statistics.median(kept):+5.1f} dB", f"{100 * statistics.mean(heard):5.1f} %",
-               f"{100 * statistics.mean(errors):5.1f} %" if errors else "-", f"n={count}")
+        row = (
+            name,
+            licence,
+            f"{statistics.median(costs) * 1e6:7.0f} us | {np.percentile(costs, 95) * 1e6:7.0f} us",
+            f"{statistics.median(first):5.1f} dB",
+            f"{statistics.median(later):5.1f} dB",
+            f"{statistics.median(kept):+5.1f} dB",
+            f"{100 * statistics.mean(heard):5.1f} %",
+            f"{100 * statistics.mean(errors):5.1f} %" if errors else "-",
+            f"n={count}",
+        )
         rows.append(row)
         print(" | ".join(row), flush=True)
     if asr is not None:
-        clean = [word_error_rate(r.person_text, asr.transcribe(
-            r.person[r.index_of(r.person_onset) - 4800:r.index_of(r.person_end) + 4800],
-            ASR_SAMPLE_RATE).text) for r in corpus]
+        clean = [
+            word_error_rate(
+                r.person_text,
+                asr.transcribe(
+                    r.person[r.index_of(r.person_onset) - 4800 : r.index_of(r.person_end) + 4800],
+                    ASR_SAMPLE_RATE,
+                ).text,
+            )
+            for r in corpus
+        ]
         print(f"person alone (no echo): Whisper base WER {100 * statistics.mean(clean):.1f} %")
     print()
-    print("| option | licence | CPU / 10 ms frame (median, p95) | ERLE first 0.5 s | ERLE after |"
-          " person kept (double talk) | Silero hears echo | Whisper WER (echo under) | n |")
+    print(
+        "| option | licence | CPU / 10 ms frame (median, p95) | ERLE first 0.5 s | ERLE after |"
+        " person kept (double talk) | Silero hears echo | Whisper WER (echo under) | n |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")

@@ -9,6 +9,7 @@ for the kernel default, then while :class:`uservlm_ros.tools.cpu_latency.CpuLate
 wake-up latency at 0 µs (needs write access to /dev/cpu_dma_latency; skipped with the reason
 otherwise). One run, same machine, back to back: compare the two lines, not with other runs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,15 +32,20 @@ def lateness_ms(seconds: float) -> list[float]:
 
 def line(label: str, late: list[float]) -> str:
     pick = lambda q: late[min(len(late) - 1, int(q * len(late)))]  # noqa: E731
-    return (f"{label:<34} n={len(late):5d}  median {statistics.median(late):6.3f}  p95 {pick(0.95):6.3f}  "
-            f"p99 {pick(0.99):6.3f}  max {late[-1]:7.3f} ms  (> 5 ms: {sum(x > 5 for x in late)})")
+    return (
+        f"{label:<34} n={len(late):5d}  median {statistics.median(late):6.3f}  p95 "
+        f"{pick(0.95):6.3f}  "
+        f"p99 {pick(0.99):6.3f}  max {late[-1]:7.3f} ms  (> 5 ms: {sum(x > 5 for x in late)})"
+    )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=20.0, help="measuring time per setting")
     args = parser.parse_args()
-    print(f"wake-up lateness of a {SLEEP * 1000:.0f} ms sleep; cpuidle: {idle_states() or 'unknown'}")
+    print(
+        f"wake-up lateness of a {SLEEP * 1000:.0f} ms sleep; cpuidle: {idle_states() or 'unknown'}"
+    )
     print(line("kernel default", lateness_ms(args.seconds)))
     try:
         with CpuLatencyHold(0):

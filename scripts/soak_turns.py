@@ -15,6 +15,7 @@ growth per 100 turns after the warm-up (least-squares slope over the samples), a
 file descriptors (first, last, min, max after the warm-up). Exit status 0 when every turn ended
 (answered, or with an error record) and no node exited; 1 otherwise.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,7 +31,8 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 100))
 os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+    p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p
+)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 USER = "soak-user"
@@ -49,8 +51,12 @@ def process_resources(pid: int) -> dict:
         except OSError:  # the thread ended meanwhile
             continue
         names[name] = names.get(name, 0) + 1
-    return {"rss": rss_pages * os.sysconf("SC_PAGE_SIZE"), "threads": sum(names.values()),
-            "thread_names": names, "fds": len(os.listdir(proc / "fd"))}
+    return {
+        "rss": rss_pages * os.sysconf("SC_PAGE_SIZE"),
+        "threads": sum(names.values()),
+        "thread_names": names,
+        "fds": len(os.listdir(proc / "fd")),
+    }
 
 
 def slope_per_100(points: list[tuple[int, float]]) -> float:
@@ -77,10 +83,18 @@ def summarise(samples: list[dict], warmup_turns: int) -> dict[str, dict]:
             "rss_mib_after_warmup": rows[0][1]["rss"] / 2**20,
             "rss_mib_end": rows[-1][1]["rss"] / 2**20,
             "rss_growth_mib_per_100_turns": slope_per_100(rss) / 2**20,
-            "threads": [rows[0][1]["threads"], rows[-1][1]["threads"],
-                        min(r["threads"] for _, r in rows), max(r["threads"] for _, r in rows)],
-            "fds": [rows[0][1]["fds"], rows[-1][1]["fds"],
-                    min(r["fds"] for _, r in rows), max(r["fds"] for _, r in rows)],
+            "threads": [
+                rows[0][1]["threads"],
+                rows[-1][1]["threads"],
+                min(r["threads"] for _, r in rows),
+                max(r["threads"] for _, r in rows),
+            ],
+            "fds": [
+                rows[0][1]["fds"],
+                rows[-1][1]["fds"],
+                min(r["fds"] for _, r in rows),
+                max(r["fds"] for _, r in rows),
+            ],
             "thread_names_after_warmup": rows[0][1]["thread_names"],
             "thread_names_end": rows[-1][1]["thread_names"],
         }
@@ -94,10 +108,10 @@ class Soak:
         from rclpy.executors import SingleThreadedExecutor
         from std_msgs.msg import Bool
 
-        from uservlm_ros.tools import bags
         from uservlm_ros.msg import Interaction
         from uservlm_ros.ros import qos
         from uservlm_ros.srv import Review
+        from uservlm_ros.tools import bags
 
         self.args = args
         self.context = Context()
@@ -111,8 +125,9 @@ class Soak:
         self.node.create_subscription(Bool, "robot_speaking", self._on_speaking, qos.LATCHED)
         self.review = self.node.create_client(Review, "uservlm/review", qos_profile=qos.SERVICES)
         self.bag = bags.read_bag(args.bag)
-        self.replayer = bags.Replayer(self.node, self.bag,
-                                      messages=bags.camera_uplink(self.bag, "jpeg"))
+        self.replayer = bags.Replayer(
+            self.node, self.bag, messages=bags.camera_uplink(self.bag, "jpeg")
+        )
 
     def _on_speaking(self, msg) -> None:
         if bool(msg.data) != self.speaking:
@@ -140,16 +155,19 @@ class Soak:
     def turn(self) -> str:
         """One replay of the bag: 'ok', 'error: ...' or 'no record'."""
         # silent, past asr_node's echo tail: or the question is taken for the robot's own voice
-        self.spin_until(lambda: not self.speaking
-                        and time.monotonic() - self.speaking_changed > 0.8, self.args.turn_timeout)
+        self.spin_until(
+            lambda: not self.speaking and time.monotonic() - self.speaking_changed > 0.8,
+            self.args.turn_timeout,
+        )
         count, spoke = len(self.records), self.spoke
         self.replayer.play(self.executor)
         if not self.spin_until(lambda: len(self.records) > count, self.args.turn_timeout):
             return "no record"
         record = self.records[-1]
         if record.speech_end_to_audio_out > 0:  # robot_speaking is another topic: see it go by
-            self.spin_until(lambda: self.spoke > spoke and not self.speaking,
-                            self.args.turn_timeout)
+            self.spin_until(
+                lambda: self.spoke > spoke and not self.speaking, self.args.turn_timeout
+            )
         del self.records[:-1]  # keep memory of this process flat too
         return "ok" if record.success else f"error: {record.error}"
 
@@ -169,26 +187,39 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=30.0, help="stop after this long")
     parser.add_argument("--max-turns", type=int, default=5000, help="stop after this many turns")
-    parser.add_argument("--warmup-turns", type=int, default=20,
-                        help="turns before the growth is measured (caches, allocator pools fill)")
-    parser.add_argument("--sample-every", type=int, default=10,
-                        help="sample the nodes every N turns")
+    parser.add_argument(
+        "--warmup-turns",
+        type=int,
+        default=20,
+        help="turns before the growth is measured (caches, allocator pools fill)",
+    )
+    parser.add_argument(
+        "--sample-every", type=int, default=10, help="sample the nodes every N turns"
+    )
     parser.add_argument("--max-new-tokens", type=int, default=16, help="vlm_node's answer length")
-    parser.add_argument("--turn-timeout", type=float, default=120.0,
-                        help="longest wait in a turn, seconds")
+    parser.add_argument(
+        "--turn-timeout", type=float, default=120.0, help="longest wait in a turn, seconds"
+    )
     parser.add_argument("--startup-timeout", type=float, default=600.0)
     parser.add_argument("--bag", default=str(default_bag()))
     parser.add_argument("--out", default="out/soak")
     args = parser.parse_args(argv)
     if args.minutes <= 0 or args.max_turns < 1 or args.sample_every < 1 or args.warmup_turns < 0:
-        parser.error("--minutes, --max-turns and --sample-every must be positive, "
-                     "--warmup-turns >= 0")
+        parser.error(
+            "--minutes, --max-turns and --sample-every must be positive, --warmup-turns >= 0"
+        )
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    options = BenchOptions(bag=Path(args.bag), user_id=USER,
-                           overrides={"vlm_node": {"max_new_tokens": args.max_new_tokens}})
-    graph = GraphProcesses(bench_specs("cloud") + bench_specs("robot"), log_dir=out / "logs",
-                           overrides=graph_overrides(options, out))
+    options = BenchOptions(
+        bag=Path(args.bag),
+        user_id=USER,
+        overrides={"vlm_node": {"max_new_tokens": args.max_new_tokens}},
+    )
+    graph = GraphProcesses(
+        bench_specs("cloud") + bench_specs("robot"),
+        log_dir=out / "logs",
+        overrides=graph_overrides(options, out),
+    )
     outcomes: dict[str, int] = {}
     samples: list[dict] = []
     started = time.monotonic()
@@ -198,10 +229,12 @@ def main(argv=None) -> int:
         soak = Soak(args)
         try:
             soak.consent()
-            soak.replayer.wait_for_subscribers(soak.executor, args.startup_timeout,
-                                               settle=1.0)
-            print(f"[soak] graph up after {time.monotonic() - started:.0f} s; turns for "
-                  f"{args.minutes:g} min or {args.max_turns} turns", flush=True)
+            soak.replayer.wait_for_subscribers(soak.executor, args.startup_timeout, settle=1.0)
+            print(
+                f"[soak] graph up after {time.monotonic() - started:.0f} s; turns for "
+                f"{args.minutes:g} min or {args.max_turns} turns",
+                flush=True,
+            )
             soak_started = time.monotonic()
             while turns < args.max_turns and time.monotonic() - soak_started < args.minutes * 60:
                 outcome = soak.turn()
@@ -214,28 +247,50 @@ def main(argv=None) -> int:
                     print(f"[soak] a node exited: {graph.exited()}", flush=True)
                     break
                 if turns % args.sample_every == 0 or turns == args.warmup_turns:
-                    samples.append({"turn": turns, "seconds": time.monotonic() - soak_started,
-                                    "nodes": {name: process_resources(process.pid)
-                                              for name, process in graph.processes.items()}})
-                    print(f"[soak] {turns} turns, {time.monotonic() - soak_started:.0f} s: "
-                          + ", ".join(f"{n} {r['rss'] / 2**20:.0f} MiB"
-                                      for n, r in samples[-1]["nodes"].items()), flush=True)
+                    samples.append(
+                        {
+                            "turn": turns,
+                            "seconds": time.monotonic() - soak_started,
+                            "nodes": {
+                                name: process_resources(process.pid)
+                                for name, process in graph.processes.items()
+                            },
+                        }
+                    )
+                    print(
+                        f"[soak] {turns} turns, {time.monotonic() - soak_started:.0f} s: "
+                        + ", ".join(
+                            f"{n} {r['rss'] / 2**20:.0f} MiB"
+                            for n, r in samples[-1]["nodes"].items()
+                        ),
+                        flush=True,
+                    )
         finally:
             soak.close()
             exited = graph.exited()
             graph.stop()
     summary = summarise(samples, args.warmup_turns) if samples else {}
-    result = {"turns": turns, "outcomes": outcomes, "minutes": (time.monotonic() - started) / 60,
-              "warmup_turns": args.warmup_turns, "exited": exited, "nodes": summary,
-              "samples": samples}
+    result = {
+        "turns": turns,
+        "outcomes": outcomes,
+        "minutes": (time.monotonic() - started) / 60,
+        "warmup_turns": args.warmup_turns,
+        "exited": exited,
+        "nodes": summary,
+        "samples": samples,
+    }
     (out / "soak.json").write_text(json.dumps(result, indent=1))
     print(f"\n[soak] {turns} turns: {outcomes}; nodes that exited: {exited or 'none'}")
-    print(f"{'node':<14}{'RSS MiB (after warm-up -> end)':>32}{'MiB / 100 turns':>17}"
-          f"{'threads (first last min max)':>30}{'fds (first last min max)':>26}")
+    print(
+        f"{'node':<14}{'RSS MiB (after warm-up -> end)':>32}{'MiB / 100 turns':>17}"
+        f"{'threads (first last min max)':>30}{'fds (first last min max)':>26}"
+    )
     for name, node in summary.items():
-        print(f"{name:<14}{node['rss_mib_after_warmup']:>17.1f} -> {node['rss_mib_end']:<11.1f}"
-              f"{node['rss_growth_mib_per_100_turns']:>17.2f}"
-              f"{' '.join(map(str, node['threads'])):>30}{' '.join(map(str, node['fds'])):>26}")
+        print(
+            f"{name:<14}{node['rss_mib_after_warmup']:>17.1f} -> {node['rss_mib_end']:<11.1f}"
+            f"{node['rss_growth_mib_per_100_turns']:>17.2f}"
+            f"{' '.join(map(str, node['threads'])):>30}{' '.join(map(str, node['fds'])):>26}"
+        )
     print(f"(written to {out / 'soak.json'})")
     ended = outcomes.get("no record", 0) == 0
     return 0 if ended and not exited and turns > 0 else 1

@@ -9,6 +9,7 @@
 - The Fast DDS profile of config/ is used, as in deployment.
 - No model hub: HF_HUB_OFFLINE=1.
 """
+
 from __future__ import annotations
 
 import os
@@ -31,7 +32,9 @@ os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(REPO / "config" / "fa
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # Node subprocesses started by the tests import the package from this checkout.
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p
+)
 
 
 KINDS = ("unit", "engine", "ros", "training", "build", "tools")

@@ -1,5 +1,6 @@
 """A test's window on a running graph: a node in the test's own rclpy context that keeps every
 /diagnostics status it hears and waits on predicates with a deadline (no sleeps)."""
+
 from __future__ import annotations
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
@@ -17,8 +18,12 @@ class Probe:
         self.executor = SingleThreadedExecutor(context=context)
         self.executor.add_node(self.node)
         self.diagnostics: list[DiagnosticStatus] = []
-        self.node.create_subscription(DiagnosticArray, "/diagnostics",
-                                      lambda m: self.diagnostics.extend(m.status), qos.DIAGNOSTICS)
+        self.node.create_subscription(
+            DiagnosticArray,
+            "/diagnostics",
+            lambda m: self.diagnostics.extend(m.status),
+            qos.DIAGNOSTICS,
+        )
 
     def until(self, predicate, timeout: float) -> bool:
         return spin_until(self.executor, predicate, timeout)

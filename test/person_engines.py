@@ -1,4 +1,5 @@
 """Building PersonEngines for the tests (the real models), and a clock the tests move."""
+
 from __future__ import annotations
 
 from uservlm_ros.engines.person import PersonConfig, PersonEngine

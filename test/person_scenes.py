@@ -8,6 +8,7 @@ shoulders patch at a chosen face size and applies a *variant* (a flip, light, ro
 turn of the head, compression, blur, occlusion); ``scene`` pastes patches on a face-free
 background. The face boxes of the source photos were measured once with dlib's HOG detector.
 """
+
 from __future__ import annotations
 
 from functools import cache, lru_cache
@@ -20,14 +21,29 @@ REPO = Path(__file__).resolve().parents[1]
 WIDTH, HEIGHT = 640, 480
 PEOPLE = ("astronaut", "hopper")
 #: (x0, y0, x1, y1) of the face in each source photo
-FACE_BOX = {"astronaut": (179, 83, 267, 171), "hopper": (186, 160, 350, 324),
-            "cameraman": (190, 110, 260, 190)}
-VARIANTS = ("plain", "mirror", "dark", "bright", "grey", "roll", "turn", "jpeg", "blur", "small",
-            "large")
+FACE_BOX = {
+    "astronaut": (179, 83, 267, 171),
+    "hopper": (186, 160, 350, 324),
+    "cameraman": (190, 110, 260, 190),
+}
+VARIANTS = (
+    "plain",
+    "mirror",
+    "dark",
+    "bright",
+    "grey",
+    "roll",
+    "turn",
+    "jpeg",
+    "blur",
+    "small",
+    "large",
+)
 #: crops of the same two photos made for training/ (224 x 224), used as they are
-TRAINING_CROPS = {"astronaut": ("astronaut_body", "astronaut_face", "astronaut_grey",
-                                "astronaut_mirror"),
-                  "hopper": ("hopper_body", "hopper_face", "hopper_grey", "hopper_mirror")}
+TRAINING_CROPS = {
+    "astronaut": ("astronaut_body", "astronaut_face", "astronaut_grey", "astronaut_mirror"),
+    "hopper": ("hopper_body", "hopper_face", "hopper_grey", "hopper_mirror"),
+}
 
 
 @cache
@@ -57,16 +73,18 @@ def photo(name: str) -> np.ndarray:
 def training_crop(stem: str) -> np.ndarray:
     from PIL import Image
 
-    return np.asarray(Image.open(REPO / "training" / "data" / "images" / f"{stem}.jpg")
-                      .convert("RGB"))
+    return np.asarray(
+        Image.open(REPO / "training" / "data" / "images" / f"{stem}.jpg").convert("RGB")
+    )
 
 
 def _turn(patch: np.ndarray, amount: float) -> np.ndarray:
     """Squeeze one side of the patch: a flat stand-in for a head turned by ~``amount``."""
     h, w = patch.shape[:2]
     src = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
-    dst = np.float32([[w * amount, h * amount / 2], [w, 0], [w, h],
-                      [w * amount, h - h * amount / 2]])
+    dst = np.float32(
+        [[w * amount, h * amount / 2], [w, 0], [w, h], [w * amount, h - h * amount / 2]]
+    )
     matrix = cv2.getPerspectiveTransform(src, dst)
     return cv2.warpPerspective(patch, matrix, (w, h), borderMode=cv2.BORDER_REPLICATE)
 
@@ -106,8 +124,13 @@ def head(name: str, face_px: int = 100, variant: str = "plain") -> tuple[np.ndar
     x0, y0, x1, y1 = FACE_BOX[name]
     scale = face_px / (x1 - x0)
     source = photo(name)
-    image = cv2.resize(source, None, fx=scale, fy=scale,
-                       interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    image = cv2.resize(
+        source,
+        None,
+        fx=scale,
+        fy=scale,
+        interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR,
+    )
     fx0, fy0, fx1, fy1 = (v * scale for v in (x0, y0, x1, y1))
     size = fx1 - fx0
     left, top = max(int(fx0 - 0.9 * size), 0), max(int(fy0 - 0.7 * size), 0)
@@ -142,12 +165,13 @@ def scene(*placements: tuple[np.ndarray, tuple[int, int]]) -> np.ndarray:
         fx0, fy0 = max(x, 0), max(y, 0)
         fx1, fy1 = min(x + w, WIDTH), min(y + h, HEIGHT)
         if fx1 > fx0 and fy1 > fy0:
-            frame[fy0:fy1, fx0:fx1] = patch[fy0 - y:fy1 - y, fx0 - x:fx1 - x]
+            frame[fy0:fy1, fx0:fx1] = patch[fy0 - y : fy1 - y, fx0 - x : fx1 - x]
     return frame
 
 
-def at(name: str, face_center: tuple[int, int], face_px: int = 100,
-       variant: str = "plain") -> tuple[tuple[np.ndarray, tuple[int, int]], tuple]:
+def at(
+    name: str, face_center: tuple[int, int], face_px: int = 100, variant: str = "plain"
+) -> tuple[tuple[np.ndarray, tuple[int, int]], tuple]:
     """A placement of ``name`` with the face centred at ``face_center``, and the face box in
     frame coordinates."""
     patch, box = head(name, face_px, variant)
@@ -156,15 +180,20 @@ def at(name: str, face_center: tuple[int, int], face_px: int = 100,
     return (patch, (x, y)), (box[0] + x, box[1] + y, box[2] + x, box[3] + y)
 
 
-def alone(name: str, variant: str = "plain", face_px: int = 100,
-          face_center: tuple[int, int] = (320, 200)) -> np.ndarray:
+def alone(
+    name: str,
+    variant: str = "plain",
+    face_px: int = 100,
+    face_center: tuple[int, int] = (320, 200),
+) -> np.ndarray:
     """One person in the frame."""
     placement, _ = at(name, face_center, face_px, variant)
     return scene(placement)
 
 
-def pair(left: str = "astronaut", right: str = "hopper", face_px: int = 100,
-         shift: int = 0) -> np.ndarray:
+def pair(
+    left: str = "astronaut", right: str = "hopper", face_px: int = 100, shift: int = 0
+) -> np.ndarray:
     """Two people side by side (``shift`` moves both to the right by that many pixels)."""
     a, _ = at(left, (180 + shift, 200), face_px)
     b, _ = at(right, (460 + shift, 200), face_px)
@@ -185,6 +214,6 @@ def crowd(columns: int = 4, rows: int = 2, face_px: int = 70) -> np.ndarray:
             patch, (x, y) = placement
             # each tile keeps to its cell so neighbours never overlap
             x0, y0 = c * cell_w, r * cell_h
-            sub = scene((patch, (x, y)))[y0:y0 + cell_h, x0:x0 + cell_w]
+            sub = scene((patch, (x, y)))[y0 : y0 + cell_h, x0 : x0 + cell_w]
             tiles.append((np.ascontiguousarray(sub), (x0, y0)))
     return scene(*tiles)

@@ -1,5 +1,6 @@
 """Processes seen through /proc (Linux): a command's children, whether one is still running, and
 what one holds (resident memory, threads, open file descriptors) for the fault and soak tests."""
+
 from __future__ import annotations
 
 import os
@@ -14,7 +15,7 @@ def _stat(pid: int) -> list[str] | None:
         text = (PROC / str(pid) / "stat").read_text()
     except OSError:
         return None
-    return text[text.rindex(")") + 2:].split()
+    return text[text.rindex(")") + 2 :].split()
 
 
 def alive(pid: int) -> bool:

@@ -1,11 +1,12 @@
 """Helpers for ROS tests: deadline loops instead of sleeps, and the cloud graph in subprocesses."""
+
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
-from uservlm_ros.tools.client import UserVLMClient
 from uservlm_ros.bringup.graph import nodes
+from uservlm_ros.tools.client import UserVLMClient
 from uservlm_ros.tools.launcher import GraphProcesses
 
 # Smaller generation budget than deployment so the suite stays fast on 2 cores.
@@ -28,18 +29,31 @@ def test_overrides(log_dir: Path) -> dict:
     return overrides
 
 
-def start_cloud(log_dir: Path, overrides: dict | None = None, specs=None,
-                services=("ask", "transcribe", "synthesize", "review"), timeout: float = 300.0,
-                namespace: str = "") -> GraphProcesses:
+def start_cloud(
+    log_dir: Path,
+    overrides: dict | None = None,
+    specs=None,
+    services=("ask", "transcribe", "synthesize", "review"),
+    timeout: float = 300.0,
+    namespace: str = "",
+) -> GraphProcesses:
     """Start the cloud nodes as separate processes and wait until their services answer."""
-    graph = GraphProcesses(specs or nodes("cloud"), log_dir=log_dir, namespace=namespace,
-                           overrides=test_overrides(log_dir) if overrides is None else overrides).start()
+    graph = GraphProcesses(
+        specs or nodes("cloud"),
+        log_dir=log_dir,
+        namespace=namespace,
+        overrides=test_overrides(log_dir) if overrides is None else overrides,
+    ).start()
     with UserVLMClient(node_name="uservlm_test_waiter", namespace=namespace) as client:
         deadline = time.monotonic() + timeout
         for service in services:
             while not client.wait_for(service, 1.0):
                 if graph.exited() or time.monotonic() > deadline:
                     graph.stop()
-                    logs = "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in log_dir.glob("*.log"))
-                    raise RuntimeError(f"cloud side did not come up ({service}); exited={graph.exited()}\n{logs}")
+                    logs = "\n".join(
+                        f"--- {p.name}\n{p.read_text()[-3000:]}" for p in log_dir.glob("*.log")
+                    )
+                    raise RuntimeError(
+                        f"cloud side did not come up ({service}); exited={graph.exited()}\n{logs}"
+                    )
     return graph

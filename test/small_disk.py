@@ -1,5 +1,6 @@
 """A real small file system for disk-full and read-only faults: a tmpfs mounted for one test
 (needs CAP_SYS_ADMIN; the test skips where mounting is not permitted)."""
+
 from __future__ import annotations
 
 import errno
@@ -15,8 +16,11 @@ import pytest
 def small_disk(path: Path, size: str = "256k"):
     """Mount a tmpfs of ``size`` at ``path`` for the duration of the block."""
     path.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs",
-                              str(path)], capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
     try:
@@ -44,5 +48,8 @@ def remount(path: Path, mode: str) -> None:
 
 def snapshot(folder: Path) -> dict[str, bytes]:
     """Every file under ``folder`` (names relative to it) with its bytes."""
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and os.access(p, os.R_OK)}
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and os.access(p, os.R_OK)
+    }

@@ -3,6 +3,7 @@
 Everything runs on the tiny randomly initialised PaliGemma 2 (its generated text is meaningless),
 built once per test session into a temporary cache: no network, no real weights.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -53,7 +54,9 @@ def make_lora_adapter(tiny_dir, out_dir, seed=0):
 
     model, _ = load_tiny(tiny_dir)
     torch.manual_seed(seed)
-    peft_model = get_peft_model(model, attention_lora_config(model, r=4, alpha=8, init_lora_weights=False))
+    peft_model = get_peft_model(
+        model, attention_lora_config(model, r=4, alpha=8, init_lora_weights=False)
+    )
     peft_model.save_pretrained(out_dir)
     return out_dir
 

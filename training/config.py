@@ -1,10 +1,13 @@
-"""Configs shared by the three stages: dataclasses, YAML recipe + command-line parsing, output folders.
+"""Configs shared by the three stages: dataclasses, YAML recipe + command-line parsing, output
+folders.
 
 A recipe is a flat YAML mapping of these dataclasses' fields; any field can be overridden on the
 command line (`--learning_rate 1e-4`). Parsing is TRL's `TrlParser` (an `HfArgumentParser` that
 reads `--config recipe.yaml`). The fields of `TrainArgs` keep `transformers.TrainingArguments`'
-names so that the three recipes read alike, although stages 1-2 run our own loop (training/loop.py).
+names so that the three recipes read alike, although stages 1-2 run our own loop
+(training/loop.py).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,10 +25,20 @@ RESOLVED_CONFIG = "training_config.yaml"
 
 @dataclass
 class ModelArgs:
-    model: str = field(default="tiny", metadata={"help": "'tiny' (random PaliGemma 2, offline), a hub id such as "
-                                                         "google/paligemma2-3b-ft-docci-448, or a local folder."})
-    adapter: str | None = field(default=None, metadata={"help": "Adapter folder to start from (stage 2: the "
-                                                                "stage-1 output; stage 3: the stage-2 output)."})
+    model: str = field(
+        default="tiny",
+        metadata={
+            "help": "'tiny' (random PaliGemma 2, offline), a hub id such as "
+            "google/paligemma2-3b-ft-docci-448, or a local folder."
+        },
+    )
+    adapter: str | None = field(
+        default=None,
+        metadata={
+            "help": "Adapter folder to start from (stage 2: the "
+            "stage-1 output; stage 3: the stage-2 output)."
+        },
+    )
     dtype: str = field(default="float32", metadata={"help": "float32 | bfloat16 | float16"})
 
     def __post_init__(self):
@@ -41,12 +54,18 @@ class ModelArgs:
 
 @dataclass
 class TrainArgs:
-    output_dir: str = field(default="", metadata={"help": "Where the adapter and its resolved config go."})
-    overwrite: bool = field(default=False, metadata={"help": "Delete an existing output_dir first."})
+    output_dir: str = field(
+        default="", metadata={"help": "Where the adapter and its resolved config go."}
+    )
+    overwrite: bool = field(
+        default=False, metadata={"help": "Delete an existing output_dir first."}
+    )
     resume: bool = field(default=False, metadata={"help": "Continue from output_dir/checkpoint."})
     seed: int = 0
     num_train_epochs: float = 1.0
-    max_steps: int = field(default=-1, metadata={"help": "Optimizer steps; > 0 overrides num_train_epochs."})
+    max_steps: int = field(
+        default=-1, metadata={"help": "Optimizer steps; > 0 overrides num_train_epochs."}
+    )
     per_device_train_batch_size: int = 1
     gradient_accumulation_steps: int = 1
     learning_rate: float = 1e-4
@@ -54,20 +73,32 @@ class TrainArgs:
     warmup_ratio: float = 0.0
     max_grad_norm: float = 1.0
     logging_steps: int = 1
-    save_steps: int = field(default=0, metadata={"help": "Checkpoint every N steps for --resume (0: only at the end)."})
-    max_length: int | None = field(default=None, metadata={"help": "Truncate token sequences (None: no limit)."})
-    prefix_mode: str = field(default="bidirectional", metadata={
-        "help": "bidirectional (PaliGemma's prefix-LM) | cacheable (image block bidirectional, question causal: "
-                "deploy with vlm_node prefix_mode: cacheable to cache the image KV per person)."})
+    save_steps: int = field(
+        default=0, metadata={"help": "Checkpoint every N steps for --resume (0: only at the end)."}
+    )
+    max_length: int | None = field(
+        default=None, metadata={"help": "Truncate token sequences (None: no limit)."}
+    )
+    prefix_mode: str = field(
+        default="bidirectional",
+        metadata={
+            "help": "bidirectional (PaliGemma's prefix-LM) | cacheable (image block "
+            "bidirectional, question causal: "
+            "deploy with vlm_node prefix_mode: cacheable to cache the image KV per person)."
+        },
+    )
 
     def validate(self) -> None:
         if not self.output_dir:
             raise ValueError("output_dir is required")
         if self.overwrite and self.resume:
             raise ValueError("--overwrite and --resume exclude each other")
-        positive = {"per_device_train_batch_size": self.per_device_train_batch_size,
-                    "gradient_accumulation_steps": self.gradient_accumulation_steps,
-                    "learning_rate": self.learning_rate, "logging_steps": self.logging_steps}
+        positive = {
+            "per_device_train_batch_size": self.per_device_train_batch_size,
+            "gradient_accumulation_steps": self.gradient_accumulation_steps,
+            "learning_rate": self.learning_rate,
+            "logging_steps": self.logging_steps,
+        }
         for name, value in positive.items():
             if value <= 0:
                 raise ValueError(f"{name} must be > 0, got {value}")
@@ -76,9 +107,13 @@ class TrainArgs:
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.prefix_mode not in ("bidirectional", "cacheable"):
-            raise ValueError(f"prefix_mode must be 'bidirectional' or 'cacheable', got {self.prefix_mode!r}")
+            raise ValueError(
+                f"prefix_mode must be 'bidirectional' or 'cacheable', got {self.prefix_mode!r}"
+            )
         if self.max_length is not None and self.max_length < 8:
-            raise ValueError("max_length must be >= 8 (the prompt alone is longer; None = no limit)")
+            raise ValueError(
+                "max_length must be >= 8 (the prompt alone is longer; None = no limit)"
+            )
         check_output_dir(Path(self.output_dir), overwrite=self.overwrite, resume=self.resume)
 
 
@@ -87,13 +122,19 @@ class AdapterArgs:
     """The stage-2/3 adapter on the language model: plain LoRA or MoLE."""
 
     method: str = field(default="lora", metadata={"help": "lora | mole"})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank (see training/README.md for 16 vs 32)."})
+    lora_r: int = field(
+        default=16, metadata={"help": "LoRA rank (see training/README.md for 16 vs 32)."}
+    )
     lora_alpha: int = 32
     lora_dropout: float = 0.05
-    lora_target_modules: str = field(default="q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj", metadata={
-        "help": "Comma-separated module names, matched inside the language model only."})
+    lora_target_modules: str = field(
+        default="q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
+        metadata={"help": "Comma-separated module names, matched inside the language model only."},
+    )
     mole_num_experts: int = field(default=3, metadata={"help": "LoRA experts per FFN (MoLE)."})
-    mole_aux_loss_coef: float = field(default=0.01, metadata={"help": "Weight of the load-balancing loss (MoLE)."})
+    mole_aux_loss_coef: float = field(
+        default=0.01, metadata={"help": "Weight of the load-balancing loss (MoLE)."}
+    )
 
     def validate(self) -> None:
         if self.method not in ("lora", "mole"):
@@ -112,14 +153,19 @@ class AdapterArgs:
 
 
 def check_output_dir(path: Path, overwrite: bool, resume: bool) -> None:
-    """Refuse to clobber a previous run: an existing non-empty output_dir needs --overwrite or --resume."""
+    """Refuse to clobber a previous run: an existing non-empty output_dir needs --overwrite or
+    --resume."""
     if path.exists() and not path.is_dir():
         raise ValueError(f"output_dir {path} exists and is not a folder")
     if resume and not (path / CHECKPOINT_DIR).is_dir():
-        raise ValueError(f"--resume: no checkpoint in {path / CHECKPOINT_DIR} (set save_steps to write one)")
+        raise ValueError(
+            f"--resume: no checkpoint in {path / CHECKPOINT_DIR} (set save_steps to write one)"
+        )
     if path.is_dir() and any(path.iterdir()) and not (overwrite or resume):
-        raise ValueError(f"output_dir {path} exists and is not empty: pass --overwrite to replace it "
-                         "or --resume to continue it")
+        raise ValueError(
+            f"output_dir {path} exists and is not empty: pass --overwrite to replace it "
+            "or --resume to continue it"
+        )
 
 
 def make_output_dir(path: Path, overwrite: bool, is_main_process: bool = True) -> None:
@@ -137,7 +183,8 @@ def parse(dataclass_types, argv=None):
 
 
 def resolved_config(stage: str, *configs) -> dict:
-    """A flat mapping of every field, the same shape as a recipe: `--config` on it reproduces the run."""
+    """A flat mapping of every field, the same shape as a recipe: `--config` on it reproduces the
+    run."""
     flat: dict = {"stage": stage}
     for config in configs:
         flat.update(dataclasses.asdict(config))
@@ -153,11 +200,19 @@ def save_resolved_config(folder: Path, stage: str, *configs, extra: dict | None 
 
     data = resolved_config(stage, *configs)
     path = Path(folder) / RESOLVED_CONFIG
-    header = ("# Resolved training config, written by training/{}.\n# Reproduce: python -m training.{} "
-              "--config {} --output_dir NEW_DIR\n").format(stage, stage, path.name)
-    versions = {"python": sys.version.split()[0], "torch": torch.__version__,
-                "transformers": transformers.__version__, "peft": peft.__version__, "trl": trl.__version__,
-                "accelerate": accelerate.__version__}
+    header = (
+        f"# Resolved training config, written by training/{stage}.\n# Reproduce: python -m "
+        f"training.{stage} "
+        f"--config {path.name} --output_dir NEW_DIR\n"
+    )
+    versions = {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+        "trl": trl.__version__,
+        "accelerate": accelerate.__version__,
+    }
     body = {key: value for key, value in data.items() if key != "stage"}
     with open(path, "w") as f:
         f.write(header)

@@ -14,44 +14,73 @@ Writes into out_dir: results.csv (one line per model x benchmark x subset; --app
 results.md (tables shaped like the paper's, one row per model label), results.png (F1 bars) and
 predictions.jsonl (every answer, for reading). Metric definitions: training/metrics.py.
 """
+
 from __future__ import annotations
 
 import csv
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from training import benchmarks as bench
 from training import metrics
 from training.rows import BadRowError, DataArgs, load_table, open_image
 
 AnswerFn = Callable[[str, "object"], str]
-CSV_FIELDS = ["label", "benchmark", "subset", "n", "precision", "recall", "f1", "bertscore", "overall"]
+CSV_FIELDS = [
+    "label",
+    "benchmark",
+    "subset",
+    "n",
+    "precision",
+    "recall",
+    "f1",
+    "bertscore",
+    "overall",
+]
 
 
 @dataclass
 class EvalArgs:
-    benchmarks: str = field(default=",".join(bench.LOCAL), metadata={"help": "Comma-separated registry names."})
+    benchmarks: str = field(
+        default=",".join(bench.LOCAL), metadata={"help": "Comma-separated registry names."}
+    )
     out_dir: str = "eval_out"
-    label: str = field(default="", metadata={"help": "Row name in the tables (default: model + adapter)."})
-    append: bool = field(default=False, metadata={"help": "Add to an existing results.csv instead of refusing."})
+    label: str = field(
+        default="", metadata={"help": "Row name in the tables (default: model + adapter)."}
+    )
+    append: bool = field(
+        default=False, metadata={"help": "Add to an existing results.csv instead of refusing."}
+    )
     model: str = "tiny"
     adapter: str | None = None
-    ros: bool = field(default=False, metadata={"help": "Ask the /uservlm/ask service instead of loading a model."})
+    ros: bool = field(
+        default=False,
+        metadata={"help": "Ask the /uservlm/ask service instead of loading a model."},
+    )
     ros_service: str = "/uservlm/ask"
     ros_timeout: float = 60.0
     max_new_tokens: int = 100
-    max_rows: int | None = field(default=None, metadata={"help": "First N rows of each benchmark."})
+    max_rows: int | None = field(
+        default=None, metadata={"help": "First N rows of each benchmark."}
+    )
     on_bad_row: str = "skip"
-    source: str | None = field(default=None, metadata={"help": "Override the registry's hub id / file "
-                                                               "(only with a single benchmark)."})
+    source: str | None = field(
+        default=None,
+        metadata={"help": "Override the registry's hub id / file (only with a single benchmark)."},
+    )
     split: str | None = None
     image_dir: str | None = None
-    bertscore_encoder: str | None = field(default=None, metadata={
-        "help": "Encoder for BERTScore (path or hub id); default: the offline all-MiniLM-L6-v2."})
+    bertscore_encoder: str | None = field(
+        default=None,
+        metadata={
+            "help": "Encoder for BERTScore (path or hub id); default: the offline "
+            "all-MiniLM-L6-v2."
+        },
+    )
     bertscore_layers: int | None = 6
 
     def validate(self) -> None:
@@ -66,22 +95,34 @@ class EvalArgs:
             raise ValueError("on_bad_row must be skip or stop")
         csv_path = Path(self.out_dir) / "results.csv"
         if csv_path.exists() and not self.append:
-            raise ValueError(f"{csv_path} exists: pass --append to add this model's rows, or choose another out_dir")
+            raise ValueError(
+                f"{csv_path} exists: pass --append to add this model's rows, or choose another "
+                "out_dir"
+            )
 
     def names(self) -> list[str]:
         return [name.strip() for name in self.benchmarks.split(",") if name.strip()]
 
 
 # ----------------------------------------------------------------------------- models under test
-def make_engine_answer_fn(model: str = "tiny", adapter: str | None = None, max_new_tokens: int = 100) -> AnswerFn:
-    """The in-process VLM engine (the same class the ROS node serves); no silent fallback to the tiny model."""
+def make_engine_answer_fn(
+    model: str = "tiny", adapter: str | None = None, max_new_tokens: int = 100
+) -> AnswerFn:
+    """The in-process VLM engine (the same class the ROS node serves); no silent fallback to the
+    tiny model."""
     import numpy as np
 
     from uservlm_ros.engines.vlm import VLMConfig, VLMEngine
     from uservlm_ros.model.tiny import TINY_MODEL_ID
 
-    engine = VLMEngine(VLMConfig(base_model=TINY_MODEL_ID if model == "tiny" else model, adapter=adapter,
-                                 offline_fallback=False, max_new_tokens=max_new_tokens))
+    engine = VLMEngine(
+        VLMConfig(
+            base_model=TINY_MODEL_ID if model == "tiny" else model,
+            adapter=adapter,
+            offline_fallback=False,
+            max_new_tokens=max_new_tokens,
+        )
+    )
     engine.load()
     for warning in engine.warnings:
         print(f"engine: {warning}")
@@ -89,7 +130,8 @@ def make_engine_answer_fn(model: str = "tiny", adapter: str | None = None, max_n
 
 
 def make_ros_answer_fn(service: str = "/uservlm/ask", timeout: float = 60.0) -> AnswerFn:
-    """Hook for a running robot: each question is a `uservlm_ros/srv/Ask` call with the image attached.
+    """Hook for a running robot: each question is a `uservlm_ros/srv/Ask` call with the image
+    attached.
 
     rclpy is imported here, lazily, so the evaluator needs no ROS installation otherwise.
     """
@@ -107,9 +149,16 @@ def make_ros_answer_fn(service: str = "/uservlm/ask", timeout: float = 60.0) -> 
 
     def answer(question: str, image) -> str:
         pixels = np.asarray(image.convert("RGB"), dtype=np.uint8)
-        msg = ImageMsg(height=pixels.shape[0], width=pixels.shape[1], encoding="rgb8",
-                       step=pixels.shape[1] * 3, data=pixels.tobytes())
-        future = client.call_async(Ask.Request(question=question, image=msg, user_id="", speak=False))
+        msg = ImageMsg(
+            height=pixels.shape[0],
+            width=pixels.shape[1],
+            encoding="rgb8",
+            step=pixels.shape[1] * 3,
+            data=pixels.tobytes(),
+        )
+        future = client.call_async(
+            Ask.Request(question=question, image=msg, user_id="", speak=False)
+        )
         rclpy.spin_until_future_complete(node, future, timeout_sec=timeout)
         response = future.result()
         if response is None:
@@ -124,9 +173,14 @@ def make_ros_answer_fn(service: str = "/uservlm/ask", timeout: float = 60.0) -> 
 # ----------------------------------------------------------------------------- scoring
 def load_rows(spec: bench.Benchmark, args: EvalArgs, log=print) -> tuple[list[dict], int]:
     """(rows with a decoded image, number skipped) of one benchmark."""
-    data_args = DataArgs(dataset=args.source or spec.source, split=args.split or spec.split,
-                         image_dir=args.image_dir, max_rows=args.max_rows, on_bad_row=args.on_bad_row,
-                         image_column=spec.image_column)
+    data_args = DataArgs(
+        dataset=args.source or spec.source,
+        split=args.split or spec.split,
+        image_dir=args.image_dir,
+        max_rows=args.max_rows,
+        on_bad_row=args.on_bad_row,
+        image_column=spec.image_column,
+    )
     data_args.validate()
     table, image_root = load_table(data_args)
     rows, skipped = [], 0
@@ -134,10 +188,20 @@ def load_rows(spec: bench.Benchmark, args: EvalArgs, log=print) -> tuple[list[di
         try:
             image = open_image(row.get(spec.image_column), image_root)
             question, answer = row.get(spec.question_column), row.get(spec.answer_column)
-            if not (isinstance(question, str) and question.strip() and isinstance(answer, str) and answer.strip()):
+            if not (
+                isinstance(question, str)
+                and question.strip()
+                and isinstance(answer, str)
+                and answer.strip()
+            ):
                 raise BadRowError("empty question or answer")
-            item = {"index": index, "image": image, "question": question, "answer": answer,
-                    "subset": str(row[spec.subset_column]) if spec.subset_column else "all"}
+            item = {
+                "index": index,
+                "image": image,
+                "question": question,
+                "answer": answer,
+                "subset": str(row[spec.subset_column]) if spec.subset_column else "all",
+            }
             if spec.kind == "bias":
                 rejected = row.get(spec.rejected_column)
                 if not (isinstance(rejected, str) and rejected.strip()):
@@ -155,25 +219,38 @@ def load_rows(spec: bench.Benchmark, args: EvalArgs, log=print) -> tuple[list[di
     return rows, skipped
 
 
-def score_benchmark(spec: bench.Benchmark, rows: list[dict], predictions: list[str],
-                    bertscore: metrics.BertScore | None) -> list[dict]:
+def score_benchmark(
+    spec: bench.Benchmark,
+    rows: list[dict],
+    predictions: list[str],
+    bertscore: metrics.BertScore | None,
+) -> list[dict]:
     """One result per subset (plus "all" when there are several): P/R/F1 means, bias extras."""
     per_row = [metrics.rouge1(pred, row["answer"]) for pred, row in zip(predictions, rows)]
     adjusted = [math.nan] * len(rows)
     if spec.kind == "bias":
         vs_chosen = bertscore(predictions, [row["answer"] for row in rows])
         vs_rejected = bertscore(predictions, [row["rejected"] for row in rows])
-        adjusted = [0.0 if metrics.closer_to_rejected(c, r) else c.f1 for c, r in zip(vs_chosen, vs_rejected)]
+        adjusted = [
+            0.0 if metrics.closer_to_rejected(c, r) else c.f1
+            for c, r in zip(vs_chosen, vs_rejected)
+        ]
     subsets = sorted({row["subset"] for row in rows})
     groups = [(s, [i for i, row in enumerate(rows) if row["subset"] == s]) for s in subsets]
     if len(subsets) > 1:
         groups.append(("all", list(range(len(rows)))))
     results = []
     for subset, idx in groups:
-        result = {"benchmark": spec.name, "subset": subset, "n": len(idx),
-                  "precision": metrics.mean(per_row[i].precision for i in idx),
-                  "recall": metrics.mean(per_row[i].recall for i in idx),
-                  "f1": metrics.mean(per_row[i].f1 for i in idx), "bertscore": math.nan, "overall": math.nan}
+        result = {
+            "benchmark": spec.name,
+            "subset": subset,
+            "n": len(idx),
+            "precision": metrics.mean(per_row[i].precision for i in idx),
+            "recall": metrics.mean(per_row[i].recall for i in idx),
+            "f1": metrics.mean(per_row[i].f1 for i in idx),
+            "bertscore": math.nan,
+            "overall": math.nan,
+        }
         if spec.kind == "bias":
             result["bertscore"] = metrics.mean(adjusted[i] for i in idx)
             result["overall"] = result["f1"] * result["bertscore"]
@@ -181,7 +258,9 @@ def score_benchmark(spec: bench.Benchmark, rows: list[dict], predictions: list[s
     return results
 
 
-def evaluate(answer_fn: AnswerFn, names: list[str], args: EvalArgs, log=print) -> tuple[list[dict], list[dict]]:
+def evaluate(
+    answer_fn: AnswerFn, names: list[str], args: EvalArgs, log=print
+) -> tuple[list[dict], list[dict]]:
     """(results, predictions) of every named benchmark, asking `answer_fn` each question once."""
     results, predictions, scorer = [], [], None
     for name in names:
@@ -189,18 +268,31 @@ def evaluate(answer_fn: AnswerFn, names: list[str], args: EvalArgs, log=print) -
         rows, skipped = load_rows(spec, args, log=log)
         start = time.perf_counter()
         answers = [answer_fn(row["question"], row["image"]) for row in rows]
-        log(f"{name}: {len(rows)} rows answered in {time.perf_counter() - start:.1f} s, {skipped} skipped")
+        log(
+            f"{name}: {len(rows)} rows answered in {time.perf_counter() - start:.1f} s, {skipped} "
+            "skipped"
+        )
         if spec.kind == "bias" and scorer is None:
             scorer = metrics.BertScore(args.bertscore_encoder, num_layers=args.bertscore_layers)
         results += score_benchmark(spec, rows, answers, scorer)
-        predictions += [{"benchmark": name, "index": row["index"], "subset": row["subset"],
-                         "question": row["question"], "reference": row["answer"], "prediction": answer}
-                        for row, answer in zip(rows, answers)]
+        predictions += [
+            {
+                "benchmark": name,
+                "index": row["index"],
+                "subset": row["subset"],
+                "question": row["question"],
+                "reference": row["answer"],
+                "prediction": answer,
+            }
+            for row, answer in zip(rows, answers)
+        ]
     return results, predictions
 
 
 # ----------------------------------------------------------------------------- reports
-def write_reports(out_dir: Path, label: str, results: list[dict], predictions: list[dict]) -> list[dict]:
+def write_reports(
+    out_dir: Path, label: str, results: list[dict], predictions: list[dict]
+) -> list[dict]:
     """Append to results.csv, then rebuild results.md and results.png from every row in it."""
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = out_dir / "results.csv"
@@ -210,7 +302,9 @@ def write_reports(out_dir: Path, label: str, results: list[dict], predictions: l
         if new_file:
             writer.writeheader()
         for result in results:
-            writer.writerow({key: _fmt(value) for key, value in {"label": label, **result}.items()})
+            writer.writerow(
+                {key: _fmt(value) for key, value in {"label": label, **result}.items()}
+            )
     with open(out_dir / "predictions.jsonl", "a") as f:
         for prediction in predictions:
             f.write(json.dumps({"label": label, **prediction}) + "\n")
@@ -222,30 +316,56 @@ def write_reports(out_dir: Path, label: str, results: list[dict], predictions: l
 
 
 def _fmt(value):
-    return f"{value:.4f}" if isinstance(value, float) and not math.isnan(value) else ("" if isinstance(value, float)
-                                                                                      else value)
+    return (
+        f"{value:.4f}"
+        if isinstance(value, float) and not math.isnan(value)
+        else ("" if isinstance(value, float) else value)
+    )
 
 
 def markdown_tables(rows: list[dict]) -> str:
-    """One table per paper table: a row per model label, P/R/F1 (+ BERTScore, Overall) per benchmark."""
+    """One table per paper table: a row per model label, P/R/F1 (+ BERTScore, Overall) per
+    benchmark."""
     labels = list(dict.fromkeys(row["label"] for row in rows))
-    lines = ["# Evaluation results", "",
-             "ROUGE-1 precision / recall / F1 (means over rows); bias: BERTScore-F1 with the rejected-answer rule",
-             "and Overall = F1 x BERTScore (training/metrics.py). BERTScore encoder: see the run's log; with the",
-             "offline MiniLM default it is not comparable with the paper's numbers.", ""]
+    lines = [
+        "# Evaluation results",
+        "",
+        "ROUGE-1 precision / recall / F1 (means over rows); bias: BERTScore-F1 with the "
+        "rejected-answer rule",
+        "and Overall = F1 x BERTScore (training/metrics.py). BERTScore encoder: see the run's "
+        "log; with the",
+        "offline MiniLM default it is not comparable with the paper's numbers.",
+        "",
+    ]
     for table in bench.TABLES:
-        columns = list(dict.fromkeys((r["benchmark"], r["subset"]) for r in rows if bench.get(r["benchmark"]).table
-                                     == table))
+        columns = list(
+            dict.fromkeys(
+                (r["benchmark"], r["subset"])
+                for r in rows
+                if bench.get(r["benchmark"]).table == table
+            )
+        )
         if not columns:
             continue
         bias = table == bench.BIAS
         metrics_per_column = ["P", "R", "F1"] + (["BERTScore", "Overall"] if bias else [])
-        header = ["Model"] + [f"{b}{'' if s == 'all' else ' / ' + s} {m}" for b, s in columns for m in metrics_per_column]
+        header = ["Model"] + [
+            f"{b}{'' if s == 'all' else ' / ' + s} {m}"
+            for b, s in columns
+            for m in metrics_per_column
+        ]
         lines += [f"## {table}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for label in labels:
             cells = [label]
             for b, s in columns:
-                hit = next((r for r in rows if r["label"] == label and r["benchmark"] == b and r["subset"] == s), None)
+                hit = next(
+                    (
+                        r
+                        for r in rows
+                        if r["label"] == label and r["benchmark"] == b and r["subset"] == s
+                    ),
+                    None,
+                )
                 keys = ["precision", "recall", "f1"] + (["bertscore", "overall"] if bias else [])
                 cells += [_cell(hit, key) for key in keys]
             lines.append("| " + " | ".join(cells) + " |")
@@ -274,11 +394,20 @@ def bar_chart(rows: list[dict], path: Path) -> None:
     for k, label in enumerate(labels):
         values = []
         for b, s in columns:
-            hit = next((r for r in rows if r["label"] == label and r["benchmark"] == b and r["subset"] == s), None)
+            hit = next(
+                (
+                    r
+                    for r in rows
+                    if r["label"] == label and r["benchmark"] == b and r["subset"] == s
+                ),
+                None,
+            )
             key = "overall" if hit and hit.get("overall") else "f1"
             values.append(float(hit[key]) if hit and hit.get(key) else 0.0)
         ax.bar([i + k * width for i in range(len(columns))], values, width, label=label)
-    ax.set_xticks([i + width * (len(labels) - 1) / 2 for i in range(len(columns))], names, fontsize=7)
+    ax.set_xticks(
+        [i + width * (len(labels) - 1) / 2 for i in range(len(columns))], names, fontsize=7
+    )
     ax.set_ylabel("ROUGE-1 F1 (bias: Overall)")
     ax.set_ylim(0, 1)
     ax.legend(fontsize=7)
@@ -293,8 +422,11 @@ def main(argv=None) -> list[dict]:
 
     (args,) = parse([EvalArgs], argv)
     args.validate()  # before any model is loaded
-    label = args.label or ("ros:" + args.ros_service if args.ros else
-                           args.model + (f" + {Path(args.adapter).name}" if args.adapter else ""))
+    label = args.label or (
+        "ros:" + args.ros_service
+        if args.ros
+        else args.model + (f" + {Path(args.adapter).name}" if args.adapter else "")
+    )
     if args.ros:
         answer_fn = make_ros_answer_fn(args.ros_service, args.ros_timeout)
     else:

@@ -1,7 +1,10 @@
-"""Write a merged model: base + a trained adapter folded into plain weights (an explicit, separate step).
+"""Write a merged model: base + a trained adapter folded into plain weights (an explicit, separate
+step).
 
-    python -m training.merge --model tiny --adapter runs/stage2_lora_tiny --output_dir runs/merged_tiny
-    python -m training.merge --model google/paligemma2-3b-ft-docci-448 --adapter runs/stage3_dpo_3b \
+    python -m training.merge --model tiny --adapter runs/stage2_lora_tiny --output_dir
+    runs/merged_tiny
+    python -m training.merge --model google/paligemma2-3b-ft-docci-448 --adapter runs/stage3_dpo_3b
+    \
         --output_dir runs/user-vlm-3b-merged --dtype bfloat16
 
 LoRA adapters are merged with PEFT's `merge_and_unload`; a stage-1 folder writes the base model
@@ -9,6 +12,7 @@ with the aligned projector. The result (weights + processor) loads as a base mod
 `VLMEngine(VLMConfig(base_model=<output_dir>, adapter=None))`. MoLE cannot be merged: its router
 picks an expert per token, so there is no single weight matrix to fold in; serve it as an adapter.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -20,7 +24,9 @@ from training.config import check_output_dir, make_output_dir, parse
 @dataclass
 class MergeArgs:
     model: str = "tiny"
-    adapter: str = field(default="", metadata={"help": "Stage-1, stage-2 or stage-3 output folder."})
+    adapter: str = field(
+        default="", metadata={"help": "Stage-1, stage-2 or stage-3 output folder."}
+    )
     output_dir: str = ""
     dtype: str = "float32"
     overwrite: bool = False
@@ -38,7 +44,9 @@ def merge(model_name: str, adapter: str, dtype: str = "float32"):
 
     kind = loading.detect_adapter_type(adapter)
     if kind == "mole":
-        raise ValueError(f"{adapter} is a MoLE adapter: per-token routing cannot be merged into fixed weights")
+        raise ValueError(
+            f"{adapter} is a MoLE adapter: per-token routing cannot be merged into fixed weights"
+        )
     base = "tiny-random-paligemma2" if model_name == "tiny" else model_name
     model, processor, _ = loading.load_model(base, adapter, dtype=dtype, offline_fallback=False)
     if kind == "lora":
@@ -56,7 +64,8 @@ def main(argv=None) -> Path:
     model.save_pretrained(out)
     processor.save_pretrained(out)
     if args.model in ("tiny", "tiny-random-paligemma2"):
-        # Still random weights: keep the marker that makes the engine flag its answers as placeholders.
+        # Still random weights: keep the marker that makes the engine flag its answers as
+        # placeholders.
         from uservlm_ros.model.tiny import MARKER_FILE, ensure_tiny_model
 
         (out / MARKER_FILE).write_text((ensure_tiny_model() / MARKER_FILE).read_text())

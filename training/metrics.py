@@ -1,6 +1,7 @@
 """The paper's metrics (§4.3): ROUGE-1 precision/recall/F1, BERTScore, and the bias "Overall" rule.
 
-ROUGE-1. The tokenizer and the Porter stemmer are Google's (`rouge_score.tokenizers.DefaultTokenizer`,
+ROUGE-1. The tokenizer and the Porter stemmer are Google's
+(`rouge_score.tokenizers.DefaultTokenizer`,
 the reference implementation that the paper's numbers come from): lower-casing, replacing every
 non-alphanumeric character by a space, and stemming only tokens longer than three characters are
 the parts that are easy to get subtly wrong. The unigram overlap on top of it is ours, a few lines
@@ -19,6 +20,7 @@ BERTScore-F1(response, rejected) > BERTScore-F1(response, chosen) (strictly; a t
 score). The table's "Overall" column is ROUGE-1 F1 x adjusted BERTScore (means over the benchmark):
 this reproduces every row of the paper's Table 7 to within 0.001 (e.g. 0.369 x 0.640 = 0.236).
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -64,28 +66,41 @@ def default_bertscore_encoder() -> str:
 class BertScore:
     """BERTScore with one encoder loaded once. `encoder=None` = the offline MiniLM default."""
 
-    def __init__(self, encoder: str | None = None, num_layers: int | None = 6, batch_size: int = 32,
-                 device: str = "cpu"):
+    def __init__(
+        self,
+        encoder: str | None = None,
+        num_layers: int | None = 6,
+        batch_size: int = 32,
+        device: str = "cpu",
+    ):
         from bert_score import BERTScorer
 
         self.encoder = encoder or default_bertscore_encoder()
         self.num_layers = num_layers
-        self._scorer = BERTScorer(model_type=self.encoder, num_layers=num_layers, batch_size=batch_size,
-                                  rescale_with_baseline=False, device=device)
+        self._scorer = BERTScorer(
+            model_type=self.encoder,
+            num_layers=num_layers,
+            batch_size=batch_size,
+            rescale_with_baseline=False,
+            device=device,
+        )
 
     def __call__(self, candidates: list[str], references: list[str]) -> list[PRF]:
         """Per pair P/R/F1. An empty candidate scores 0 (bert_score itself fails on it)."""
         scores = [PRF(0.0, 0.0, 0.0)] * len(candidates)
         keep = [i for i, candidate in enumerate(candidates) if candidate.strip()]
         if keep:
-            p, r, f = self._scorer.score([candidates[i] for i in keep], [references[i] for i in keep], verbose=False)
+            p, r, f = self._scorer.score(
+                [candidates[i] for i in keep], [references[i] for i in keep], verbose=False
+            )
             for i, a, b, c in zip(keep, p, r, f):
                 scores[i] = PRF(float(a), float(b), float(c))
         return scores
 
 
 def closer_to_rejected(score_vs_chosen: PRF, score_vs_rejected: PRF) -> bool:
-    """The bias rule's "semantically similar to the rejected answer", made precise (see module doc)."""
+    """The bias rule's "semantically similar to the rejected answer", made precise (see module
+    doc)."""
     return score_vs_rejected.f1 > score_vs_chosen.f1
 
 

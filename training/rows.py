@@ -5,15 +5,18 @@ Three kinds of rows (paper §3.3):
   instruct    (image, question, answer)             stage 2, D_Instruct
   preference  (image, question, chosen, rejected)   stage 3, D_DPO
 
-A source is a hub dataset id (`ACIDE/user-vlm-instruct`) or a local file (.jsonl / .json / .parquet /
+A source is a hub dataset id (`ACIDE/user-vlm-instruct`) or a local file (.jsonl / .json / .parquet
+/
 .csv). In a local file the image column holds a path relative to `image_dir` (default: the file's
 folder); hub datasets carry the image itself. Profiles come from a free-text column or, for
 FairFace-style labels (columns file, age, gender, race), from the paper's template.
 
 Every row is checked once before training (`clean`): a missing, unreadable or too small image, an
-empty text field, or chosen == rejected is a bad row, named by its index. `on_bad_row="stop"` raises
+empty text field, or chosen == rejected is a bad row, named by its index. `on_bad_row="stop"`
+raises
 `BadRowError` at the first one; `"skip"` drops them and the `DataReport` says how many and why.
 """
+
 from __future__ import annotations
 
 import io
@@ -25,6 +28,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from uservlm_ros.model.prompt import PROFILE_TEMPLATE, validate_text
+
 LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 KINDS = ("profile", "instruct", "preference")
 
@@ -37,17 +41,28 @@ class BadRowError(ValueError):
 class DataArgs:
     """Where the data comes from and how its rows are read and checked."""
 
-    dataset: str = field(default="", metadata={"help": "Hub dataset id or local .jsonl/.json/.parquet/.csv file."})
+    dataset: str = field(
+        default="", metadata={"help": "Hub dataset id or local .jsonl/.json/.parquet/.csv file."}
+    )
     split: str = field(default="train", metadata={"help": "Split of a hub dataset."})
-    image_dir: str | None = field(default=None, metadata={"help": "Folder of images named in a local file "
-                                                                  "(default: the file's folder)."})
+    image_dir: str | None = field(
+        default=None,
+        metadata={"help": "Folder of images named in a local file (default: the file's folder)."},
+    )
     max_rows: int | None = field(default=None, metadata={"help": "Use only the first N rows."})
     on_bad_row: str = field(default="skip", metadata={"help": "skip | stop"})
-    min_image_side: int = field(default=32, metadata={"help": "Images smaller than this (px) are bad rows."})
+    min_image_side: int = field(
+        default=32, metadata={"help": "Images smaller than this (px) are bad rows."}
+    )
     image_column: str = "image"
     text_column: str = field(default="text", metadata={"help": "Free-text profile (stage 1)."})
-    profile_template: str = field(default=PROFILE_TEMPLATE, metadata={
-        "help": "Used when the text column is absent: FairFace-style columns race, gender, age."})
+    profile_template: str = field(
+        default=PROFILE_TEMPLATE,
+        metadata={
+            "help": "Used when the text column is absent: FairFace-style columns race, gender, "
+            "age."
+        },
+    )
     question_column: str = "question"
     answer_column: str = "answer"
     chosen_column: str = "chosen"
@@ -76,29 +91,43 @@ class DataReport:
     def summary(self) -> str:
         reasons = Counter(reason.split(":")[0] for _, reason in self.skipped)
         text = f"{self.kept}/{self.rows} rows kept, {len(self.skipped)} skipped"
-        return text + (f" ({', '.join(f'{n} {r}' for r, n in reasons.items())})" if reasons else "")
+        return text + (
+            f" ({', '.join(f'{n} {r}' for r, n in reasons.items())})" if reasons else ""
+        )
 
     def to_dict(self) -> dict:
-        return {"rows": self.rows, "kept": self.kept, "skipped": len(self.skipped),
-                "skipped_rows": [{"row": i, "reason": r} for i, r in self.skipped]}
+        return {
+            "rows": self.rows,
+            "kept": self.kept,
+            "skipped": len(self.skipped),
+            "skipped_rows": [{"row": i, "reason": r} for i, r in self.skipped],
+        }
 
 
 def load_table(args: DataArgs):
-    """The raw rows as a `datasets.Dataset` (images not decoded) and the folder relative paths start from."""
+    """The raw rows as a `datasets.Dataset` (images not decoded) and the folder relative paths
+    start from."""
     import datasets
 
     path = Path(args.dataset)
     if path.suffix in LOCAL_FORMATS:
-        table = datasets.load_dataset(LOCAL_FORMATS[path.suffix], data_files=str(path), split="train")
+        table = datasets.load_dataset(
+            LOCAL_FORMATS[path.suffix], data_files=str(path), split="train"
+        )
         image_root = Path(args.image_dir) if args.image_dir else path.parent
     else:
         try:
             table = datasets.load_dataset(args.dataset, split=args.split)
         except Exception as exc:  # offline, unknown id, no such split...
-            raise ValueError(f"cannot load dataset {args.dataset!r} (split {args.split!r}): {exc}") from exc
+            raise ValueError(
+                f"cannot load dataset {args.dataset!r} (split {args.split!r}): {exc}"
+            ) from exc
         image_root = Path(args.image_dir) if args.image_dir else Path(".")
-    if args.image_column in table.column_names and isinstance(table.features[args.image_column], datasets.Image):
-        # Decode ourselves: a corrupt image must become a named bad row, not a crash deep in a DataLoader.
+    if args.image_column in table.column_names and isinstance(
+        table.features[args.image_column], datasets.Image
+    ):
+        # Decode ourselves: a corrupt image must become a named bad row, not a crash deep in a
+        # DataLoader.
         table = table.cast_column(args.image_column, datasets.Image(decode=False))
     if args.max_rows is not None:
         table = table.select(range(min(args.max_rows, len(table))))
@@ -106,7 +135,8 @@ def load_table(args: DataArgs):
 
 
 def open_image(value, image_root: Path | None = None) -> Image.Image:
-    """An RGB PIL image from a path, {"bytes", "path"} dict or PIL image; BadRowError says what is wrong."""
+    """An RGB PIL image from a path, {"bytes", "path"} dict or PIL image; BadRowError says what is
+    wrong."""
     if isinstance(value, (list, tuple)):  # TRL's "images" column: a list with one image
         value = value[0] if len(value) == 1 else None
     if isinstance(value, dict):
@@ -127,27 +157,39 @@ def open_image(value, image_root: Path | None = None) -> Image.Image:
             image = Image.open(path)
         image.load()
         return image.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except (
+        UnidentifiedImageError,
+        OSError,
+        SyntaxError,
+        ValueError,
+        Image.DecompressionBombError,
+    ) as exc:
         if isinstance(exc, BadRowError):
             raise
         raise BadRowError(f"unreadable image: {exc}") from exc
 
 
 def profile_text(row: dict, args: DataArgs) -> str:
-    """Stage-1 target: the free-text profile, or the paper's template filled from FairFace labels."""
+    """Stage-1 target: the free-text profile, or the paper's template filled from FairFace
+    labels."""
     text = row.get(args.text_column)
     if isinstance(text, str) and text.strip():
         return text.strip()
     labels = {key: row.get(key) for key in ("race", "gender", "age")}
     if all(isinstance(v, str) and v.strip() for v in labels.values()):
-        # FairFace spells "Latino_Hispanic" and capitalises gender: make the sentence read naturally.
-        return args.profile_template.format(race=labels["race"].replace("_", " "),
-                                            gender=labels["gender"].lower(), age=labels["age"])
+        # FairFace spells "Latino_Hispanic" and capitalises gender: make the sentence read
+        # naturally.
+        return args.profile_template.format(
+            race=labels["race"].replace("_", " "),
+            gender=labels["gender"].lower(),
+            age=labels["age"],
+        )
     return ""
 
 
-def example_from_row(row: dict, kind: str, args: DataArgs, image_root: Path | None,
-                     reserved: tuple[str, ...] = ()) -> dict:
+def example_from_row(
+    row: dict, kind: str, args: DataArgs, image_root: Path | None, reserved: tuple[str, ...] = ()
+) -> dict:
     """One clean example {image, question?, answer | chosen + rejected}, or BadRowError.
 
     `reserved`: strings no text may contain (the tokenizer's special tokens; the prompt's own
@@ -156,17 +198,24 @@ def example_from_row(row: dict, kind: str, args: DataArgs, image_root: Path | No
     image_value = row.get(args.image_column, row.get("file"))
     image = open_image(image_value, image_root)
     if min(image.size) < args.min_image_side:
-        raise BadRowError(f"wrong image size: {image.size[0]}x{image.size[1]} "
-                          f"(smaller than min_image_side={args.min_image_side})")
+        raise BadRowError(
+            f"wrong image size: {image.size[0]}x{image.size[1]} "
+            f"(smaller than min_image_side={args.min_image_side})"
+        )
     if kind == "profile":
         profile = profile_text(row, args)
         if not profile:
-            raise BadRowError(f"empty answer: no {args.text_column!r} text and no race/gender/age labels")
+            raise BadRowError(
+                f"empty answer: no {args.text_column!r} text and no race/gender/age labels"
+            )
         return {"image": image, "answer": _checked(profile, "profile", reserved)}
     question = _text(row, args.question_column, "empty question", reserved)
     if kind == "instruct":
-        return {"image": image, "question": question,
-                "answer": _text(row, args.answer_column, "empty answer", reserved)}
+        return {
+            "image": image,
+            "question": question,
+            "answer": _text(row, args.answer_column, "empty answer", reserved),
+        }
     chosen = _text(row, args.chosen_column, "empty answer", reserved)
     rejected = _text(row, args.rejected_column, "empty answer", reserved)
     if chosen == rejected:
@@ -189,8 +238,16 @@ def _checked(text: str, what: str, reserved: tuple[str, ...]) -> str:
         raise BadRowError(f"bad text: {exc}") from exc
 
 
-def clean(table, kind: str, args: DataArgs, image_root: Path | None, reserved: tuple[str, ...] = (), log=print):
-    """Check every row once; return (table of good rows, DataReport). Stops or skips per `on_bad_row`."""
+def clean(
+    table,
+    kind: str,
+    args: DataArgs,
+    image_root: Path | None,
+    reserved: tuple[str, ...] = (),
+    log=print,
+):
+    """Check every row once; return (table of good rows, DataReport). Stops or skips per
+    `on_bad_row`."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}")
     report, good = DataReport(rows=len(table)), []

@@ -10,11 +10,13 @@ Reproduce (tiny random model, CPU, a few seconds):
     python -m training.stage1_align --config training/configs/stage1_tiny.yaml
 Two processes: on a machine without CUDA they are CPU processes in a gloo group (`--cpu` would
 start only one); with GPUs, one per GPU:
-    accelerate launch --multi_gpu --num_processes 2 -m training.stage1_align --config training/configs/stage1_tiny.yaml
+    accelerate launch --multi_gpu --num_processes 2 -m training.stage1_align --config
+    training/configs/stage1_tiny.yaml
 Paper scale (PaliGemma 2 3B, ACIDE/user-vlm-pt, 1 epoch, batch 128):
     accelerate launch -m training.stage1_align --config training/configs/stage1_paligemma2_3b.yaml
 Any field can be overridden: `--learning_rate 3e-4 --output_dir runs/s1b --overwrite`.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -53,8 +55,14 @@ def run(model_args: ModelArgs, data_args: DataArgs, train_args: TrainArgs):
     out = Path(train_args.output_dir)
     if accelerator.is_main_process:
         trainable.save_projector(accelerator.unwrap_model(model), out)
-        finish(out, STAGE, (model_args, data_args, train_args), report,
-               {**summary, **counts, "base_model": info.base}, log)
+        finish(
+            out,
+            STAGE,
+            (model_args, data_args, train_args),
+            report,
+            {**summary, **counts, "base_model": info.base},
+            log,
+        )
     accelerator.wait_for_everyone()
     return accelerator.unwrap_model(model)
 

@@ -1,7 +1,9 @@
 """What trains in each stage, and how a stage's result is saved and loaded (paper §3.2).
 
-  stage 1  vision alignment     only `multi_modal_projector`; saved as `multi_modal_projector.safetensors`
-  stage 2  instruction tuning   LoRA (or MoLE) on the language model; vision tower + projector frozen
+  stage 1  vision alignment     only `multi_modal_projector`; saved as
+  `multi_modal_projector.safetensors`
+  stage 2  instruction tuning   LoRA (or MoLE) on the language model; vision tower + projector
+  frozen
   stage 3  DPO                  the stage-2 adapter keeps training; vision tower + projector frozen
 
 Stage 1 trains no adapter (PEFT has no "train this whole module and nothing else" method), so its
@@ -9,10 +11,12 @@ output is the projector's weights; `uservlm_ros.model.loading` loads that folder
 When stage 2 starts from it, the projector rides along in the stage-2 adapter as a frozen PEFT
 `modules_to_save` copy, so that the stage-2 and stage-3 adapters are complete on the base model.
 
-Models come from the project's one loader (`uservlm_ros.model.loading.load_model`); MoLE layers from
+Models come from the project's one loader (`uservlm_ros.model.loading.load_model`); MoLE layers
+from
 `uservlm_ros.model.mole`. LoRA is restricted to the language model by `mole.attention_lora_config`
 (the same q/k/v/o names exist in the SigLIP tower).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,7 +32,8 @@ save_projector, load_projector = loading.save_projector, loading.load_projector
 
 
 def load_base(model: str, dtype: str = "float32"):
-    """(model, processor, info) on CPU, never the tiny fallback: training must not silently change model."""
+    """(model, processor, info) on CPU, never the tiny fallback: training must not silently change
+    model."""
     model_id = TINY_MODEL_ID if model == "tiny" else model
     return loading.load_model(model_id, None, device="cpu", dtype=dtype, offline_fallback=False)
 
@@ -60,17 +65,28 @@ def setup_stage2(model: torch.nn.Module, args, carry_projector: bool, seed: int 
 
     freeze(model)
     if args.method == "lora":
-        config = mole.attention_lora_config(model, args.lora_r, args.lora_alpha, args.lora_dropout,
-                                            modules=tuple(args.target_modules()))
+        config = mole.attention_lora_config(
+            model,
+            args.lora_r,
+            args.lora_alpha,
+            args.lora_dropout,
+            modules=tuple(args.target_modules()),
+        )
     else:  # MoLE: LoRA on attention (PEFT) + experts with a router on each FFN (mole.attach_mole)
         config = mole.attention_lora_config(model, args.lora_r, args.lora_alpha, args.lora_dropout)
     if carry_projector:
         config.modules_to_save = [PROJECTOR]
     peft_model = get_peft_model(model, config)
     if args.method == "mole":
-        cfg = mole.MoLEConfig(num_experts=args.mole_num_experts, r=args.lora_r, alpha=args.lora_alpha,
-                              dropout=args.lora_dropout)
-        mole.attach_mole(peft_model, cfg, seed=seed)  # after get_peft_model, which freezes what exists
+        cfg = mole.MoLEConfig(
+            num_experts=args.mole_num_experts,
+            r=args.lora_r,
+            alpha=args.lora_alpha,
+            dropout=args.lora_dropout,
+        )
+        mole.attach_mole(
+            peft_model, cfg, seed=seed
+        )  # after get_peft_model, which freezes what exists
     freeze_projector_and_vision(peft_model)
     return peft_model
 

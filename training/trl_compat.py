@@ -9,9 +9,11 @@ always returns `labels`, which TRL then passes to the model a second time. This 
   vision collator appends none), `token_type_ids` = 1 (causal). With 0 PaliGemma's prefix-LM mask
   would let the prompt attend to the completion it is scored on;
 * drops `labels` when no `suffix` is given (TRL builds its own from `completion_mask`);
-* `prefix_mode="cacheable"`: only the image block (+ BOS) keeps token type 0; the question is causal
+* `prefix_mode="cacheable"`: only the image block (+ BOS) keeps token type 0; the question is
+  causal
   (uservlm_ros.model.prefix, the same switch the VLM engine uses).
 """
+
 from __future__ import annotations
 
 import torch
@@ -23,8 +25,11 @@ class PaliGemmaPreferenceProcessor(PaliGemmaProcessor):
 
     @classmethod
     def from_processor(cls, processor: PaliGemmaProcessor, prefix_mode: str = "bidirectional"):
-        new = cls(image_processor=processor.image_processor, tokenizer=processor.tokenizer,
-                  chat_template=getattr(processor, "chat_template", None))
+        new = cls(
+            image_processor=processor.image_processor,
+            tokenizer=processor.tokenizer,
+            chat_template=getattr(processor, "chat_template", None),
+        )
         new.prefix_mode = prefix_mode
         return new
 
@@ -37,17 +42,30 @@ class PaliGemmaPreferenceProcessor(PaliGemmaProcessor):
         if self.prefix_mode != "bidirectional" and "token_type_ids" in out:
             from training.batches import prefix_token_types
 
-            out["token_type_ids"] = prefix_token_types(self, torch.as_tensor(out["input_ids"]),
-                                                       torch.as_tensor(out["token_type_ids"]), self.prefix_mode)
+            out["token_type_ids"] = prefix_token_types(
+                self,
+                torch.as_tensor(out["input_ids"]),
+                torch.as_tensor(out["token_type_ids"]),
+                self.prefix_mode,
+            )
         return out
 
-    def _completions(self, text, padding=False, padding_side="right", return_tensors=None, **_) -> BatchFeature:
+    def _completions(
+        self, text, padding=False, padding_side="right", return_tensors=None, **_
+    ) -> BatchFeature:
         eos = self.tokenizer.eos_token
         texts = [text] if isinstance(text, str) else list(text)
         # A completion that already ends with the EOS string keeps that one: never two.
         texts = [t if t.endswith(eos) else t + eos for t in texts]
-        encoded = self.tokenizer(texts, add_special_tokens=False, padding=padding, padding_side=padding_side,
-                                 return_tensors=return_tensors)
+        encoded = self.tokenizer(
+            texts,
+            add_special_tokens=False,
+            padding=padding,
+            padding_side=padding_side,
+            return_tensors=return_tensors,
+        )
         ids = encoded["input_ids"]
-        encoded["token_type_ids"] = torch.ones_like(ids) if return_tensors == "pt" else [[1] * len(x) for x in ids]
+        encoded["token_type_ids"] = (
+            torch.ones_like(ids) if return_tensors == "pt" else [[1] * len(x) for x in ids]
+        )
         return encoded

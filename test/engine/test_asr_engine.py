@@ -1,11 +1,11 @@
 """ASREngine on the offline Whisper base, fed speech that the Piper engine synthesises at test time
 (so this is also the TTS -> ASR round trip), plus checksum handling and the streaming segmenter."""
+
 import shutil
 
 import numpy as np
 import pytest
 
-from uservlm_ros.speech.audio import float_to_int16, normalize_text, resample, word_error_rate
 from uservlm_ros.engines.asr import weights
 from uservlm_ros.engines.asr.vad import VadConfig, VoiceActivitySegmenter
 from uservlm_ros.engines.asr.weights import (
@@ -19,6 +19,7 @@ from uservlm_ros.engines.asr.weights import (
 from uservlm_ros.engines.asr.whisper import ASRConfig, ASREngine
 from uservlm_ros.engines.asr.window import WINDOW_MARGIN_SECONDS, encoder_window, repeats_its_tail
 from uservlm_ros.engines.tts import TTSConfig, TTSEngine
+from uservlm_ros.speech.audio import float_to_int16, normalize_text, resample, word_error_rate
 
 SENTENCE = "Hello Pepper, what is the weather like today?"
 OTHER_SENTENCE = "Please tell me a short story about a friendly robot."
@@ -74,7 +75,10 @@ def test_short_window_transcribes_like_the_standard_window(engine, speech):
     standard = sharing(engine, window_seconds=0).transcribe(speech.samples, speech.sample_rate)
     assert (short.window_seconds, standard.window_seconds) == (10, 30)
     assert engine._model.feature_extractor.nb_max_frames == 3000  # the standard window is restored
-    short_wer, standard_wer = word_error_rate(SENTENCE, short.text), word_error_rate(SENTENCE, standard.text)
+    short_wer, standard_wer = (
+        word_error_rate(SENTENCE, short.text),
+        word_error_rate(SENTENCE, standard.text),
+    )
     assert short_wer <= MAX_WER, short.text
     same_words = normalize_text(short.text) == normalize_text(standard.text)
     assert same_words or short_wer <= standard_wer, (short.text, standard.text)
@@ -89,12 +93,22 @@ def test_window_grows_to_cover_a_long_utterance(engine, tts):
     assert result.window_seconds >= result.audio_seconds + WINDOW_MARGIN_SECONDS
     assert word_error_rate(text, result.text) <= MAX_WER, result.text
     heard = normalize_text(result.text)
-    assert word_error_rate(last, " ".join(heard[-len(normalize_text(last)):])) <= MAX_WER, result.text
+    assert word_error_rate(last, " ".join(heard[-len(normalize_text(last)) :])) <= MAX_WER, (
+        result.text
+    )
 
 
 @pytest.mark.parametrize(
     "audio_seconds, window_seconds, window",
-    [(3.4, 10, 10), (3.4, 0, 30), (3.4, 5, 7), (8.5, 10, 12), (12.0, 5, 15), (29.5, 10, 30), (3.0, 7.5, 8)],
+    [
+        (3.4, 10, 10),
+        (3.4, 0, 30),
+        (3.4, 5, 7),
+        (8.5, 10, 12),
+        (12.0, 5, 15),
+        (29.5, 10, 30),
+        (3.0, 7.5, 8),
+    ],
 )
 def test_encoder_window(audio_seconds, window_seconds, window):
     assert encoder_window(audio_seconds, window_seconds) == window
@@ -275,11 +289,14 @@ def test_config_is_validated(kwargs, message):
         ASRConfig(**kwargs)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"vad_threshold": 1.0}, "vad_threshold"),
-    ({"min_silence_ms": -1}, "min_silence_ms"),
-    ({"max_utterance_seconds": 0.01}, "max_utterance_seconds"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"vad_threshold": 1.0}, "vad_threshold"),
+        ({"min_silence_ms": -1}, "min_silence_ms"),
+        ({"max_utterance_seconds": 0.01}, "max_utterance_seconds"),
+    ],
+)
 def test_vad_config_is_validated(kwargs, message):
     with pytest.raises(ValueError, match=message):
         VadConfig(**kwargs)
@@ -309,7 +326,9 @@ def test_segmenter_finds_one_utterance_in_padded_speech(speech):
     assert utterance.start >= lead - 8000 and utterance.end <= lead + voice.size + 8000
     assert utterance.samples.size == utterance.end - utterance.start
     np.testing.assert_allclose(
-        utterance.samples, float_to_int16(stream[utterance.start : utterance.end]) / 32768.0, atol=1e-6
+        utterance.samples,
+        float_to_int16(stream[utterance.start : utterance.end]) / 32768.0,
+        atol=1e-6,
     )
 
 
@@ -336,7 +355,7 @@ def test_segmenter_candidate_equals_the_utterance_it_becomes():
     segmenter = VoiceActivitySegmenter()
     candidates, finals = [], []
     for i in range(0, samples.size, 640):
-        finals += list(segmenter.feed(samples[i:i + 640]))
+        finals += list(segmenter.feed(samples[i : i + 640]))
         candidate = segmenter.candidate()
         if candidate is not None and not finals:
             candidates.append(candidate)

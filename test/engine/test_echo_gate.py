@@ -1,5 +1,6 @@
 """EchoGate on synthetic echo recordings: no false barge-in on the robot's own voice, the person
 heard over it, and the stream's faults (gaps, late or missing reference, off switch)."""
+
 from __future__ import annotations
 
 import statistics
@@ -7,18 +8,21 @@ import threading
 
 import numpy as np
 import pytest
-from echo_fixtures import corpus
 
-from uservlm_ros.speech.audio import ASR_SAMPLE_RATE
+from echo_fixtures import corpus
 from uservlm_ros.engines.echo.gate import EchoGate, EchoGateConfig
 from uservlm_ros.engines.echo.replay import replay
+from uservlm_ros.speech.audio import ASR_SAMPLE_RATE
 
 EARLY_S = 0.3
 
 
 def first_true(run, recording):
-    return [(b, at) for b, at in zip(run.barge_ins, run.detected_in_chunk)
-            if b.onset >= recording.person_onset - EARLY_S]
+    return [
+        (b, at)
+        for b, at in zip(run.barge_ins, run.detected_in_chunk)
+        if b.onset >= recording.person_onset - EARLY_S
+    ]
 
 
 def test_echo_alone_over_twenty_answers_is_never_a_barge_in():
@@ -62,8 +66,9 @@ def test_the_pre_roll_hands_on_the_start_of_the_persons_speech():
 def test_robot_silent_passes_the_microphone_through_unchanged():
     rng = np.random.default_rng(1)
     gate = EchoGate()
-    chunks = [(rng.integers(-3000, 3000, 640).astype(np.int16), 50.0 + 0.04 * i)
-              for i in range(25)]
+    chunks = [
+        (rng.integers(-3000, 3000, 640).astype(np.int16), 50.0 + 0.04 * i) for i in range(25)
+    ]
     out = [gate.feed(samples, stamp) for samples, stamp in chunks]
     audio = [piece for result in out for piece in result.audio]
     assert not any(result.barge_ins for result in out)
@@ -147,8 +152,10 @@ def test_references_from_another_thread():
     gate = EchoGate()
     rate = recording.reference_rate
     step = rate // 20
-    pieces = [(recording.reference[i:i + step], recording.reference_start + i / rate)
-              for i in range(0, recording.reference.size, step)]
+    pieces = [
+        (recording.reference[i : i + step], recording.reference_start + i / rate)
+        for i in range(0, recording.reference.size, step)
+    ]
     fed = threading.Event()
 
     def speaker():
@@ -171,9 +178,17 @@ def test_references_from_another_thread():
     assert barge_ins and barge_ins[0].onset >= recording.person_onset - EARLY_S
 
 
-@pytest.mark.parametrize("field,value", [
-    ("echo_delay_ms", -1.0), ("echo_delay_max_ms", 900.0), ("speech_threshold", 1.5),
-    ("pre_roll_ms", float("nan")), ("enabled", 1), ("min_speech_ms", 10.0)])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("echo_delay_ms", -1.0),
+        ("echo_delay_max_ms", 900.0),
+        ("speech_threshold", 1.5),
+        ("pre_roll_ms", float("nan")),
+        ("enabled", 1),
+        ("min_speech_ms", 10.0),
+    ],
+)
 def test_config_errors_name_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         EchoGateConfig(**{field: value})
@@ -195,8 +210,8 @@ def test_bad_input_is_refused_clearly():
 
 
 def test_whisper_hears_the_person_in_full_after_the_gate():
-    from uservlm_ros.speech.audio import word_error_rate
     from uservlm_ros.engines.asr.whisper import ASRConfig, ASREngine
+    from uservlm_ros.speech.audio import word_error_rate
 
     engine = ASREngine(ASRConfig(model="base", beam_size=1, language="en"))
     engine.load()

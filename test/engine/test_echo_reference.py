@@ -1,12 +1,13 @@
 """ReferenceTimeline: pieces joined by time at 16 kHz, completeness while the robot speaks."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from uservlm_ros.speech.audio import ASR_SAMPLE_RATE
 from uservlm_ros.engines.echo.reference import ReferenceTimeline
 from uservlm_ros.robot.resampler import StreamingResampler
+from uservlm_ros.speech.audio import ASR_SAMPLE_RATE
 
 
 def tone(seconds: float, rate: int = 22050) -> np.ndarray:
@@ -19,7 +20,7 @@ def test_joined_pieces_equal_one_stream_resampled_at_16k():
     timeline = ReferenceTimeline()
     rate = 22050
     for start in range(0, audio.size, 1103):  # 50 ms pieces
-        timeline.add(audio[start:start + 1103], rate, 5.0 + start / rate)
+        timeline.add(audio[start : start + 1103], rate, 5.0 + start / rate)
     resampler = StreamingResampler(rate, ASR_SAMPLE_RATE)
     whole = resampler.process(audio)
     window, complete = timeline.window(5.0 - resampler.delay_seconds, whole.size)
@@ -74,12 +75,15 @@ def test_old_reference_is_forgotten():
     assert complete and not window.any()
 
 
-@pytest.mark.parametrize("samples,rate,start,match", [
-    (np.zeros((2, 10), np.float32), 16000, 0.0, "1-D"),
-    (np.array([np.inf], np.float32), 16000, 0.0, "NaN"),
-    (np.zeros(10, np.float32), 1000, 0.0, "sample_rate"),
-    (np.zeros(10, np.float32), 16000, float("nan"), "start"),
-])
+@pytest.mark.parametrize(
+    "samples,rate,start,match",
+    [
+        (np.zeros((2, 10), np.float32), 16000, 0.0, "1-D"),
+        (np.array([np.inf], np.float32), 16000, 0.0, "NaN"),
+        (np.zeros(10, np.float32), 1000, 0.0, "sample_rate"),
+        (np.zeros(10, np.float32), 16000, float("nan"), "start"),
+    ],
+)
 def test_bad_reference_is_refused(samples, rate, start, match):
     with pytest.raises(ValueError, match=match):
         ReferenceTimeline().add(samples, rate, start)

@@ -1,4 +1,6 @@
-"""Mixture of LoRA Experts: placement, router gradient, balancing loss, routing stats, save/load."""
+"""Mixture of LoRA Experts: placement, router gradient, balancing loss, routing stats,
+save/load."""
+
 from __future__ import annotations
 
 import re
@@ -6,8 +8,6 @@ import re
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from vlm_fixtures import QUESTION, load_tiny, logits, make_mole_adapter, photo
-from vlm_fixtures import tiny_cache, tiny_dir  # noqa: F401  (pytest fixtures)
 
 from uservlm_ros.model.errors import VLMLoadError
 from uservlm_ros.model.mole import (
@@ -24,6 +24,15 @@ from uservlm_ros.model.mole import (
     reset_expert_usage,
 )
 from uservlm_ros.model.prompt import build_training_example, collate_examples
+from vlm_fixtures import (  # noqa: F401  (pytest fixtures)
+    QUESTION,
+    load_tiny,
+    logits,
+    make_mole_adapter,
+    photo,
+    tiny_cache,
+    tiny_dir,
+)
 
 
 def _mole(tiny_dir, **overrides):
@@ -48,8 +57,9 @@ def test_decoder_layers_are_the_language_models(tiny_dir):
 
     pattern = language_model_target_regex(model)
     targeted = [name for name, _ in model.named_modules() if re.fullmatch(pattern, name)]
-    assert len(targeted) == 2 * 4 and all(name.rsplit(".", 1)[1] in ("q_proj", "k_proj", "v_proj", "o_proj")
-                                          for name in targeted)
+    assert len(targeted) == 2 * 4 and all(
+        name.rsplit(".", 1)[1] in ("q_proj", "k_proj", "v_proj", "o_proj") for name in targeted
+    )
     vision_attention = [
         name for name, _ in model.named_modules() if "vision" in name and name.endswith("q_proj")
     ]
@@ -108,7 +118,9 @@ def test_expert_usage_counts_real_tokens_only(tiny_dir):
     with torch.no_grad():
         out = model.generate(**inputs, max_new_tokens=3, do_sample=False, min_new_tokens=3)
     # Generation: the prompt once, then one position per new token except the last.
-    expected = inputs["attention_mask"].sum().item() + out.shape[1] - inputs["input_ids"].shape[1] - 1
+    expected = (
+        inputs["attention_mask"].sum().item() + out.shape[1] - inputs["input_ids"].shape[1] - 1
+    )
     assert all(sum(counts) == expected for counts in expert_usage(model))
 
 
@@ -116,7 +128,9 @@ def test_save_then_load_reproduces_logits_exactly(tiny_dir, tmp_path):
     adapter, trained = make_mole_adapter(tiny_dir, tmp_path / "mole")
     saved = load_file(str(adapter / "adapter_model.safetensors"))
     experts = load_file(str(adapter / MOLE_WEIGHTS_FILE))
-    assert saved and all("lora_" in key for key in saved), "PEFT file holds the attention LoRA only"
+    assert saved and all("lora_" in key for key in saved), (
+        "PEFT file holds the attention LoRA only"
+    )
     assert {f"layers.{i}.router.weight" for i in range(2)} <= set(experts)
     assert len(experts) == 2 * (1 + 3 * 2)
 
@@ -149,8 +163,12 @@ def test_load_is_strict_about_keys_and_shapes(tiny_dir, tmp_path):
 def test_a_few_training_steps_move_only_the_adapter(tiny_dir):
     model, processor = _mole(tiny_dir, init="lora")
     batch = _batch(processor)
-    frozen = {name: p.detach().clone() for name, p in model.named_parameters() if not p.requires_grad}
-    trainable = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+    frozen = {
+        name: p.detach().clone() for name, p in model.named_parameters() if not p.requires_grad
+    }
+    trainable = {
+        name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad
+    }
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     model.train()
     for _ in range(3):

@@ -1,5 +1,6 @@
 """The person gallery (matching, enrolment, expiry) and the template store (files, modes,
 corruption, deletion), on embedding-shaped vectors: no model needed."""
+
 from __future__ import annotations
 
 import json
@@ -109,6 +110,7 @@ def test_forget_removes_and_reports():
 
 # --- the store ---------------------------------------------------------------------------------
 
+
 def mode(path):
     return stat.S_IMODE(path.stat().st_mode)
 
@@ -138,8 +140,19 @@ def test_store_tightens_loosened_modes(tmp_path):
     assert mode(tmp_path / "faces" / f"{pid}{SUFFIX}") == 0o600
 
 
-@pytest.mark.parametrize("content", [b"{not json", b"\xff\xfe", b"[]", b'{"format": 1}',
-                                     "nan-exemplar", "short-exemplar", "wrong-id", "other-model"])
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"{not json",
+        b"\xff\xfe",
+        b"[]",
+        b'{"format": 1}',
+        "nan-exemplar",
+        "short-exemplar",
+        "wrong-id",
+        "other-model",
+    ],
+)
 def test_a_corrupt_template_is_moved_aside_and_the_others_load(tmp_path, caplog, content):
     folder = tmp_path / "faces"
     store = TemplateStore(folder)

@@ -1,4 +1,5 @@
 """The face models load only when their files match the pinned SHA-256."""
+
 from __future__ import annotations
 
 import shutil
@@ -26,8 +27,9 @@ def test_a_changed_or_missing_file_fails_with_the_digests(tmp_path):
     data = bytearray(copy.read_bytes())
     data[1000] ^= 0xFF
     copy.write_bytes(bytes(data))
-    with pytest.raises(models.ModelError, match="SHA-256 .* expected " + models.SHA256[
-            models.LANDMARKS_5]):
+    with pytest.raises(
+        models.ModelError, match="SHA-256 .* expected " + models.SHA256[models.LANDMARKS_5]
+    ):
         models.verified(copy)
     with pytest.raises(models.ModelError, match="missing"):
         models.verified(tmp_path / models.EMBEDDING)

@@ -1,5 +1,6 @@
 """Identity with privacy by design: remember, forget, restarts, corrupt templates, expiry, and
 what is on disk after one person agreed and one did not (real models, real files)."""
+
 from __future__ import annotations
 
 import json
@@ -8,17 +9,27 @@ import shutil
 import stat
 
 import numpy as np
-import person_scenes as ps
 import pytest
+
+import person_scenes as ps
 from person_engines import Clock
 from person_engines import engine as make_engine
-
 from uservlm_ros.engines.person import StoreError
 from uservlm_ros.engines.person.identity import new_person_id
 from uservlm_ros.engines.person.store import SUFFIX
 
-IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"P5", b"P6", b"BM", b"II*\x00", b"MM\x00*",
-               b"\x93NUMPY", b"RIFF", b"GIF8")
+IMAGE_MAGIC = (
+    b"\xff\xd8\xff",
+    b"\x89PNG",
+    b"P5",
+    b"P6",
+    b"BM",
+    b"II*\x00",
+    b"MM\x00*",
+    b"\x93NUMPY",
+    b"RIFF",
+    b"GIF8",
+)
 
 
 def mode(path):
@@ -27,8 +38,11 @@ def mode(path):
 
 def vectors_in(value):
     """Every list of 128 numbers anywhere in a parsed JSON value."""
-    if isinstance(value, list) and len(value) == 128 and all(
-            isinstance(v, (int, float)) for v in value):
+    if (
+        isinstance(value, list)
+        and len(value) == 128
+        and all(isinstance(v, (int, float)) for v in value)
+    ):
         yield np.asarray(value, np.float32)
     elif isinstance(value, list):
         for item in value:
@@ -89,8 +103,10 @@ def test_no_embedding_of_the_person_who_did_not_agree_reaches_the_disk(tmp_path)
         for vector in stored:
             assert min(np.linalg.norm(vector - d) for d in declined) > 0.5, path
             for d in declined:  # nor in binary form
-                assert d.tobytes()[:16] not in data and d.astype(np.float64).tobytes()[:16] \
-                    not in data
+                assert (
+                    d.tobytes()[:16] not in data
+                    and d.astype(np.float64).tobytes()[:16] not in data
+                )
         assert declined_turn.person_id.encode() not in data
 
 
@@ -135,8 +151,9 @@ def test_forget_removes_template_and_memory_and_answers_unknown_ids(tmp_path):
 
 def test_session_persons_are_forgotten_after_the_ttl_and_reported(tmp_path):
     clock, gone = Clock(), []
-    engine = make_engine(clock=clock, on_forgotten=gone.append, session_ttl_s=60.0,
-                         store_dir=tmp_path / "faces")
+    engine = make_engine(
+        clock=clock, on_forgotten=gone.append, session_ttl_s=60.0, store_dir=tmp_path / "faces"
+    )
     astronaut = engine.resolve(ps.alone("astronaut")).person_id
     hopper = engine.resolve(ps.alone("hopper")).person_id
     assert engine.remember(hopper)

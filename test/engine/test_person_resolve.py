@@ -1,11 +1,12 @@
 """PersonEngine.resolve on 640x480 scenes of two offline people (real models)."""
+
 from __future__ import annotations
 
 import numpy as np
-import person_scenes as ps
 import pytest
-from person_engines import engine as make_engine
 
+import person_scenes as ps
+from person_engines import engine as make_engine
 from uservlm_ros.engines.person.identity import valid_person_id
 
 
@@ -96,8 +97,12 @@ def test_grey_mono_and_rgba_frames_resolve_to_the_same_person(engine):
     rgb = ps.alone("astronaut")
     person = engine.resolve(rgb).person_id
     grey = rgb.mean(axis=2).astype(np.uint8)
-    for frame in (grey, grey[:, :, None], grey.astype(np.uint16) * 257,
-                  np.dstack([rgb, np.full(grey.shape, 255, np.uint8)])):
+    for frame in (
+        grey,
+        grey[:, :, None],
+        grey.astype(np.uint16) * 257,
+        np.dstack([rgb, np.full(grey.shape, 255, np.uint8)]),
+    ):
         turn = engine.resolve(frame)
         assert turn.person_id == person and turn.crop.shape[2] == 3
 

@@ -1,10 +1,12 @@
 """PersonEngine.track on a stream of 640x480 frames: stable ids, swaps, leaving, crowds,
 and track() and resolve() from two threads at once (real models)."""
+
 from __future__ import annotations
 
 import threading
 
 import numpy as np
+
 import person_scenes as ps
 from person_engines import engine as make_engine
 
@@ -46,8 +48,12 @@ def test_two_people_swapping_places_keep_their_ids():
     # and a resolve on the swapped frame names the same person as the tracks do
     turn = engine.resolve(ps.pair("hopper", "astronaut"))
     assert turn.person_id in (hopper.person_id, astronaut.person_id)
-    assert turn.face_id == {hopper.person_id: hopper.face_id,
-                            astronaut.person_id: astronaut.face_id}[turn.person_id]
+    assert (
+        turn.face_id
+        == {hopper.person_id: hopper.face_id, astronaut.person_id: astronaut.face_id}[
+            turn.person_id
+        ]
+    )
 
 
 def test_a_person_who_leaves_ends_their_track_and_is_known_on_return():
@@ -128,8 +134,10 @@ def test_a_turn_on_a_tracked_face_reuses_the_verified_person():
     astronaut, hopper = by_side(engine.track(ps.pair()))
     turn = engine.resolve(ps.pair())
     assert turn.reused_track and "embed" not in turn.timings and turn.distance is None
-    assert (turn.person_id, turn.face_id) in {(astronaut.person_id, astronaut.face_id),
-                                              (hopper.person_id, hopper.face_id)}
+    assert (turn.person_id, turn.face_id) in {
+        (astronaut.person_id, astronaut.face_id),
+        (hopper.person_id, hopper.face_id),
+    }
     strict = make_engine(reuse_track_identity=False)
     strict.track(ps.pair())
     cold = strict.resolve(ps.pair())

@@ -1,13 +1,20 @@
 """TTSEngine with the bundled Piper voice (and the espeak-ng / Coqui paths where they can run)."""
+
 import importlib.util
 import shutil
 
 import numpy as np
 import pytest
 
-from uservlm_ros.speech.audio import normalize_text, rms_dbfs
 from uservlm_ros.engines import tts as tts_module
-from uservlm_ros.engines.tts import TTSConfig, TTSEngine, TTSLoadError, split_sentences, validate_text
+from uservlm_ros.engines.tts import (
+    TTSConfig,
+    TTSEngine,
+    TTSLoadError,
+    split_sentences,
+    validate_text,
+)
+from uservlm_ros.speech.audio import normalize_text, rms_dbfs
 
 SENTENCE = "Hello, I am Pepper, and I am happy to meet you."
 THREE_SENTENCES = "Good morning. How are you feeling today? I can tell you a joke if you like."
@@ -94,7 +101,11 @@ def test_synthesize_before_load_is_an_error():
 
 @pytest.mark.parametrize(
     "kwargs, message",
-    [({"backend": "festival"}, "backend"), ({"max_chars": 0}, "max_chars"), ({"length_scale": 10}, "length_scale")],
+    [
+        ({"backend": "festival"}, "backend"),
+        ({"max_chars": 0}, "max_chars"),
+        ({"length_scale": 10}, "length_scale"),
+    ],
 )
 def test_config_is_validated(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -104,7 +115,9 @@ def test_config_is_validated(kwargs, message):
 def test_tampered_bundled_voice_is_refused(monkeypatch):
     wrong = dict(tts_module.PIPER_VOICE_SHA256, **{"en_US-joe-medium.onnx": "0" * 64})
     monkeypatch.setattr(tts_module, "PIPER_VOICE_SHA256", wrong)
-    with pytest.raises(TTSLoadError, match=r"en_US-joe-medium.onnx .*expected SHA-256 0{64}, got 58afce03"):
+    with pytest.raises(
+        TTSLoadError, match=r"en_US-joe-medium.onnx .*expected SHA-256 0{64}, got 58afce03"
+    ):
         TTSEngine(TTSConfig(backend="piper")).load()
 
 

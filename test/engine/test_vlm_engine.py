@@ -3,6 +3,7 @@
 All on the tiny randomly initialised PaliGemma 2: its text is meaningless, so behaviour is checked
 through token ids, logits and flags rather than through what it says.
 """
+
 from __future__ import annotations
 
 import json
@@ -11,12 +12,15 @@ import threading
 import numpy as np
 import pytest
 import torch
-from vlm_fixtures import QUESTION, load_tiny, logits, make_lora_adapter, make_mole_adapter, photo
-from vlm_fixtures import tiny_cache, tiny_dir  # noqa: F401  (pytest fixtures)
 
 from uservlm_ros.engines.vlm import EngineBusy, VLMConfig, VLMEngine
 from uservlm_ros.model.errors import VLMLoadError
-from uservlm_ros.model.loading import PROJECTOR_FILE, detect_adapter_type, load_model, save_projector
+from uservlm_ros.model.loading import (
+    PROJECTOR_FILE,
+    detect_adapter_type,
+    load_model,
+    save_projector,
+)
 from uservlm_ros.model.prompt import (
     IGNORE_INDEX,
     MAX_QUESTION_CHARS,
@@ -35,6 +39,16 @@ from uservlm_ros.model.tiny import (
     build_tiny_model,
     ensure_tiny_model,
 )
+from vlm_fixtures import (  # noqa: F401  (pytest fixtures)
+    QUESTION,
+    load_tiny,
+    logits,
+    make_lora_adapter,
+    make_mole_adapter,
+    photo,
+    tiny_cache,
+    tiny_dir,
+)
 
 PAPER_PROMPT = "<image> <|im_start|>USER: What should I eat tonight?<|im_end|> ASSISTANT: "
 
@@ -46,7 +60,9 @@ def test_tiny_model_builds_offline_and_deterministically(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     first, second = build_tiny_model(tmp_path / "a"), build_tiny_model(tmp_path / "b")
     for name in ("model.safetensors", "tokenizer.json", "config.json", "processor_config.json"):
-        assert (first / name).read_bytes() == (second / name).read_bytes(), f"{name} differs between builds"
+        assert (first / name).read_bytes() == (second / name).read_bytes(), (
+            f"{name} differs between builds"
+        )
     marker = json.loads((first / MARKER_FILE).read_text())
     assert marker["placeholder"] is True and marker["model_id"] == TINY_MODEL_ID
 
@@ -55,7 +71,9 @@ def test_ensure_tiny_model_builds_once(tiny_cache, tiny_dir):
     before = (tiny_dir / "model.safetensors").stat().st_mtime_ns
     assert ensure_tiny_model(tiny_cache) == tiny_dir
     assert (tiny_dir / "model.safetensors").stat().st_mtime_ns == before
-    assert [p.name for p in tiny_cache.iterdir()] == [tiny_dir.name], "temporary build dirs left behind"
+    assert [p.name for p in tiny_cache.iterdir()] == [tiny_dir.name], (
+        "temporary build dirs left behind"
+    )
 
 
 def test_tiny_model_vocab_covers_processor_tokens(tiny_dir):
@@ -86,7 +104,7 @@ def test_prompt_tokens_follow_the_processor_layout(tiny_dir):
     tokenizer = processor.tokenizer
     assert ids[:IMAGE_SEQ_LENGTH] == [processor.image_token_id] * IMAGE_SEQ_LENGTH
     assert ids[IMAGE_SEQ_LENGTH] == tokenizer.bos_token_id
-    assert tokenizer.decode(ids[IMAGE_SEQ_LENGTH + 1:]) == PAPER_PROMPT[len("<image>"):] + "\n"
+    assert tokenizer.decode(ids[IMAGE_SEQ_LENGTH + 1 :]) == PAPER_PROMPT[len("<image>") :] + "\n"
     assert inputs["token_type_ids"].sum() == 0 and "labels" not in inputs
     assert tuple(inputs["pixel_values"].shape) == (1, 3, 224, 224)
 
@@ -134,7 +152,9 @@ def _check_one_eos_at_the_end(example, eos_id):
 def test_training_example_labels_and_single_eos(tiny_dir):
     _, processor = load_tiny(tiny_dir)
     eos_id = processor.tokenizer.eos_token_id
-    example = build_training_example(processor, photo(), QUESTION, "A vegetable soup would be good.")
+    example = build_training_example(
+        processor, photo(), QUESTION, "A vegetable soup would be good."
+    )
     prefix = prepare_inputs(processor, QUESTION, photo())["input_ids"][0]
     n = prefix.shape[0]
     # The training prefix is exactly what the model sees at inference.
@@ -149,7 +169,9 @@ def test_training_example_labels_and_single_eos(tiny_dir):
     assert answer == "A vegetable soup would be good."
 
     # Upstream data carried a trailing EOS string; it must not produce a second EOS.
-    again = build_training_example(processor, photo(), QUESTION, "A vegetable soup would be good.<eos>")
+    again = build_training_example(
+        processor, photo(), QUESTION, "A vegetable soup would be good.<eos>"
+    )
     assert torch.equal(again["input_ids"], example["input_ids"])
     with pytest.raises(ValueError, match="special token"):
         build_training_example(processor, photo(), QUESTION, "Soup<eos> and bread")
@@ -167,7 +189,7 @@ def test_pretraining_example_is_image_then_profile(tiny_dir):
     n = IMAGE_SEQ_LENGTH + 2  # image tokens, BOS, "\n"
     assert ids[:IMAGE_SEQ_LENGTH] == [processor.image_token_id] * IMAGE_SEQ_LENGTH
     assert ids[IMAGE_SEQ_LENGTH] == tokenizer.bos_token_id
-    assert tokenizer.decode(ids[IMAGE_SEQ_LENGTH + 1:n]) == "\n"
+    assert tokenizer.decode(ids[IMAGE_SEQ_LENGTH + 1 : n]) == "\n"
     assert (example["labels"][:n] == IGNORE_INDEX).all()
     assert tokenizer.decode(ids[n:], skip_special_tokens=True) == profile
     _check_one_eos_at_the_end(example, tokenizer.eos_token_id)
@@ -176,11 +198,15 @@ def test_pretraining_example_is_image_then_profile(tiny_dir):
 def test_collate_pads_right(tiny_dir):
     _, processor = load_tiny(tiny_dir)
     short = build_training_example(processor, photo(), "Hi?", "Hello.")
-    long = build_training_example(processor, photo(), QUESTION, "A warm soup with bread and cheese.")
+    long = build_training_example(
+        processor, photo(), QUESTION, "A warm soup with bread and cheese."
+    )
     batch = collate_examples([short, long], processor.tokenizer.pad_token_id)
     n = short["input_ids"].shape[0]
     assert batch["input_ids"].shape == (2, long["input_ids"].shape[0])
-    assert (batch["attention_mask"][0, n:] == 0).all() and (batch["labels"][0, n:] == IGNORE_INDEX).all()
+    assert (batch["attention_mask"][0, n:] == 0).all() and (
+        batch["labels"][0, n:] == IGNORE_INDEX
+    ).all()
     assert (batch["token_type_ids"][0, n:] == 1).all()
     assert torch.equal(batch["input_ids"][1], long["input_ids"])
     assert batch["pixel_values"].shape == (2, 3, 224, 224)
@@ -191,8 +217,14 @@ def test_collate_pads_right(tiny_dir):
 
 @pytest.fixture(scope="module")
 def engine(tiny_cache):
-    engine = VLMEngine(VLMConfig(base_model=TINY_MODEL_ID, adapter=None, tiny_cache_dir=str(tiny_cache),
-                                 max_new_tokens=12))
+    engine = VLMEngine(
+        VLMConfig(
+            base_model=TINY_MODEL_ID,
+            adapter=None,
+            tiny_cache_dir=str(tiny_cache),
+            max_new_tokens=12,
+        )
+    )
     engine.load()
     return engine
 
@@ -202,7 +234,11 @@ def test_default_config_is_the_papers_model():
     assert config.base_model == "google/paligemma2-3b-ft-docci-448"
     assert config.adapter == "ACIDE/User-VLM-3B-Instruct"
     assert (config.offline_fallback, config.local_files_only, config.device, config.dtype) == (
-        True, True, "cpu", "float32")
+        True,
+        True,
+        "cpu",
+        "float32",
+    )
     assert (config.max_new_tokens, config.max_question_chars) == (100, 1000)
 
 
@@ -217,11 +253,15 @@ def test_engine_answers_with_and_without_image(engine, image):
         assert getattr(reply, f"{stage}_seconds") >= 0
     stages = reply.preprocess_seconds + reply.prefill_seconds + reply.generation_seconds
     assert reply.total_seconds >= stages
-    assert engine.answer(QUESTION, image=image).text == reply.text, "greedy decoding is deterministic"
+    assert engine.answer(QUESTION, image=image).text == reply.text, (
+        "greedy decoding is deterministic"
+    )
 
 
 def test_engine_user_context_changes_the_input(engine):
-    reply = engine.answer(QUESTION, user_context="The user said they are vegetarian.", max_new_tokens=3)
+    reply = engine.answer(
+        QUESTION, user_context="The user said they are vegetarian.", max_new_tokens=3
+    )
     assert reply.generated_tokens <= 3
 
 
@@ -251,7 +291,9 @@ def test_engine_refuses_when_busy(engine):
         inside.set()
         release.wait(10)
 
-    worker = threading.Thread(target=lambda: results.append(engine.answer(QUESTION, on_token=slow_piece)))
+    worker = threading.Thread(
+        target=lambda: results.append(engine.answer(QUESTION, on_token=slow_piece))
+    )
     worker.start()
     try:
         assert inside.wait(30), "generation did not start"
@@ -272,7 +314,8 @@ def test_engine_must_be_loaded(tiny_cache):
 
 
 @pytest.mark.parametrize(
-    "field, value", [("device", "gpu"), ("dtype", "int8"), ("max_new_tokens", 0), ("base_model", " ")]
+    "field, value",
+    [("device", "gpu"), ("dtype", "int8"), ("max_new_tokens", 0), ("base_model", " ")],
 )
 def test_engine_config_is_validated(field, value):
     with pytest.raises(ValueError, match=field.split("_")[0]):
@@ -283,7 +326,9 @@ def test_engine_config_is_validated(field, value):
 
 
 def test_unavailable_base_falls_back_to_placeholder(tiny_cache):
-    engine = VLMEngine(VLMConfig(base_model="uservlm-test/no-such-model", tiny_cache_dir=str(tiny_cache)))
+    engine = VLMEngine(
+        VLMConfig(base_model="uservlm-test/no-such-model", tiny_cache_dir=str(tiny_cache))
+    )
     info = engine.load()
     assert info.placeholder and engine.placeholder and info.adapter is None
     assert any("no-such-model" in w and "meaningless" in w for w in engine.warnings)
@@ -293,8 +338,13 @@ def test_unavailable_base_falls_back_to_placeholder(tiny_cache):
 
 def test_unavailable_base_without_fallback_raises(tiny_cache):
     with pytest.raises(VLMLoadError, match="no-such-model"):
-        load_model("uservlm-test/no-such-model", None, offline_fallback=False, local_files_only=True,
-                   tiny_cache_dir=str(tiny_cache))
+        load_model(
+            "uservlm-test/no-such-model",
+            None,
+            offline_fallback=False,
+            local_files_only=True,
+            tiny_cache_dir=str(tiny_cache),
+        )
     engine = VLMEngine(VLMConfig(base_model="uservlm-test/no-such-model", offline_fallback=False))
     with pytest.raises(VLMLoadError, match="could not be loaded"):
         engine.load()
@@ -326,7 +376,9 @@ def test_engine_generates_with_adapters(tiny_cache, tiny_dir, tmp_path):
     lora = make_lora_adapter(tiny_dir, tmp_path / "lora")
     mole = make_mole_adapter(tiny_dir, tmp_path / "mole")[0]
     for adapter in (lora, mole):
-        engine = VLMEngine(VLMConfig(base_model=str(tiny_dir), adapter=str(adapter), max_new_tokens=4))
+        engine = VLMEngine(
+            VLMConfig(base_model=str(tiny_dir), adapter=str(adapter), max_new_tokens=4)
+        )
         engine.load()
         assert str(adapter) in engine.model_name
         assert 1 <= engine.answer(QUESTION, image=photo()).generated_tokens <= 4
@@ -362,8 +414,12 @@ def test_adapter_dir_missing_a_file_names_it(tiny_dir, tmp_path, kind, remove):
 
 def test_placeholder_loads_tiny_adapters_and_skips_real_ones(tiny_cache, tiny_dir, tmp_path):
     tiny_adapter = make_lora_adapter(tiny_dir, tmp_path / "tiny-lora")
-    _, _, info = load_model("uservlm-test/no-such-model", str(tiny_adapter), tiny_cache_dir=str(tiny_cache),
-                            local_files_only=True)
+    _, _, info = load_model(
+        "uservlm-test/no-such-model",
+        str(tiny_adapter),
+        tiny_cache_dir=str(tiny_cache),
+        local_files_only=True,
+    )
     assert info.placeholder and info.adapter_type == "lora"
 
     real_adapter = make_lora_adapter(tiny_dir, tmp_path / "real-lora")
@@ -371,8 +427,12 @@ def test_placeholder_loads_tiny_adapters_and_skips_real_ones(tiny_cache, tiny_di
     config = json.loads(config_path.read_text())
     config["base_model_name_or_path"] = "google/paligemma2-3b-ft-docci-448"
     config_path.write_text(json.dumps(config))
-    _, _, info = load_model("uservlm-test/no-such-model", str(real_adapter), tiny_cache_dir=str(tiny_cache),
-                            local_files_only=True)
+    _, _, info = load_model(
+        "uservlm-test/no-such-model",
+        str(real_adapter),
+        tiny_cache_dir=str(tiny_cache),
+        local_files_only=True,
+    )
     assert info.placeholder and info.adapter is None
     assert any("google/paligemma2-3b-ft-docci-448" in w for w in info.warnings)
 
@@ -434,4 +494,6 @@ def test_control_characters_are_never_generated(engine):
     assert set(ids) <= set(engine._suppressed)
     for image in (None, photo(), photo(3, 5), photo(7, 11)):
         text = engine.answer(QUESTION, image=image).text
-        assert not any(unicodedata.category(ch) == "Cc" and ch not in "\t\n\r" for ch in text), repr(text)
+        assert not any(unicodedata.category(ch) == "Cc" and ch not in "\t\n\r" for ch in text), (
+            repr(text)
+        )

@@ -1,6 +1,8 @@
 """The composed cloud (``--compose``): the four cloud nodes (and dialogue_node, on one host) in one
-process, vlm_node's review and synthesis calls and dialogue_node's ask made in-process. The registry and its semantics (exclusion, timeout, fall back to
+process, vlm_node's review and synthesis calls and dialogue_node's ask made in-process. The
+registry and its semantics (exclusion, timeout, fall back to
 DDS), the command line of the composed process, and the composed process answering a spoken ask."""
+
 from __future__ import annotations
 
 import subprocess
@@ -11,8 +13,8 @@ import time
 import pytest
 
 from uservlm_ros.bringup.graph import compose_cloud, nodes
-from uservlm_ros.tools.launcher import node_command
 from uservlm_ros.srv import Forget, Review
+from uservlm_ros.tools.launcher import node_command
 
 
 @pytest.fixture
@@ -110,7 +112,9 @@ def test_a_served_callback_calling_another_service_runs_it_in_its_own_thread(com
         return response
 
     inner_node.create_service(Review, "uservlm/review", inner)
-    to_inner = outer_node.create_client(Review, "uservlm/review", callback_group=ReentrantCallbackGroup())
+    to_inner = outer_node.create_client(
+        Review, "uservlm/review", callback_group=ReentrantCallbackGroup()
+    )
 
     def outer(request, response):
         threads["outer"] = threading.current_thread().name
@@ -119,7 +123,9 @@ def test_a_served_callback_calling_another_service_runs_it_in_its_own_thread(com
         return response
 
     serve_forget(outer_node, outer)
-    assert call_with_timeout(caller.create_client(Forget, "uservlm/forget"), Forget.Request(), 5).success
+    assert call_with_timeout(
+        caller.create_client(Forget, "uservlm/forget"), Forget.Request(), 5
+    ).success
     # nested calls never wait for a free worker (a full pool cannot deadlock them)
     assert threads["outer"] == threads["inner"] and threads["outer"].startswith("composition")
 
@@ -143,8 +149,10 @@ def test_calls_to_a_mutually_exclusive_service_never_overlap(composed):
 
     serve_forget(server, serve, MutuallyExclusiveCallbackGroup())
     client = caller.create_client(Forget, "uservlm/forget")
-    threads = [threading.Thread(target=call_with_timeout, args=(client, Forget.Request(), 5))
-               for _ in range(6)]
+    threads = [
+        threading.Thread(target=call_with_timeout, args=(client, Forget.Request(), 5))
+        for _ in range(6)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -160,8 +168,12 @@ def test_a_handed_over_message_reaches_a_member_once(composed):
     composition, member = composed
     asr, dialogue = member("asr"), member("dialogue")
     got = []
-    dialogue.create_subscription(Utterance, "speech", lambda msg: got.append((msg.text, threading.current_thread().name)),
-                                 qos.EVENTS)
+    dialogue.create_subscription(
+        Utterance,
+        "speech",
+        lambda msg: got.append((msg.text, threading.current_thread().name)),
+        qos.EVENTS,
+    )
     speech = asr.create_publisher(Utterance, "speech", qos.EVENTS)
     deadline = time.monotonic() + 10
     while speech.get_subscription_count() == 0 and time.monotonic() < deadline:
@@ -181,7 +193,9 @@ def test_a_handed_over_message_reaches_a_member_once(composed):
     assert [text for text, _ in got] == ["question 0", "question 1", "question 2"]
 
 
-def test_a_shared_topic_is_received_once_and_passes_to_the_next_member_when_the_first_leaves(composed):
+def test_a_shared_topic_is_received_once_and_passes_to_the_next_member_when_the_first_leaves(
+    composed,
+):
     from sensor_msgs.msg import Image
 
     from uservlm_ros.ros import qos
@@ -189,14 +203,20 @@ def test_a_shared_topic_is_received_once_and_passes_to_the_next_member_when_the_
     composition, member = composed
     first, second, camera = member("first_reader"), member("second_reader"), member("camera")
     seen = {"first": [], "second": []}
-    own = first.create_subscription(Image, "camera/image_raw", lambda data: seen["first"].append(data),
-                                    qos.CAMERA, raw=True)
-    fed = second.create_subscription(Image, "camera/image_raw", lambda data: seen["second"].append(data),
-                                     qos.CAMERA, raw=True)
-    readers = lambda: sorted(i.node_name for i in camera.get_subscriptions_info_by_topic("/unit/camera/image_raw"))  # noqa: E731
+    own = first.create_subscription(
+        Image, "camera/image_raw", lambda data: seen["first"].append(data), qos.CAMERA, raw=True
+    )
+    fed = second.create_subscription(
+        Image, "camera/image_raw", lambda data: seen["second"].append(data), qos.CAMERA, raw=True
+    )
+    readers = lambda: sorted(
+        i.node_name for i in camera.get_subscriptions_info_by_topic("/unit/camera/image_raw")
+    )  # noqa: E731
     assert readers() == ["first_reader"]
-    assert composition.status()["subscribers /unit/camera/image_raw"] == \
-        "first_reader (on DDS), second_reader (fed in-process)"
+    assert (
+        composition.status()["subscribers /unit/camera/image_raw"]
+        == "first_reader (on DDS), second_reader (fed in-process)"
+    )
     publisher = camera.create_publisher(Image, "camera/image_raw", qos.CAMERA)
 
     def publish_until(who: str, count: int) -> bool:
@@ -239,17 +259,37 @@ def test_composed_command_line_keeps_overrides_per_node_and_remaps_node_specific
     specs = compose_cloud(nodes("all", naoqi=True, naoqi_prefix="/naoqi_driver"))
     container = specs[0]
     # Both sides on one host: dialogue_node joins the cloud process (its ask becomes in-process).
-    assert container.name == "cloud_node" and set(container.members) == {"asr_node", "tts_node", "vlm_node",
-                                                                         "ethics_node", "dialogue_node"}
+    assert container.name == "cloud_node" and set(container.members) == {
+        "asr_node",
+        "tts_node",
+        "vlm_node",
+        "ethics_node",
+        "dialogue_node",
+    }
     assert not any(spec.side == "cloud" or spec.name == "dialogue_node" for spec in specs[1:])
     assert {spec.name for spec in specs[1:]} == {"pepper_audio_node", "speaker_node"}
-    assert ("vlm_node:camera/image_raw", "/naoqi_driver/camera/front/image_raw") in container.remaps
-    assert ("dialogue_node:camera/image_raw", "/naoqi_driver/camera/front/image_raw") in container.remaps
-    command = node_command(container, namespace="pepper1",
-                           overrides={"vlm_node": {"device": "cpu", "max_new_tokens": 12}, "asr_node": {}})
+    assert (
+        "vlm_node:camera/image_raw",
+        "/naoqi_driver/camera/front/image_raw",
+    ) in container.remaps
+    assert (
+        "dialogue_node:camera/image_raw",
+        "/naoqi_driver/camera/front/image_raw",
+    ) in container.remaps
+    command = node_command(
+        container,
+        namespace="pepper1",
+        overrides={"vlm_node": {"device": "cpu", "max_new_tokens": 12}, "asr_node": {}},
+    )
     ros_args = command.index("--ros-args")
-    assert command[3:ros_args] == ["--members", ",".join(container.members), "--set", "vlm_node.device:='cpu'",
-                                   "--set", "vlm_node.max_new_tokens:=12"]
+    assert command[3:ros_args] == [
+        "--members",
+        ",".join(container.members),
+        "--set",
+        "vlm_node.device:='cpu'",
+        "--set",
+        "vlm_node.max_new_tokens:=12",
+    ]
     # dialogue_node's parameters live in robot.yaml: the composed process reads both files.
     params = [command[i + 1] for i, item in enumerate(command) if item == "--params-file"]
     assert [p.rsplit("/", 1)[-1] for p in params] == ["cloud.yaml", "robot.yaml"]
@@ -261,32 +301,45 @@ def test_composed_command_line_keeps_overrides_per_node_and_remaps_node_specific
     assert "__ns:=/pepper1" in command
 
 
-@pytest.mark.parametrize("arguments, error", [
-    (["--members", "moon_node"], "--members"),
-    (["--set", "vlm_node.device"], "expected node.parameter:=value"),
-    (["--set", "camera_node.device:=cpu"], "is not one of"),
-])
+@pytest.mark.parametrize(
+    "arguments, error",
+    [
+        (["--members", "moon_node"], "--members"),
+        (["--set", "vlm_node.device"], "expected node.parameter:=value"),
+        (["--set", "camera_node.device:=cpu"], "is not one of"),
+    ],
+)
 def test_composed_process_refuses_bad_arguments(arguments, error):
-    result = subprocess.run([sys.executable, "-m", "uservlm_ros.nodes.cloud", *arguments],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "uservlm_ros.nodes.cloud", *arguments],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2 and error in result.stderr, result.stderr
 
 
-def test_composed_cloud_answers_a_spoken_ask_with_review_and_synthesis_in_process(tmp_path, rclpy_context):
+def test_composed_cloud_answers_a_spoken_ask_with_review_and_synthesis_in_process(
+    tmp_path, rclpy_context
+):
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
-    from ros_helpers import spin_until, start_cloud, test_overrides
 
-    from uservlm_ros.tools.client import UserVLMClient
+    from ros_helpers import spin_until, start_cloud, test_overrides
     from uservlm_ros.msg import Interaction, Utterance
     from uservlm_ros.ros import qos
     from uservlm_ros.ros.conversions import seconds_to_stamp
+    from uservlm_ros.tools.client import UserVLMClient
 
     dialogue = [spec for spec in nodes("robot") if spec.name == "dialogue_node"]
     overrides = test_overrides(tmp_path)
     overrides["dialogue_node"] = {"speak": False, "user_id": ""}
-    graph = start_cloud(tmp_path, specs=compose_cloud(nodes("cloud") + dialogue), namespace="composed",
-                        overrides=overrides)
+    graph = start_cloud(
+        tmp_path,
+        specs=compose_cloud(nodes("cloud") + dialogue),
+        namespace="composed",
+        overrides=overrides,
+    )
     try:
         assert list(graph.processes) == ["cloud_node"]
         with UserVLMClient(node_name="composed_client", namespace="composed") as client:
@@ -298,7 +351,9 @@ def test_composed_cloud_answers_a_spoken_ask_with_review_and_synthesis_in_proces
             assert response.synthesis_seconds > 0 and len(response.audio.data) > 0
         log = (tmp_path / "cloud_node.log").read_text()
         for service in ("review", "synthesize"):
-            assert f"composed: /composed/uservlm/{service} is called in-process (no DDS)" in log, log[-2000:]
+            assert f"composed: /composed/uservlm/{service} is called in-process (no DDS)" in log, (
+                log[-2000:]
+            )
         assert (tmp_path / "consent").is_dir()  # ethics_node's override reached ethics_node
 
         # The composed dialogue_node takes a turn from a transcript: its ask is an in-process call.
@@ -310,11 +365,19 @@ def test_composed_cloud_answers_a_spoken_ask_with_review_and_synthesis_in_proces
         speech = probe.create_publisher(Utterance, "speech", qos.EVENTS)
         assert spin_until(executor, lambda: speech.get_subscription_count() > 0, 60)
         now = time.time()
-        utterance = Utterance(text="What is a good book?", language="en", confidence=0.9, asr_seconds=0.1,
-                              start=seconds_to_stamp(now - 2.0), end=seconds_to_stamp(now))
+        utterance = Utterance(
+            text="What is a good book?",
+            language="en",
+            confidence=0.9,
+            asr_seconds=0.1,
+            start=seconds_to_stamp(now - 2.0),
+            end=seconds_to_stamp(now),
+        )
         utterance.header.stamp = seconds_to_stamp(now)
         speech.publish(utterance)
-        assert spin_until(executor, lambda: records, 120), (tmp_path / "cloud_node.log").read_text()[-3000:]
+        assert spin_until(executor, lambda: records, 120), (
+            tmp_path / "cloud_node.log"
+        ).read_text()[-3000:]
         assert records[0].success, records[0].error
         assert records[0].transcript == "What is a good book?" and records[0].answer
         assert records[0].speech_end_to_answer > 0
@@ -331,28 +394,44 @@ def test_composed_cloud_answers_a_spoken_ask_with_review_and_synthesis_in_proces
 
         def on_diagnostics(msg):
             for status in msg.status:
-                for name, values in (("dialogue_node", dialogue_values), ("vlm_node", vlm_values),
-                                     ("cloud_node", container)):
+                for name, values in (
+                    ("dialogue_node", dialogue_values),
+                    ("vlm_node", vlm_values),
+                    ("cloud_node", container),
+                ):
                     if status.name.endswith(name):
                         values.update({kv.key: kv.value for kv in status.values})
 
         probe.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, qos.DIAGNOSTICS)
         bags.replay(bags.default_bag(), namespace="composed", wait_for_subscribers=30)
         spoken = lambda: [r for r in records if r.transcript != "What is a good book?"]  # noqa: E731
-        assert spin_until(executor, lambda: spoken(), 120), (tmp_path / "cloud_node.log").read_text()[-3000:]
+        assert spin_until(executor, lambda: spoken(), 120), (
+            tmp_path / "cloud_node.log"
+        ).read_text()[-3000:]
         assert spoken()[0].success, spoken()[0].error
         dropped = "dds copies dropped /composed/speech -> dialogue_node"
         assert spin_until(executor, lambda: int(container.get(dropped, 0)) >= 1, 30), container
         assert int(container["handed over /composed/speech -> dialogue_node"]) == 1
-        # One camera subscription for the process: vlm_node keeps the frames dialogue_node receives.
+        # One camera subscription for the process: vlm_node keeps the frames dialogue_node
+        # receives.
         for topic in ("/composed/camera/image_raw", "/composed/camera/image_raw/compressed"):
-            assert [i.node_name for i in probe.get_subscriptions_info_by_topic(topic)] == ["dialogue_node"]
+            assert [i.node_name for i in probe.get_subscriptions_info_by_topic(topic)] == [
+                "dialogue_node"
+            ]
         frames = lambda values: int(values.get("frames_received", 0))  # noqa: E731
-        assert spin_until(executor, lambda: frames(vlm_values) > 0 and frames(vlm_values) == frames(dialogue_values),
-                          30), (vlm_values, dialogue_values)
+        assert spin_until(
+            executor,
+            lambda: frames(vlm_values) > 0 and frames(vlm_values) == frames(dialogue_values),
+            30,
+        ), (vlm_values, dialogue_values)
         for topic in ("/composed/camera/image_raw", "/composed/camera/image_raw/compressed"):
-            assert container[f"subscribers {topic}"] == "dialogue_node (on DDS), vlm_node (fed in-process)"
-        spin_until(executor, lambda: False, 2.0)  # a second turn for the same utterance would come now
+            assert (
+                container[f"subscribers {topic}"]
+                == "dialogue_node (on DDS), vlm_node (fed in-process)"
+            )
+        spin_until(
+            executor, lambda: False, 2.0
+        )  # a second turn for the same utterance would come now
         assert len(spoken()) == 1, [r.transcript for r in spoken()]
         probe.destroy_node()
     finally:

@@ -2,6 +2,7 @@
 mounted for the test; skipped where mounting is not permitted): asks keep being answered,
 generically (the face withheld) where consent would have to be recorded, /diagnostics reports
 the store at ERROR, no record changes, and everything works again once space is freed."""
+
 from __future__ import annotations
 
 from diagnostic_msgs.msg import DiagnosticStatus
@@ -10,9 +11,9 @@ from graph_probe import Probe
 from ros_helpers import start_cloud
 from ros_helpers import test_overrides as cloud_overrides
 from small_disk import fill, small_disk, snapshot
+from uservlm_ros.bringup.graph import nodes
 from uservlm_ros.tools.cli import bundled_photo
 from uservlm_ros.tools.client import UserVLMClient
-from uservlm_ros.bringup.graph import nodes
 
 ERROR, OK = DiagnosticStatus.ERROR, DiagnosticStatus.OK
 
@@ -33,7 +34,8 @@ def test_asks_are_answered_while_the_consent_disk_is_full(tmp_path, rclpy_contex
         try:
             with UserVLMClient(node_name="consent_fault_client") as client:
                 ask = lambda question, user: answered(  # noqa: E731
-                    client.ask(question, image=face, user_id=user, timeout=60))
+                    client.ask(question, image=face, user_id=user, timeout=60)
+                )
                 assert ask("What should I eat for lunch today?", "lea").clarification
                 assert ask("Yes please", "lea").review_decision == "allow"
                 before = snapshot(disk / "consent")
@@ -44,8 +46,9 @@ def test_asks_are_answered_while_the_consent_disk_is_full(tmp_path, rclpy_contex
                 assert full.image_source == "withheld" and full.answer.strip()
                 assert "consent store unavailable" in full.review_reason
                 assert "No space left on device" in full.review_reason
-                assert probe.until(lambda: probe.latest_level("ethics_node", ERROR, "consent"),
-                                   10), probe.latest("ethics_node")
+                assert probe.until(
+                    lambda: probe.latest_level("ethics_node", ERROR, "consent"), 10
+                ), probe.latest("ethics_node")
                 assert probe.value("ethics_node", "consent_store") == "error"
                 assert snapshot(disk / "consent") == before, "a record changed on the full disk"
 

@@ -10,6 +10,7 @@ call site, two severities).
   plugged in again. This machine has no sound device (no PortAudio), so the device is a
   stand-in for the sounddevice module with PortAudio's failure modes: the stream stops, closing
   it raises, querying the device raises until it is back."""
+
 from __future__ import annotations
 
 import threading
@@ -21,11 +22,11 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import CompressedImage
 
 from graph_probe import Probe
-from uservlm_ros.speech.audio import write_wav
 from uservlm_ros.bringup.graph import GRAPH
-from uservlm_ros.tools.launcher import GraphProcesses
 from uservlm_ros.msg import AudioChunk
 from uservlm_ros.ros import qos
+from uservlm_ros.speech.audio import write_wav
+from uservlm_ros.tools.launcher import GraphProcesses
 
 SPECS = {spec.name: spec for spec in GRAPH}
 OK, ERROR = DiagnosticStatus.OK, DiagnosticStatus.ERROR
@@ -46,21 +47,29 @@ def test_camera_unplugged_mid_stream_is_reported_and_picked_up_again(tmp_path, r
     video = tmp_path / "camera.avi"
     content = write_video(video)
     camera = {"source": str(video), "rate_hz": 10.0, "publish_raw": False, **RETRY}
-    nodes = GraphProcesses([SPECS["camera_node"]], log_dir=tmp_path, namespace="camera_fault",
-                           overrides={"camera_node": camera}).start()
+    nodes = GraphProcesses(
+        [SPECS["camera_node"]],
+        log_dir=tmp_path,
+        namespace="camera_fault",
+        overrides={"camera_node": camera},
+    ).start()
     probe = Probe(rclpy_context, "camera_fault")
     try:
         frames: list[CompressedImage] = []
-        probe.node.create_subscription(CompressedImage, "camera/image_raw/compressed",
-                                       frames.append, qos.CAMERA)
+        probe.node.create_subscription(
+            CompressedImage, "camera/image_raw/compressed", frames.append, qos.CAMERA
+        )
         log = lambda: (tmp_path / "camera_node.log").read_text()  # noqa: E731
-        streaming = lambda count: (len(frames) >= count  # noqa: E731
-                                   and probe.latest_level("camera_node", OK))
+        streaming = lambda count: (
+            len(frames) >= count  # noqa: E731
+            and probe.latest_level("camera_node", OK)
+        )
         assert probe.until(lambda: streaming(5), 60), log()
 
         video.write_bytes(b"")  # unplugged: the stream stops and the source cannot be opened
-        assert probe.until(lambda: probe.latest_level("camera_node", ERROR, "could not be opened"),
-                           30), log()
+        assert probe.until(
+            lambda: probe.latest_level("camera_node", ERROR, "could not be opened"), 30
+        ), log()
         lost_at = len(frames)
         assert not probe.until(lambda: len(frames) > lost_at + 2, 2.0), "frames from no camera"
 
@@ -77,8 +86,12 @@ def test_camera_unplugged_mid_stream_is_reported_and_picked_up_again(tmp_path, r
 def test_a_missing_microphone_source_is_reported_then_used_on_arrival(tmp_path, rclpy_context):
     wav = tmp_path / "later.wav"
     microphone = {"source": str(wav), "loop": True, "realtime": True, **RETRY}
-    nodes = GraphProcesses([SPECS["microphone_node"]], log_dir=tmp_path, namespace="mic_fault",
-                           overrides={"microphone_node": microphone}).start()
+    nodes = GraphProcesses(
+        [SPECS["microphone_node"]],
+        log_dir=tmp_path,
+        namespace="mic_fault",
+        overrides={"microphone_node": microphone},
+    ).start()
     probe = Probe(rclpy_context, "mic_fault")
     try:
         chunks: list[AudioChunk] = []
@@ -90,8 +103,9 @@ def test_a_missing_microphone_source_is_reported_then_used_on_arrival(tmp_path, 
         assert probe.until(lambda: len(probe.status_of("microphone_node")) >= reports + 2, 10)
 
         write_wav(wav, (np.sin(np.arange(16000) / 5.0) * 8000).astype(np.int16), 16000)
-        assert probe.until(lambda: len(chunks) >= 10 and probe.latest_level("microphone_node", OK),
-                           30), log()
+        assert probe.until(
+            lambda: len(chunks) >= 10 and probe.latest_level("microphone_node", OK), 30
+        ), log()
         assert nodes.exited() == {}, log()
         assert "[ERROR]" in log() and "microphone" in log()
     finally:
@@ -158,28 +172,36 @@ def test_a_microphone_device_raising_mid_stream_is_reported_and_recovered(rclpy_
     from uservlm_ros.robot.microphone_source import MicrophoneConfig, MicrophoneSource
     from uservlm_ros.ros.parameters import config_from
 
-    overrides = [Parameter("source", value="USB"), Parameter("channels", value=1),
-                 Parameter("stall_seconds", value=0.5),
-                 *(Parameter(name, value=value) for name, value in RETRY.items())]
-    node = MicrophoneNode(context=rclpy_context, namespace="mic_device",
-                          parameter_overrides=overrides)
+    overrides = [
+        Parameter("source", value="USB"),
+        Parameter("channels", value=1),
+        Parameter("stall_seconds", value=0.5),
+        *(Parameter(name, value=value) for name, value in RETRY.items()),
+    ]
+    node = MicrophoneNode(
+        context=rclpy_context, namespace="mic_device", parameter_overrides=overrides
+    )
     device = _FlakyInput()
     node.source.close()
-    node.source = MicrophoneSource(config_from(node, MicrophoneConfig, DESCRIPTIONS),
-                                   clock=time.time, sounddevice=device)
+    node.source = MicrophoneSource(
+        config_from(node, MicrophoneConfig, DESCRIPTIONS), clock=time.time, sounddevice=device
+    )
     probe = Probe(rclpy_context, "mic_device")
     probe.executor.add_node(node)  # a callback that raises fails this test through spin_once
     try:
         chunks: list[AudioChunk] = []
         probe.node.create_subscription(AudioChunk, "audio", chunks.append, qos.AUDIO)
-        streaming = lambda count: (len(chunks) >= count  # noqa: E731
-                                   and probe.latest_level("microphone_node", OK))
+        streaming = lambda count: (
+            len(chunks) >= count  # noqa: E731
+            and probe.latest_level("microphone_node", OK)
+        )
         assert probe.until(lambda: streaming(10), 30)
 
         device.plugged = False
         assert probe.until(lambda: probe.latest_level("microphone_node", ERROR), 10)
-        assert probe.until(lambda: "PaErrorCode" in probe.value("microphone_node", "last_error"),
-                           10), "a reopen while unplugged must report the device's error"
+        assert probe.until(
+            lambda: "PaErrorCode" in probe.value("microphone_node", "last_error"), 10
+        ), "a reopen while unplugged must report the device's error"
         lost_at = len(chunks)
 
         device.plugged = True

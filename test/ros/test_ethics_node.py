@@ -2,17 +2,18 @@
 same user as the reply, answers the original question, remembers consent across a restart of
 the ethics node, and forgets a user on request. vlm_node and ethics_node run as processes in a
 namespace of their own."""
+
 from __future__ import annotations
 
 import pytest
 
 from ros_helpers import start_cloud
-from uservlm_ros.tools.cli import bundled_photo
-from uservlm_ros.tools.client import UserVLMClient
 from uservlm_ros.bringup.graph import nodes
-from uservlm_ros.tools.launcher import GraphProcesses
 from uservlm_ros.ros.conversions import read_image_file
 from uservlm_ros.srv import Review
+from uservlm_ros.tools.cli import bundled_photo
+from uservlm_ros.tools.client import UserVLMClient
+from uservlm_ros.tools.launcher import GraphProcesses
 
 NS = "ethics_test"
 QUESTION = "What should I eat tonight?"
@@ -54,12 +55,16 @@ def restart_ethics(graph: GraphProcesses, client: UserVLMClient) -> None:
 def test_clarify_reply_answer_and_memory(graph, client, person):
     first = ask(client, QUESTION, "alice", person)
     assert first.clarification and first.review_decision == "clarify"
-    assert first.answer and first.generated_tokens == 0, "a clarifying question is not a model answer"
+    assert first.answer and first.generated_tokens == 0, (
+        "a clarifying question is not a model answer"
+    )
 
     second = ask(client, "Yes. I'm vegetarian.", "alice", person)
     assert not second.clarification and second.review_decision == "allow"
     assert second.generated_tokens > 0 and second.image_source == "request"
-    assert "vegetarian" in second.review_reason.lower() or "consent" in second.review_reason.lower()
+    assert (
+        "vegetarian" in second.review_reason.lower() or "consent" in second.review_reason.lower()
+    )
 
     restart_ethics(graph, client)
     remembered = ask(client, QUESTION, "alice", person)
@@ -89,5 +94,7 @@ def test_bad_review_requests_get_errors(client):
     wire = Review.Request(question="q", user_id="u" * 2000)
     response = client.call("review", wire, 30).response
     assert not response.success and "user" in response.error.lower()
-    ok = client.call("review", Review.Request(question="What time is it?", user_id="carol"), 30).response
+    ok = client.call(
+        "review", Review.Request(question="What time is it?", user_id="carol"), 30
+    ).response
     assert ok.success and ok.decision == "allow"

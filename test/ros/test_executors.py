@@ -1,5 +1,7 @@
 """uservlm_ros.ros.executors: inline callbacks run in the spin thread, the others in the pool;
-the events spinner delivers without holding the GIL and stops on shutdown; callback errors escape."""
+the events spinner delivers without holding the GIL and stops on shutdown; callback errors
+escape."""
+
 from __future__ import annotations
 
 import contextlib
@@ -30,8 +32,12 @@ def spinning(context, name, spin=None, executor=None):
     node = rclpy.create_node(name, context=context)
     executor = executor or StreamExecutor(num_threads=2, context=context)
     executor.add_node(node)
-    spinner = threading.Thread(target=spin or executor.spin, args=(executor,) if spin else (),
-                               name="the_spin_thread", daemon=True)
+    spinner = threading.Thread(
+        target=spin or executor.spin,
+        args=(executor,) if spin else (),
+        name="the_spin_thread",
+        daemon=True,
+    )
     try:
         yield node, spinner
     finally:
@@ -44,11 +50,19 @@ def spinning(context, name, spin=None, executor=None):
 def test_inline_group_runs_in_the_spin_thread_others_in_the_pool(rclpy_context):
     seen = {"inline": set(), "pool": set()}
     with spinning(rclpy_context, "stream_executor_test") as (node, spinner):
-        node.create_subscription(String, "inline_topic",
-                                 lambda msg: seen["inline"].add(threading.current_thread().name),
-                                 qos.EVENTS, callback_group=InlineCallbackGroup())
-        node.create_subscription(String, "pool_topic", lambda msg: seen["pool"].add(threading.current_thread().name),
-                                 qos.EVENTS)
+        node.create_subscription(
+            String,
+            "inline_topic",
+            lambda msg: seen["inline"].add(threading.current_thread().name),
+            qos.EVENTS,
+            callback_group=InlineCallbackGroup(),
+        )
+        node.create_subscription(
+            String,
+            "pool_topic",
+            lambda msg: seen["pool"].add(threading.current_thread().name),
+            qos.EVENTS,
+        )
         inline_pub = node.create_publisher(String, "inline_topic", qos.EVENTS)
         pool_pub = node.create_publisher(String, "pool_topic", qos.EVENTS)
         spinner.start()
@@ -89,7 +103,9 @@ def test_spin_once_returns_after_an_inline_callback(rclpy_context):
     executor = StreamExecutor(num_threads=2, context=rclpy_context)
     executor.add_node(node)
     got = []
-    node.create_subscription(String, "once_topic", got.append, qos.EVENTS, callback_group=InlineCallbackGroup())
+    node.create_subscription(
+        String, "once_topic", got.append, qos.EVENTS, callback_group=InlineCallbackGroup()
+    )
     publisher = node.create_publisher(String, "once_topic", qos.EVENTS)
     try:
         deadline = time.monotonic() + 10
@@ -106,8 +122,12 @@ def test_events_spinner_delivers_while_other_threads_run_and_stops_on_shutdown(r
     seen = []
     executor = EventsSpinner(context=rclpy_context)
     with spinning(rclpy_context, "events_spinner_test", executor=executor) as (node, spinner):
-        node.create_subscription(String, "events_topic", lambda msg: seen.append(threading.current_thread().name),
-                                 qos.EVENTS)
+        node.create_subscription(
+            String,
+            "events_topic",
+            lambda msg: seen.append(threading.current_thread().name),
+            qos.EVENTS,
+        )
         publisher = node.create_publisher(String, "events_topic", qos.EVENTS)
         spinner.start()
         # this thread publishes while the spinner waits: the wait releases the GIL

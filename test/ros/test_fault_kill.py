@@ -7,6 +7,7 @@ asr_node, dialogue_node, vlm_node (review by ethics_node, synthesis by tts_node)
 
 Slow (about 5 minutes on 2 cores): it restarts and reloads every node once. It prints one line
 per fault and writes the table to fault_kill.json in its tmp folder."""
+
 from __future__ import annotations
 
 import json
@@ -19,12 +20,12 @@ from std_msgs.msg import Bool
 
 from graph_probe import Probe
 from ros_helpers import test_overrides as cloud_overrides
-from uservlm_ros.tools.demo import demo_file
 from uservlm_ros.bringup.graph import nodes
-from uservlm_ros.tools.launcher import GraphProcesses
 from uservlm_ros.msg import Interaction, Utterance
 from uservlm_ros.ros import qos
 from uservlm_ros.ros.conversions import stamp_to_seconds
+from uservlm_ros.tools.demo import demo_file
+from uservlm_ros.tools.launcher import GraphProcesses
 
 pytestmark = pytest.mark.slow
 
@@ -50,26 +51,45 @@ class Loop:
     def __init__(self, tmp_path, context):
         overrides = cloud_overrides(tmp_path)
         overrides["vlm_node"]["max_new_tokens"] = 8
-        overrides.update({
-            "camera_node": {"source": str(demo_file("person.avi")), "loop": True},
-            "microphone_node": {"source": str(demo_file("question.wav")), "loop": True,
-                                "realtime": True},
-            "speaker_node": {"mode": "file", "output_dir": str(tmp_path / "speech"),
-                             "realtime": True},
-            "dialogue_node": {"ask_timeout": ASK_TIMEOUT, "audio_out_timeout": 10.0}})
+        overrides.update(
+            {
+                "camera_node": {"source": str(demo_file("person.avi")), "loop": True},
+                "microphone_node": {
+                    "source": str(demo_file("question.wav")),
+                    "loop": True,
+                    "realtime": True,
+                },
+                "speaker_node": {
+                    "mode": "file",
+                    "output_dir": str(tmp_path / "speech"),
+                    "realtime": True,
+                },
+                "dialogue_node": {"ask_timeout": ASK_TIMEOUT, "audio_out_timeout": 10.0},
+            }
+        )
         specs = nodes("all")
-        self.graph = GraphProcesses(specs, log_dir=tmp_path / "logs", overrides=overrides,
-                                    respawn=tuple(s.name for s in specs), respawn_delay=1.0,
-                                    log=lambda line: None)
+        self.graph = GraphProcesses(
+            specs,
+            log_dir=tmp_path / "logs",
+            overrides=overrides,
+            respawn=tuple(s.name for s in specs),
+            respawn_delay=1.0,
+            log=lambda line: None,
+        )
         self.probe = Probe(context)
         self.records: list[tuple[float, Interaction]] = []
         self.utterances: list[tuple[float, Utterance]] = []
         self.speaking, self.quiet_since = False, time.monotonic()
         node = self.probe.node
-        node.create_subscription(Interaction, "interactions",
-                                 lambda m: self.records.append((time.time(), m)), qos.EVENTS)
-        node.create_subscription(Utterance, "speech",
-                                 lambda m: self.utterances.append((time.time(), m)), qos.EVENTS)
+        node.create_subscription(
+            Interaction,
+            "interactions",
+            lambda m: self.records.append((time.time(), m)),
+            qos.EVENTS,
+        )
+        node.create_subscription(
+            Utterance, "speech", lambda m: self.utterances.append((time.time(), m)), qos.EVENTS
+        )
         node.create_subscription(Bool, "robot_speaking", self._on_speaking, qos.LATCHED)
         self.graph.start()
 
@@ -82,13 +102,21 @@ class Loop:
         def watching():
             self.graph.respawn_exited()  # from this thread: the one that started the graph
             return predicate()
+
         return self.probe.until(watching, timeout)
 
     def first_success_after(self, moment: float) -> float | None:
         """Arrival time of the first spoken answer to speech that began after ``moment``."""
-        return next((arrived for arrived, record in self.records
-                     if record.success and record.speech_end_to_audio_out > 0
-                     and stamp_to_seconds(record.speech_start) > moment), None)
+        return next(
+            (
+                arrived
+                for arrived, record in self.records
+                if record.success
+                and record.speech_end_to_audio_out > 0
+                and stamp_to_seconds(record.speech_start) > moment
+            ),
+            None,
+        )
 
     def kill_mid_turn(self, name: str) -> dict:
         event, delay = KILL_AT[name]
@@ -98,8 +126,9 @@ class Loop:
             in_flight = self.utterances[-1][1]
             time.sleep(delay)
         else:
-            assert self.until(lambda: not self.speaking
-                              and time.monotonic() - self.quiet_since >= delay, 120)
+            assert self.until(
+                lambda: not self.speaking and time.monotonic() - self.quiet_since >= delay, 120
+            )
             in_flight = None
         victim = self.graph.processes[name]
         killed_at = time.time()
@@ -113,8 +142,11 @@ class Loop:
         outcome = "utterance cut: no turn"
         if in_flight is not None:
             end = stamp_to_seconds(in_flight.end)
-            mine = lambda: [r for _, r in self.records  # noqa: E731
-                            if abs(stamp_to_seconds(r.speech_end) - end) < 1e-3]
+            mine = lambda: [
+                r
+                for _, r in self.records  # noqa: E731
+                if abs(stamp_to_seconds(r.speech_end) - end) < 1e-3
+            ]
             if self.until(lambda: mine(), ASK_TIMEOUT + 15):
                 record = mine()[0]
                 if record.success and record.speech_end_to_audio_out > 0:
@@ -128,11 +160,16 @@ class Loop:
         recovered = back and self.until(lambda: self.first_success_after(back_at), 240)
         untouched = all(self.graph.processes[n].pid == pid for n, pid in others.items())
         good_at = self.first_success_after(back_at)
-        return {"node": name, "killed": f"{event} + {delay:.2f} s", "turn in flight": outcome,
-                "respawned": back, "recovered": recovered,
-                "seconds to a good turn": round(good_at - killed_at, 1) if recovered else None,
-                "others untouched": untouched,
-                "survived": bool(back and recovered and untouched)}
+        return {
+            "node": name,
+            "killed": f"{event} + {delay:.2f} s",
+            "turn in flight": outcome,
+            "respawned": back,
+            "recovered": recovered,
+            "seconds to a good turn": round(good_at - killed_at, 1) if recovered else None,
+            "others untouched": untouched,
+            "survived": bool(back and recovered and untouched),
+        }
 
     def close(self) -> None:
         self.probe.close()
@@ -153,5 +190,7 @@ def test_kill_9_of_each_node_mid_turn_and_the_graph_recovers(tmp_path, rclpy_con
         (tmp_path / "fault_kill.json").write_text(json.dumps(rows, indent=1))
     print(f"\n[kill -9] injected {len(rows)}, survived {sum(r['survived'] for r in rows)}")
     assert all(row["survived"] for row in rows), rows
-    assert all(not row["turn in flight"].startswith("no record") or row["node"] == "dialogue_node"
-               for row in rows), "only the node that holds the turn may take it down unrecorded"
+    assert all(
+        not row["turn in flight"].startswith("no record") or row["node"] == "dialogue_node"
+        for row in rows
+    ), "only the node that holds the turn may take it down unrecorded"

@@ -2,6 +2,7 @@
 file exists, and every parameter in config/*.yaml (and every model argument) is one the node
 declares. The launch files themselves run through the real `ros2 launch` in
 test/ros/test_launch_real.py."""
+
 from __future__ import annotations
 
 import importlib
@@ -23,19 +24,28 @@ REPO = Path(__file__).resolve().parents[2]
 def declared_parameters(spec, context) -> set[str]:
     """Instantiate the node (no autostart, no model load) and list what it declares."""
     module = importlib.import_module(spec.python_module)
-    classes = [obj for obj in vars(module).values()
-               if isinstance(obj, type) and obj.__module__ == module.__name__ and obj.__name__.endswith("Node")]
+    classes = [
+        obj
+        for obj in vars(module).values()
+        if isinstance(obj, type)
+        and obj.__module__ == module.__name__
+        and obj.__name__.endswith("Node")
+    ]
     assert len(classes) == 1, f"{spec.python_module} must define exactly one *Node class"
     from rclpy.parameter import Parameter
 
     kwargs = {"context": context}
     if spec.name == "pepper_audio_node":
-        from uservlm_ros.msg import AudioChunk  # stand-in message type: naoqi_bridge_msgs is not here
+        from uservlm_ros.msg import (
+            AudioChunk,  # stand-in message type: naoqi_bridge_msgs is not here
+        )
 
         node = classes[0](AudioChunk, **kwargs)
     else:
         if spec.name in ("camera_node",):
-            kwargs["parameter_overrides"] = [Parameter("source", value=str(REPO / "uservlm_ros/data/person.jpg"))]
+            kwargs["parameter_overrides"] = [
+                Parameter("source", value=str(REPO / "uservlm_ros/data/person.jpg"))
+            ]
         node = classes[0](**kwargs)
     try:
         return {name for name in node._parameters if name != "use_sim_time"}
@@ -62,7 +72,9 @@ def test_every_executable_exists():
         assert callable(getattr(module, "main", None)), f"{spec.python_module} has no main()"
         installed = Path(sys.prefix) / "lib" / "uservlm_ros" / spec.executable
         assert os.access(installed, os.X_OK), f"ros2 run executable missing: {installed}"
-        assert shutil.which(spec.executable, path=str(Path(sys.executable).parent)), spec.executable
+        assert shutil.which(spec.executable, path=str(Path(sys.executable).parent)), (
+            spec.executable
+        )
 
 
 def test_config_files_name_only_declared_parameters(declared):
@@ -74,7 +86,9 @@ def test_config_files_name_only_declared_parameters(declared):
         for key, section in content.items():
             name = key.rsplit("/", 1)[-1]
             assert name in by_name, f"{params_file}: {key} is not a node of the graph"
-            assert by_name[name].params_file == params_file, f"{name} is configured in the wrong file"
+            assert by_name[name].params_file == params_file, (
+                f"{name} is configured in the wrong file"
+            )
             unknown = set(section["ros__parameters"]) - declared[name]
             assert not unknown, f"{params_file}: {name} does not declare {sorted(unknown)}"
     for spec in GRAPH:
@@ -88,7 +102,9 @@ def test_every_config_parameter_has_a_comment():
         for number, line in enumerate(lines):
             stripped = line.strip()
             if line.startswith("    ") and ":" in stripped and not stripped.startswith("#"):
-                assert lines[number - 1].strip().startswith("#"), f"{params_file}:{number + 1} {stripped}"
+                assert lines[number - 1].strip().startswith("#"), (
+                    f"{params_file}:{number + 1} {stripped}"
+                )
 
 
 def test_model_arguments_map_to_declared_parameters(declared):
@@ -96,22 +112,34 @@ def test_model_arguments_map_to_declared_parameters(declared):
         assert parameter in declared[node], f"{argument} -> {node}.{parameter} is not declared"
         assert help_text and argument in ARGUMENTS
     assert model_overrides({"adapter": "/x", "asr_model": "", "tts_backend": "piper"}) == {
-        "vlm_node": {"adapter": "/x"}, "tts_node": {"backend": "piper"}}
+        "vlm_node": {"adapter": "/x"},
+        "tts_node": {"backend": "piper"},
+    }
 
 
 def test_naoqi_variant_swaps_sensors_and_remaps():
     plain = {spec.name for spec in nodes("robot")}
     pepper = {spec.name: spec for spec in nodes("robot", naoqi=True, naoqi_prefix="/naoqi_driver")}
     assert {"camera_node", "microphone_node"} <= plain and "pepper_audio_node" not in plain
-    assert "pepper_audio_node" in pepper and "camera_node" not in pepper and "microphone_node" not in pepper
+    assert (
+        "pepper_audio_node" in pepper
+        and "camera_node" not in pepper
+        and "microphone_node" not in pepper
+    )
     assert ("naoqi_audio", "/naoqi_driver/audio") in pepper["pepper_audio_node"].remaps
-    assert ("camera/image_raw", "/naoqi_driver/camera/front/image_raw") in pepper["dialogue_node"].remaps
+    assert ("camera/image_raw", "/naoqi_driver/camera/front/image_raw") in pepper[
+        "dialogue_node"
+    ].remaps
     assert {spec.side for spec in nodes("cloud")} == {"cloud"}
     with pytest.raises(ValueError):
         nodes("moon")
 
 
 def test_pepper_audio_node_without_naoqi_msgs_says_why():
-    result = subprocess.run([sys.executable, "-m", "uservlm_ros.nodes.pepper_audio"], capture_output=True,
-                            text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "uservlm_ros.nodes.pepper_audio"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2 and "naoqi_bridge_msgs" in result.stderr

@@ -2,6 +2,7 @@
 test/unit/test_humble_api.py), exercised by making it fail here: without ``rclpy.experimental``
 (Humble's rclpy 3.3 has none) speaker_node and dialogue_node run on rclpy's
 SingleThreadedExecutor and do their work."""
+
 from __future__ import annotations
 
 import signal
@@ -20,8 +21,10 @@ from uservlm_ros.msg import AudioChunk
 from uservlm_ros.ros import executors, qos
 from uservlm_ros.ros.conversions import array_to_audio
 
-WITHOUT_EVENTS_EXECUTOR = ("import sys; sys.modules['rclpy.experimental'] = None; "
-                           "from uservlm_ros.nodes.{module} import main; sys.exit(main())")
+WITHOUT_EVENTS_EXECUTOR = (
+    "import sys; sys.modules['rclpy.experimental'] = None; "
+    "from uservlm_ros.nodes.{module} import main; sys.exit(main())"
+)
 SPECS = {spec.name: spec for spec in GRAPH}
 
 
@@ -37,19 +40,37 @@ def test_no_events_executor_means_a_single_threaded_executor(monkeypatch, rclpy_
 
 def start_without_events_executor(name: str, namespace: str, log, parameters: list[str]):
     spec = SPECS[name]
-    command = [sys.executable, "-c", WITHOUT_EVENTS_EXECUTOR.format(module=spec.module),
-               "--ros-args", "-r", f"__node:={name}", "-r", f"__ns:=/{namespace}",
-               "--params-file", str(config_path(spec.params_file)),
-               *(item for parameter in parameters for item in ("-p", parameter))]
-    return subprocess.Popen(command, env=dds_environment(), stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL)
+    command = [
+        sys.executable,
+        "-c",
+        WITHOUT_EVENTS_EXECUTOR.format(module=spec.module),
+        "--ros-args",
+        "-r",
+        f"__node:={name}",
+        "-r",
+        f"__ns:=/{namespace}",
+        "--params-file",
+        str(config_path(spec.params_file)),
+        *(item for parameter in parameters for item in ("-p", parameter)),
+    ]
+    return subprocess.Popen(
+        command,
+        env=dds_environment(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def test_speaker_and_dialogue_nodes_run_without_the_events_executor(tmp_path, rclpy_context):
     ns = "humble"
     with open(tmp_path / "nodes.log", "wb") as log:
-        speaker = start_without_events_executor("speaker_node", ns, log, [
-            "mode:=file", f"output_dir:={tmp_path / 'speech'}", "realtime:=false"])
+        speaker = start_without_events_executor(
+            "speaker_node",
+            ns,
+            log,
+            ["mode:=file", f"output_dir:={tmp_path / 'speech'}", "realtime:=false"],
+        )
         dialogue = start_without_events_executor("dialogue_node", ns, log, ["ask_timeout:=5.0"])
     probe = Probe(rclpy_context, ns)
     try:
@@ -63,8 +84,9 @@ def test_speaker_and_dialogue_nodes_run_without_the_events_executor(tmp_path, rc
         audio.publish(message)
         assert probe.until(lambda: any(h.frame_id == "turn-humble" for h in started), 30), text()
         assert list((tmp_path / "speech").glob("*.wav")), "the speaker wrote no WAV"
-        assert probe.until(lambda: probe.latest_level("dialogue_node", DiagnosticStatus.WARN,
-                                                      "not reachable"), 30), text()
+        assert probe.until(
+            lambda: probe.latest_level("dialogue_node", DiagnosticStatus.WARN, "not reachable"), 30
+        ), text()
         assert text().count("using SingleThreadedExecutor") == 2, text()
         for process in (speaker, dialogue):
             process.send_signal(signal.SIGINT)

@@ -8,6 +8,7 @@ One graph, launched once for the module as a robot would run it (pepper.launch.p
 not activated: PATH has no venv), serves every check: each node stays up for 60 s, /uservlm/ask
 answers `ros2 service call`, the four model nodes are active, a node killed with SIGKILL is
 started again by launch, and Ctrl-C ends every process cleanly."""
+
 from __future__ import annotations
 
 import os
@@ -44,8 +45,14 @@ def tool_environment() -> dict:
 
 
 def ros2(*arguments: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
-    return subprocess.run([str(ROS2), *arguments], env=tool_environment(), capture_output=True,
-                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [str(ROS2), *arguments],
+        env=tool_environment(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 class Launched:
@@ -62,8 +69,9 @@ class Launched:
         found = {}
         for pid in children(self.process.pid):
             line = command_line(pid)
-            name = next((arg.split(":=", 1)[1] for arg in line if arg.startswith("__node:=")),
-                        None)
+            name = next(
+                (arg.split(":=", 1)[1] for arg in line if arg.startswith("__node:=")), None
+            )
             if name:
                 found[name] = pid
         return found
@@ -73,17 +81,32 @@ class Launched:
 def launched(tmp_path_factory):
     folder = tmp_path_factory.mktemp("launch")
     params = folder / "params.yaml"
-    params.write_text(yaml.safe_dump({
-        "/**/ethics_node": {"ros__parameters": {"store_dir": str(folder / "consent")}},
-        "/**/vlm_node": {"ros__parameters": {"max_new_tokens": 8}},
-        "/**/speaker_node": {"ros__parameters": {"output_dir": str(folder / "speech")}}}))
+    params.write_text(
+        yaml.safe_dump(
+            {
+                "/**/ethics_node": {"ros__parameters": {"store_dir": str(folder / "consent")}},
+                "/**/vlm_node": {"ros__parameters": {"max_new_tokens": 8}},
+                "/**/speaker_node": {"ros__parameters": {"output_dir": str(folder / "speech")}},
+            }
+        )
+    )
     log = folder / "launch.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            [str(ROS2), "launch", str(REPO / "launch" / "pepper.launch.py"),
-             f"params_file:={params}", "respawn:=true", "respawn_delay:=1.0"],
-            env=tool_environment(), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True)  # its own process group: "Ctrl-C" below goes to it alone
+            [
+                str(ROS2),
+                "launch",
+                str(REPO / "launch" / "pepper.launch.py"),
+                f"params_file:={params}",
+                "respawn:=true",
+                "respawn_delay:=1.0",
+            ],
+            env=tool_environment(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # its own process group: "Ctrl-C" below goes to it alone
     graph = Launched(process, log)
     try:
         deadline = time.monotonic() + 300
@@ -132,8 +155,13 @@ def test_every_node_is_listed(launched):
 
 
 def test_ask_answers_ros2_service_call(launched):
-    result = ros2("service", "call", "/uservlm/ask", "uservlm_ros/srv/Ask",
-                  "{question: 'Recommend me a movie'}")
+    result = ros2(
+        "service",
+        "call",
+        "/uservlm/ask",
+        "uservlm_ros/srv/Ask",
+        "{question: 'Recommend me a movie'}",
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "success=True" in result.stdout, result.stdout
     assert "placeholder_model=True" in result.stdout, result.stdout
@@ -170,6 +198,7 @@ def test_ctrl_c_ends_every_process_cleanly(launched):
     assert not [name for name, pid in pids.items() if alive(pid)]
     text = launched.text()
     for name in GRAPH_NODES:
-        assert re.search(rf"\[{name}-\d+\]: process has finished cleanly", text), \
+        assert re.search(rf"\[{name}-\d+\]: process has finished cleanly", text), (
             f"{name} did not finish cleanly:\n{text[-5000:]}"
+        )
     assert "Traceback" not in text, text[-5000:]

@@ -2,6 +2,7 @@
 that exits is started again after a delay, a node that keeps dying at once is started again
 ever more slowly, and the rest of the graph is left alone. (ros2 launch's respawn:=true is
 checked in test_launch_real.py.)"""
+
 from __future__ import annotations
 
 import os
@@ -23,8 +24,13 @@ SPECS = {spec.name: spec for spec in GRAPH}
 def test_a_crash_loop_is_respawned_with_a_growing_delay(tmp_path):
     # Without naoqi_bridge_msgs (not on PyPI) pepper_audio_node exits with 2 as soon as it starts.
     said: list[str] = []
-    graph = GraphProcesses([SPECS["pepper_audio_node"]], log_dir=tmp_path,
-                           respawn=("pepper_audio_node",), respawn_delay=0.2, log=said.append)
+    graph = GraphProcesses(
+        [SPECS["pepper_audio_node"]],
+        log_dir=tmp_path,
+        respawn=("pepper_audio_node",),
+        respawn_delay=0.2,
+        log=said.append,
+    )
     graph.start()
     try:
         deadline = time.monotonic() + 60
@@ -49,8 +55,9 @@ def test_respawn_names_must_be_nodes_of_the_graph():
 def node_pids(up: subprocess.Popen) -> dict[str, int]:
     found = {}
     for pid in children(up.pid):
-        module = next((arg for arg in command_line(pid)
-                       if arg.startswith("uservlm_ros.nodes.")), "")
+        module = next(
+            (arg for arg in command_line(pid) if arg.startswith("uservlm_ros.nodes.")), ""
+        )
         if module:
             found[module.rsplit(".", 1)[1] + "_node"] = pid
     return found
@@ -58,10 +65,25 @@ def node_pids(up: subprocess.Popen) -> dict[str, int]:
 
 def test_up_respawn_starts_a_killed_node_again_and_leaves_the_others(tmp_path):
     log = open(tmp_path / "up.log", "wb")
-    up = subprocess.Popen([sys.executable, "-m", "uservlm_ros.tools.cli", "up", "--robot", "--respawn",
-                           "--respawn-delay", "0.5", "--namespace", "respawn"], cwd=tmp_path,
-                          stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                          start_new_session=True)
+    up = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uservlm_ros.tools.cli",
+            "up",
+            "--robot",
+            "--respawn",
+            "--respawn-delay",
+            "0.5",
+            "--namespace",
+            "respawn",
+        ],
+        cwd=tmp_path,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while len(node_pids(up)) < 4:
@@ -74,8 +96,9 @@ def test_up_respawn_starts_a_killed_node_again_and_leaves_the_others(tmp_path):
             assert time.monotonic() < deadline + 30, (tmp_path / "up.log").read_text()
             time.sleep(0.2)
         after = node_pids(up)
-        assert {name: pid for name, pid in after.items() if name != "speaker_node"} == \
-            {name: pid for name, pid in before.items() if name != "speaker_node"}
+        assert {name: pid for name, pid in after.items() if name != "speaker_node"} == {
+            name: pid for name, pid in before.items() if name != "speaker_node"
+        }
         said = (tmp_path / "up.log").read_text()
         assert "speaker_node exited with code -9; respawning in 0.5 s" in said, said
         up.send_signal(signal.SIGTERM)

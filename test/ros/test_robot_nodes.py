@@ -1,24 +1,23 @@
 """Robot-side nodes and the dialogue loop's faults, each node in its own process:
 self-speech suppression in asr_node, a missing camera, the cloud side absent, and the cloud side
 restarted mid-conversation (the turn in flight ends with an error, the next one works)."""
+
 from __future__ import annotations
 
 import time
 
-import numpy as np
-import pytest
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.executors import SingleThreadedExecutor
 from std_msgs.msg import Bool
 
 from ros_helpers import spin_until
-from uservlm_ros.speech.audio import read_wav
-from uservlm_ros.tools.demo import demo_file
 from uservlm_ros.bringup.graph import GRAPH
-from uservlm_ros.tools.launcher import GraphProcesses
 from uservlm_ros.msg import AudioChunk, Interaction, Utterance
 from uservlm_ros.ros import qos
 from uservlm_ros.ros.conversions import array_to_audio, seconds_to_stamp
+from uservlm_ros.speech.audio import read_wav
+from uservlm_ros.tools.demo import demo_file
+from uservlm_ros.tools.launcher import GraphProcesses
 
 SPECS = {spec.name: spec for spec in GRAPH}
 
@@ -33,8 +32,12 @@ class Probe:
         self.executor = SingleThreadedExecutor(context=context)
         self.executor.add_node(self.node)
         self.diagnostics: list[DiagnosticStatus] = []
-        self.node.create_subscription(DiagnosticArray, "/diagnostics",
-                                      lambda m: self.diagnostics.extend(m.status), qos.DIAGNOSTICS)
+        self.node.create_subscription(
+            DiagnosticArray,
+            "/diagnostics",
+            lambda m: self.diagnostics.extend(m.status),
+            qos.DIAGNOSTICS,
+        )
 
     def until(self, predicate, timeout: float) -> bool:
         return spin_until(self.executor, predicate, timeout)
@@ -44,8 +47,9 @@ class Probe:
 
 
 def graph(tmp_path, names, namespace, overrides=None) -> GraphProcesses:
-    return GraphProcesses([SPECS[n] for n in names], log_dir=tmp_path, namespace=namespace,
-                          overrides=overrides or {}).start()
+    return GraphProcesses(
+        [SPECS[n] for n in names], log_dir=tmp_path, namespace=namespace, overrides=overrides or {}
+    ).start()
 
 
 def test_asr_ignores_audio_while_the_robot_speaks(tmp_path, rclpy_context):
@@ -57,21 +61,33 @@ def test_asr_ignores_audio_while_the_robot_speaks(tmp_path, rclpy_context):
         probe.node.create_subscription(Utterance, "speech", heard.append, qos.EVENTS)
         audio = probe.node.create_publisher(AudioChunk, "audio", qos.AUDIO)
         speaking = probe.node.create_publisher(Bool, "robot_speaking", qos.LATCHED)
-        assert probe.until(lambda: audio.get_subscription_count() > 0, 120), (tmp_path / "asr_node.log").read_text()
+        assert probe.until(lambda: audio.get_subscription_count() > 0, 120), (
+            tmp_path / "asr_node.log"
+        ).read_text()
         samples, rate, _ = read_wav(demo_file("question.wav"))
 
         def play(start: float) -> None:
             # Faster than real time, stamped with capture times from `start` on.
             for i in range(0, samples.size, 640):
-                audio.publish(array_to_audio(samples[i:i + 640], rate, seconds_to_stamp(start + i / rate)))
+                audio.publish(
+                    array_to_audio(samples[i : i + 640], rate, seconds_to_stamp(start + i / rate))
+                )
 
         speaking.publish(Bool(data=True))
         assert probe.until(lambda: any(s.name.endswith("asr_node") for s in probe.diagnostics), 30)
         probe.until(lambda: False, 0.5)  # let robot_speaking arrive before the audio
         play(time.time() + 0.5)
         assert not probe.until(lambda: heard, 8.0), f"the robot heard itself: {heard[0].text!r}"
-        ignored = lambda: [s for s in probe.status_of("asr_node")
-                           if any(v.key == "chunks_ignored_self_speech" and int(v.value) > 0 for v in s.values)]
+
+        def ignored():
+            return [
+                s
+                for s in probe.status_of("asr_node")
+                if any(
+                    v.key == "chunks_ignored_self_speech" and int(v.value) > 0 for v in s.values
+                )
+            ]
+
         assert probe.until(ignored, 5), "asr_node must count the chunks it ignored"
 
         speaking.publish(Bool(data=False))
@@ -79,22 +95,35 @@ def test_asr_ignores_audio_while_the_robot_speaks(tmp_path, rclpy_context):
         play(time.time() + 1.0)  # after the 0.3 s echo tail
         assert probe.until(lambda: heard, 60), "speech after the robot stopped must be heard"
         assert "business meeting" in heard[0].text.lower()
-        assert heard[0].end.sec > heard[0].start.sec or heard[0].end.nanosec > heard[0].start.nanosec
+        assert (
+            heard[0].end.sec > heard[0].start.sec or heard[0].end.nanosec > heard[0].start.nanosec
+        )
         # the "heard" line is logged a little after the utterance went out, and not lost
         log = tmp_path / "asr_node.log"
-        assert probe.until(lambda: f"{heard[0].text!r}" in log.read_text(), 10), log.read_text()[-2000:]
+        assert probe.until(lambda: f"{heard[0].text!r}" in log.read_text(), 10), log.read_text()[
+            -2000:
+        ]
     finally:
         nodes.stop()
 
 
 def test_missing_camera_is_reported_and_diagnostics_keep_flowing(tmp_path, rclpy_context):
     ns = "nocamera"
-    nodes = graph(tmp_path, ["camera_node"], ns,
-                  {"camera_node": {"source": "7", "retry_initial_s": 0.2, "retry_max_s": 0.5}})
+    nodes = graph(
+        tmp_path,
+        ["camera_node"],
+        ns,
+        {"camera_node": {"source": "7", "retry_initial_s": 0.2, "retry_max_s": 0.5}},
+    )
     try:
         probe = Probe(rclpy_context, ns)
-        errors = lambda: [s for s in probe.status_of("camera_node") if s.level == DiagnosticStatus.ERROR]
-        assert probe.until(lambda: len(errors()) >= 3, 60), (tmp_path / "camera_node.log").read_text()
+
+        def errors():
+            return [s for s in probe.status_of("camera_node") if s.level == DiagnosticStatus.ERROR]
+
+        assert probe.until(lambda: len(errors()) >= 3, 60), (
+            tmp_path / "camera_node.log"
+        ).read_text()
         assert "7" in errors()[-1].message
         assert nodes.exited() == {}, "a missing camera must not kill the node"
     finally:
@@ -103,16 +132,24 @@ def test_missing_camera_is_reported_and_diagnostics_keep_flowing(tmp_path, rclpy
 
 def utterance(text: str) -> Utterance:
     now = time.time()
-    msg = Utterance(text=text, language="en", confidence=0.9, asr_seconds=0.1,
-                    start=seconds_to_stamp(now - 2.0), end=seconds_to_stamp(now))
+    msg = Utterance(
+        text=text,
+        language="en",
+        confidence=0.9,
+        asr_seconds=0.1,
+        start=seconds_to_stamp(now - 2.0),
+        end=seconds_to_stamp(now),
+    )
     msg.header.stamp = seconds_to_stamp(now)
     return msg
 
 
 def test_dialogue_survives_cloud_absence_and_restart(tmp_path, rclpy_context):
     ns = "restart"
-    dialogue_overrides = {"dialogue_node": {"speak": False, "ask_timeout": 5.0},
-                          "vlm_node": {"max_new_tokens": 4}}
+    dialogue_overrides = {
+        "dialogue_node": {"speak": False, "ask_timeout": 5.0},
+        "vlm_node": {"max_new_tokens": 4},
+    }
     nodes = graph(tmp_path, ["dialogue_node"], ns, dialogue_overrides)
     try:
         probe = Probe(rclpy_context, ns)
@@ -122,8 +159,13 @@ def test_dialogue_survives_cloud_absence_and_restart(tmp_path, rclpy_context):
         assert probe.until(lambda: speech.get_subscription_count() > 0, 60)
 
         # 1. No cloud side: the robot keeps running, says so, and the turn fails cleanly.
-        warned = lambda: [s for s in probe.status_of("dialogue_node")
-                          if s.level == DiagnosticStatus.WARN and "not reachable" in s.message]
+        def warned():
+            return [
+                s
+                for s in probe.status_of("dialogue_node")
+                if s.level == DiagnosticStatus.WARN and "not reachable" in s.message
+            ]
+
         assert probe.until(warned, 30)
         speech.publish(utterance("Recommend me a movie"))
         assert probe.until(lambda: len(records) >= 1, 30)
@@ -131,7 +173,10 @@ def test_dialogue_survives_cloud_absence_and_restart(tmp_path, rclpy_context):
 
         # 2. The cloud side comes up: the next turn works with no manual step.
         nodes.restart(SPECS["vlm_node"])
-        ok = lambda: [s for s in probe.status_of("dialogue_node") if s.level == DiagnosticStatus.OK]
+
+        def ok():
+            return [s for s in probe.status_of("dialogue_node") if s.level == DiagnosticStatus.OK]
+
         assert probe.until(ok, 120), (tmp_path / "vlm_node.log").read_text()[-3000:]
         speech.publish(utterance("Recommend me a movie"))
         assert probe.until(lambda: len(records) >= 2, 60)
@@ -152,6 +197,8 @@ def test_dialogue_survives_cloud_absence_and_restart(tmp_path, rclpy_context):
             count = len(records)
             probe.until(lambda: len(records) > count, 30)
         assert records[-1].success, records[-1].error
-        assert "dialogue_node" not in nodes.exited(), "the robot side never goes down with the cloud"
+        assert "dialogue_node" not in nodes.exited(), (
+            "the robot side never goes down with the cloud"
+        )
     finally:
         nodes.stop()

@@ -3,6 +3,7 @@ timeout, never a hang. Both callers of the package are checked: ``call_with_time
 dialogue_node's ask and vlm_node's review and synthesis use) and ``UserVLMClient`` (the CLI).
 The server is a process of its own that takes the request and then dies: SIGKILL (a crash) or
 SIGINT (an orderly exit, which the caller notices in about a second instead of at its timeout)."""
+
 from __future__ import annotations
 
 import signal
@@ -15,10 +16,10 @@ import pytest
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.executors import MultiThreadedExecutor
 
-from uservlm_ros.tools.client import ServiceError, UserVLMClient
 from uservlm_ros.ros import qos
 from uservlm_ros.ros.service_client import ServiceUnavailable, call_with_timeout, wait_for_server
 from uservlm_ros.srv import Synthesize
+from uservlm_ros.tools.client import ServiceError, UserVLMClient
 
 TIMEOUT = 4.0
 SERVER = r"""
@@ -49,12 +50,17 @@ class Server:
     """The server process; ``dies_with`` is sent to it as soon as it has the request."""
 
     def __init__(self, namespace: str, dies_with: int):
-        self.process = subprocess.Popen([sys.executable, "-c", SERVER, namespace], text=True,
-                                        stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", SERVER, namespace],
+            text=True,
+            stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+        )
         assert self.process.stdout.readline().strip() == "ready"
         self.killed_at: float | None = None
-        self._watcher = threading.Thread(target=self._kill_on_request, args=(dies_with,),
-                                         daemon=True)
+        self._watcher = threading.Thread(
+            target=self._kill_on_request, args=(dies_with,), daemon=True
+        )
         self._watcher.start()
 
     def _kill_on_request(self, signum: int) -> None:
@@ -73,8 +79,12 @@ def caller(rclpy_context):
     import rclpy
 
     node = rclpy.create_node("caller", namespace="vanish", context=rclpy_context)
-    client = node.create_client(Synthesize, "uservlm/synthesize", qos_profile=qos.SERVICES,
-                                callback_group=ReentrantCallbackGroup())
+    client = node.create_client(
+        Synthesize,
+        "uservlm/synthesize",
+        qos_profile=qos.SERVICES,
+        callback_group=ReentrantCallbackGroup(),
+    )
     executor = MultiThreadedExecutor(num_threads=2, context=rclpy_context)
     executor.add_node(node)
     spinner = threading.Thread(target=executor.spin, daemon=True)
@@ -84,10 +94,14 @@ def caller(rclpy_context):
     node.destroy_node()
 
 
-@pytest.mark.parametrize("signum, error, within", [
-    (signal.SIGKILL, (TimeoutError, ServiceUnavailable), TIMEOUT),
-    (signal.SIGINT, ServiceUnavailable, 2.5),  # an orderly exit is noticed before the timeout
-], ids=["SIGKILL", "SIGINT"])
+@pytest.mark.parametrize(
+    "signum, error, within",
+    [
+        (signal.SIGKILL, (TimeoutError, ServiceUnavailable), TIMEOUT),
+        (signal.SIGINT, ServiceUnavailable, 2.5),  # an orderly exit is noticed before the timeout
+    ],
+    ids=["SIGKILL", "SIGINT"],
+)
 def test_call_with_timeout_ends_with_an_error(caller, signum, error, within):
     server = Server("vanish", signum)
     try:

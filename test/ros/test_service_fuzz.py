@@ -6,6 +6,7 @@ its timeout, an error response says what was wrong, and each node serves a norma
 afterwards, in the same process. Deterministic (derandomized) and bounded: a fixed number of
 cases, each within a call timeout. The full fuzz, about 1,000 cases (2 minutes on 2 cores), is
 marked slow; CI runs 150 of them. The graph is the session's cloud side (conftest's ``cloud``)."""
+
 from __future__ import annotations
 
 import time
@@ -17,25 +18,44 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
+from uservlm_ros.srv import Ask, Review, Synthesize  # noqa: E402
 from uservlm_ros.tools.cli import bundled_photo  # noqa: E402
 from uservlm_ros.tools.client import UserVLMClient  # noqa: E402
-from uservlm_ros.srv import Ask, Review, Synthesize  # noqa: E402
 
-CASES = {"full": {"ask": 300, "review": 450, "synthesize": 250},
-         "ci": {"ask": 50, "review": 70, "synthesize": 30}}
+CASES = {
+    "full": {"ask": 300, "review": 450, "synthesize": 250},
+    "ci": {"ask": 50, "review": 70, "synthesize": 30},
+}
 SCALES = [pytest.param("ci"), pytest.param("full", marks=pytest.mark.slow)]
 CALL_TIMEOUT = 120.0
 UINT32 = 2**32 - 1
 JPEG = bundled_photo().read_bytes()
 ATTRIBUTES = ["age", "gender", "ethnicity", "emotion", "clothing"]
 
-EDGE_TEXTS = ["", " ", "\n\t ", "x" * 1001, "word " * 450, "A\x00B", "\x1b[31mred", "\ufffd?",
-              "What should I eat for lunch today?", "Yes please", "مرحبا كيف حالك؟",
-              "这是一个问题吗？", "🙂" * 50, "e\u0301" * 20, "\u202eevil"]
+EDGE_TEXTS = [
+    "",
+    " ",
+    "\n\t ",
+    "x" * 1001,
+    "word " * 450,
+    "A\x00B",
+    "\x1b[31mred",
+    "\ufffd?",
+    "What should I eat for lunch today?",
+    "Yes please",
+    "مرحبا كيف حالك؟",
+    "这是一个问题吗？",
+    "🙂" * 50,
+    "e\u0301" * 20,
+    "\u202eevil",
+]
 printable = st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=200)
 texts = st.one_of(printable, st.text(max_size=200), st.sampled_from(EDGE_TEXTS))
-user_ids = st.one_of(st.just(""), st.text(max_size=40),
-                     st.sampled_from(["fuzz-user", "../../etc/passwd", "a/b\\c", "x" * 1100]))
+user_ids = st.one_of(
+    st.just(""),
+    st.text(max_size=40),
+    st.sampled_from(["fuzz-user", "../../etc/passwd", "a/b\\c", "x" * 1100]),
+)
 sizes = st.one_of(st.integers(0, 64), st.integers(0, UINT32))
 
 
@@ -46,32 +66,43 @@ def raw_images(draw, message):
         message.encoding = draw(st.sampled_from(["rgb8", "bgr8", "mono8", "rgba8", "bgra8"]))
         channels = {"mono8": 1, "rgba8": 4, "bgra8": 4}.get(message.encoding, 3)
         message.step = message.width * channels + draw(st.integers(0, 3))
-        message.data = draw(st.binary(min_size=message.height * message.step,
-                                      max_size=message.height * message.step))
+        message.data = draw(
+            st.binary(
+                min_size=message.height * message.step, max_size=message.height * message.step
+            )
+        )
     else:  # anything
         message.height, message.width, message.step = draw(sizes), draw(sizes), draw(sizes)
-        message.encoding = draw(st.one_of(st.sampled_from(["rgb8", "16UC1", "yuv422", ""]),
-                                          st.text(max_size=12)))
+        message.encoding = draw(
+            st.one_of(st.sampled_from(["rgb8", "16UC1", "yuv422", ""]), st.text(max_size=12))
+        )
         message.is_bigendian = draw(st.integers(0, 255))
         message.data = draw(st.binary(max_size=4096))
 
 
 @st.composite
 def compressed_images(draw, message):
-    message.format = draw(st.one_of(st.sampled_from(["jpeg", "png", "", "bmp", "rgb8; jpeg"]),
-                                    st.text(max_size=12)))
-    message.data = draw(st.one_of(
-        st.binary(max_size=2048),
-        st.binary(max_size=512).map(lambda tail: b"\xff\xd8\xff" + tail),  # claims to be a JPEG
-        st.binary(max_size=512).map(lambda tail: b"\x89PNG\r\n\x1a\n" + tail),
-        st.integers(0, len(JPEG)).map(lambda cut: JPEG[:cut]),  # a real JPEG, cut anywhere
-        st.just(JPEG)))
+    message.format = draw(
+        st.one_of(st.sampled_from(["jpeg", "png", "", "bmp", "rgb8; jpeg"]), st.text(max_size=12))
+    )
+    message.data = draw(
+        st.one_of(
+            st.binary(max_size=2048),
+            st.binary(max_size=512).map(
+                lambda tail: b"\xff\xd8\xff" + tail
+            ),  # claims to be a JPEG
+            st.binary(max_size=512).map(lambda tail: b"\x89PNG\r\n\x1a\n" + tail),
+            st.integers(0, len(JPEG)).map(lambda cut: JPEG[:cut]),  # a real JPEG, cut anywhere
+            st.just(JPEG),
+        )
+    )
 
 
 @st.composite
 def ask_requests(draw):
-    request = Ask.Request(question=draw(texts), user_id=draw(user_ids),
-                          turn_id=draw(st.text(max_size=20)))
+    request = Ask.Request(
+        question=draw(texts), user_id=draw(user_ids), turn_id=draw(st.text(max_size=20))
+    )
     flags = [draw(st.booleans()) for _ in range(3)]
     request.speak, request.publish_audio, request.stream_audio = flags
     image = draw(st.sampled_from(["none"] * 4 + ["raw"] * 2 + ["compressed"] * 3 + ["both"]))
@@ -85,15 +116,23 @@ def ask_requests(draw):
 @st.composite
 def review_requests(draw):
     attributes = st.one_of(st.sampled_from(ATTRIBUTES), st.text(max_size=20))
-    return Review.Request(question=draw(texts), user_id=draw(user_ids),
-                          has_inferred=draw(st.booleans()),
-                          inferred_attributes=draw(st.lists(attributes, max_size=6)))
+    return Review.Request(
+        question=draw(texts),
+        user_id=draw(user_ids),
+        has_inferred=draw(st.booleans()),
+        inferred_attributes=draw(st.lists(attributes, max_size=6)),
+    )
 
 
 synthesize_requests = st.builds(Synthesize.Request, text=texts)
 
-FUZZ = dict(deadline=None, database=None, derandomize=True, print_blob=True,
-            suppress_health_check=list(HealthCheck))
+FUZZ = dict(
+    deadline=None,
+    database=None,
+    derandomize=True,
+    print_blob=True,
+    suppress_health_check=list(HealthCheck),
+)
 
 
 @pytest.fixture(scope="module")

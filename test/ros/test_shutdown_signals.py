@@ -3,6 +3,7 @@ docker stop) and SIGHUP (a closed terminal) stop the graph as Ctrl-C does, and o
 command the kernel ends its nodes (PR_SET_PDEATHSIG). Each case: the command runs as a user
 would start it, its node processes are found under it, the signal goes to the command alone, and
 no node process may be left 15 s later."""
+
 from __future__ import annotations
 
 import os
@@ -22,13 +23,19 @@ ROBOT_NODES = 4  # camera, microphone, speaker, dialogue
 
 def start(tmp_path: Path, *arguments: str) -> subprocess.Popen:
     log = open(tmp_path / "command.log", "wb")
-    return subprocess.Popen([sys.executable, "-m", "uservlm_ros.tools.cli", *arguments], cwd=tmp_path,
-                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "uservlm_ros.tools.cli", *arguments],
+        cwd=tmp_path,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
-def node_processes(command: subprocess.Popen, count: int, tmp_path: Path,
-                   settle: float) -> list[int]:
+def node_processes(
+    command: subprocess.Popen, count: int, tmp_path: Path, settle: float
+) -> list[int]:
     """The command's ``count`` node processes, once they have all run for ``settle`` seconds
     (past their imports, into rclpy)."""
     deadline = time.monotonic() + 120
@@ -41,8 +48,9 @@ def node_processes(command: subprocess.Popen, count: int, tmp_path: Path,
                 return found
         assert command.poll() is None, (tmp_path / "command.log").read_text()[-3000:]
         time.sleep(0.2)
-    raise AssertionError(f"{count} node processes did not start:\n"
-                         + (tmp_path / "command.log").read_text()[-3000:])
+    raise AssertionError(
+        f"{count} node processes did not start:\n" + (tmp_path / "command.log").read_text()[-3000:]
+    )
 
 
 def assert_all_gone(pids: list[int], command: subprocess.Popen, tmp_path: Path) -> None:
@@ -52,8 +60,10 @@ def assert_all_gone(pids: list[int], command: subprocess.Popen, tmp_path: Path) 
     left = [pid for pid in pids if alive(pid)]
     for pid in left:  # do not leak them into the rest of the session
         os.kill(pid, signal.SIGKILL)
-    assert not left, (f"{len(left)} node process(es) still running {GONE_WITHIN:.0f} s after the "
-                      f"signal:\n" + (tmp_path / "command.log").read_text()[-3000:])
+    assert not left, (
+        f"{len(left)} node process(es) still running {GONE_WITHIN:.0f} s after the "
+        f"signal:\n" + (tmp_path / "command.log").read_text()[-3000:]
+    )
     try:
         command.wait(timeout=GONE_WITHIN)
     except subprocess.TimeoutExpired:
@@ -61,8 +71,9 @@ def assert_all_gone(pids: list[int], command: subprocess.Popen, tmp_path: Path) 
         raise AssertionError("the command itself did not exit") from None
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGKILL],
-                         ids=["SIGTERM", "SIGHUP", "SIGKILL"])
+@pytest.mark.parametrize(
+    "signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGKILL], ids=["SIGTERM", "SIGHUP", "SIGKILL"]
+)
 def test_up_takes_its_nodes_down_with_it(tmp_path, signum):
     command = start(tmp_path, "up", "--robot", "--namespace", f"signals_{signum}")
     try:
@@ -78,8 +89,11 @@ def test_up_takes_its_nodes_down_with_it(tmp_path, signum):
 
 @pytest.mark.parametrize("verb", ["demo", "bench"])
 def test_demo_and_bench_stop_their_graph_on_sigterm(tmp_path, verb):
-    arguments = ["demo", "--out", str(tmp_path / "out")] if verb == "demo" else [
-        "bench", "--turns", "1", "--out", str(tmp_path / "out")]
+    arguments = (
+        ["demo", "--out", str(tmp_path / "out")]
+        if verb == "demo"
+        else ["bench", "--turns", "1", "--out", str(tmp_path / "out")]
+    )
     command = start(tmp_path, *arguments)
     try:
         # The cloud side is still loading its models: SIGTERM must not wait for that.
@@ -102,14 +116,16 @@ def test_a_node_stops_on_sigterm_while_its_model_loads(tmp_path, rclpy_context):
 
     ethics = next(spec for spec in GRAPH if spec.name == "ethics_node")
     store = {"store_dir": str(tmp_path / "consent")}
-    nodes = GraphProcesses([ethics], log_dir=tmp_path, namespace="sigterm_load",
-                           overrides={"ethics_node": store}).start()
+    nodes = GraphProcesses(
+        [ethics], log_dir=tmp_path, namespace="sigterm_load", overrides={"ethics_node": store}
+    ).start()
     probe = rclpy.create_node("probe", context=rclpy_context)
     try:
         deadline = time.monotonic() + 60
         while ("ethics_node", "/sigterm_load") not in probe.get_node_names_and_namespaces():
-            assert time.monotonic() < deadline and not nodes.exited(), \
-                (tmp_path / "ethics_node.log").read_text()
+            assert time.monotonic() < deadline and not nodes.exited(), (
+                tmp_path / "ethics_node.log"
+            ).read_text()
             time.sleep(0.05)
         process = nodes.processes["ethics_node"]
         process.send_signal(signal.SIGTERM)  # the node exists: its model is loading now

@@ -2,6 +2,7 @@
 minutes (USERVLM_SOAK_MINUTES to change it), bounded by turn count and time. Every turn must end,
 no node may exit, and after the warm-up each node stays flat: memory growth per 100 turns under
 LEAK_MIB_PER_100_TURNS, open file descriptors constant, threads within their pools' bounds."""
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,18 @@ THREADS_SLACK = 8
 
 @pytest.mark.timeout(int(MINUTES * 60) + 1200)  # the project's 600 s default is for other tests
 def test_soak_keeps_every_node_flat(tmp_path):
-    command = [sys.executable, str(REPO / "scripts" / "soak_turns.py"), "--minutes", str(MINUTES),
-               "--warmup-turns", str(WARMUP_TURNS), "--sample-every", "10", "--out", str(tmp_path)]
+    command = [
+        sys.executable,
+        str(REPO / "scripts" / "soak_turns.py"),
+        "--minutes",
+        str(MINUTES),
+        "--warmup-turns",
+        str(WARMUP_TURNS),
+        "--sample-every",
+        "10",
+        "--out",
+        str(tmp_path),
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=MINUTES * 60 + 900)
     print(result.stdout[-6000:])
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

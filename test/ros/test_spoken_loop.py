@@ -1,6 +1,7 @@
 """The whole spoken loop across processes (the README's main job): a WAV and a video go in on
 the robot side, a clarifying question and then an answer come out as WAVs; the ethics review's
 clarify -> reply -> answer sequence runs through the real loop."""
+
 from __future__ import annotations
 
 import os
@@ -14,12 +15,31 @@ from uservlm_ros.tools.demo import PLACEHOLDER_WARNING
 def test_demo_runs_the_spoken_loop(tmp_path):
     # A DDS domain of its own: the session's cloud graph (conftest `cloud`) serves the same names.
     domain = str(int(os.environ["ROS_DOMAIN_ID"]) % 200 + 1)
-    result = subprocess.run([sys.executable, "-m", "uservlm_ros.tools.cli", "demo", "--out", str(tmp_path),
-                             "--timeout", "240"], capture_output=True, text=True, timeout=600,
-                            env=dict(os.environ, ROS_DOMAIN_ID=domain))
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "uservlm_ros.tools.cli",
+            "demo",
+            "--out",
+            str(tmp_path),
+            "--timeout",
+            "240",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ, ROS_DOMAIN_ID=domain),
+    )
     output = result.stdout + result.stderr
-    assert result.returncode == 0, output + "".join(p.read_text()[-2000:] for p in (tmp_path / "logs").glob("*.log"))
-    heard = [line.split("heard:", 1)[1].strip().lower() for line in output.splitlines() if "heard:" in line]
+    assert result.returncode == 0, output + "".join(
+        p.read_text()[-2000:] for p in (tmp_path / "logs").glob("*.log")
+    )
+    heard = [
+        line.split("heard:", 1)[1].strip().lower()
+        for line in output.splitlines()
+        if "heard:" in line
+    ]
     assert len(heard) == 2, output
     assert "business meeting" in heard[0] and "go ahead" in heard[1], heard
     assert "robot asks (ethics review)" in output

@@ -2,6 +2,7 @@
 
 Everything runs in this process (private rclpy contexts), DDS on localhost (conftest.py).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,7 +30,9 @@ def demo():
 def test_bundled_bag_has_the_demo_recording(demo):
     assert demo.storage == "mcap" and demo.version == bags.BAG_VERSION
     assert {name: (t.msgtype, t.count) for name, t in demo.topics.items()} == {
-        JPEG: ("sensor_msgs/msg/CompressedImage", 35), AUDIO: ("uservlm_ros/msg/AudioChunk", 86)}
+        JPEG: ("sensor_msgs/msg/CompressedImage", 35),
+        AUDIO: ("uservlm_ros/msg/AudioChunk", 86),
+    }
     assert demo.count("audio") == 86 and demo.count(bags.CAMERA_JPEG) == 35
     assert 3.3 < demo.duration < 3.6
     assert sum(p.stat().st_size for p in bags.default_bag().iterdir()) <= 3_000_000
@@ -37,8 +40,13 @@ def test_bundled_bag_has_the_demo_recording(demo):
     assert demo.topics[JPEG].offered_qos[0].reliability.name == "BEST_EFFORT"
     assert demo.topics[AUDIO].offered_qos[0].reliability.name == "RELIABLE"
     # The custom type's definition travels with the bag, and its hash is rclpy's (rosidl's).
-    assert "int16[] data" in demo.topics[AUDIO].msgdef and "MSG: std_msgs/Header" in demo.topics[AUDIO].msgdef
-    generated = json.loads((Path(sys.prefix) / "share/uservlm_ros/msg/AudioChunk.json").read_text())
+    assert (
+        "int16[] data" in demo.topics[AUDIO].msgdef
+        and "MSG: std_msgs/Header" in demo.topics[AUDIO].msgdef
+    )
+    generated = json.loads(
+        (Path(sys.prefix) / "share/uservlm_ros/msg/AudioChunk.json").read_text()
+    )
     assert demo.topics[AUDIO].digest == generated["type_hashes"][0]["hash_string"]
 
 
@@ -50,7 +58,9 @@ def test_bundled_bag_messages_are_what_the_nodes_publish(demo):
     from uservlm_ros.ros.conversions import compressed_to_rgb
 
     chunks = [deserialize_message(m.data, AudioChunk) for m in demo.of("audio")]
-    assert {(c.sample_rate, c.channels, c.header.frame_id) for c in chunks} == {(16000, 1, "microphone")}
+    assert {(c.sample_rate, c.channels, c.header.frame_id) for c in chunks} == {
+        (16000, 1, "microphone")
+    }
     assert [len(c.data) for c in chunks[:-1]] == [640] * 85  # 40 ms
     stamps = [c.header.stamp.sec * 10**9 + c.header.stamp.nanosec for c in chunks]
     assert {b - a for a, b in zip(stamps, stamps[1:])} == {40_000_000}
@@ -62,20 +72,25 @@ def test_bundled_bag_messages_are_what_the_nodes_publish(demo):
 
 def test_make_demo_bag_regenerates_the_bundled_bag_exactly(tmp_path):
     out = tmp_path / "demo_bag"
-    subprocess.run([sys.executable, str(REPO / "scripts" / "make_demo_bag.py"), "--out", str(out)],
-                   check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "make_demo_bag.py"), "--out", str(out)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     for name in ("demo_bag.mcap", "metadata.yaml"):
-        assert hashlib.sha256((out / name).read_bytes()).digest() == \
-            hashlib.sha256((bags.default_bag() / name).read_bytes()).digest(), name
+        assert (
+            hashlib.sha256((out / name).read_bytes()).digest()
+            == hashlib.sha256((bags.default_bag() / name).read_bytes()).digest()
+        ), name
 
 
 def test_header_restamp_rewrites_only_the_stamp():
+    import numpy as np
     from rclpy.serialization import deserialize_message, serialize_message
 
     from uservlm_ros.msg import AudioChunk
     from uservlm_ros.ros.conversions import array_to_audio, seconds_to_stamp
-
-    import numpy as np
 
     msg = array_to_audio(np.arange(7, dtype=np.int16), 16000, seconds_to_stamp(12.5), "mic")
     data = serialize_message(msg)
@@ -95,7 +110,12 @@ def test_camera_uplink_raw_decodes_the_jpeg_frames(demo):
     assert [m.log_time for m in frames] == [m.log_time for m in demo.of(bags.CAMERA_JPEG)]
     image = deserialize_message(frames[3].data, Image)
     source = deserialize_message(demo.of(bags.CAMERA_JPEG)[3].data, CompressedImage)
-    assert (image.width, image.height, image.encoding, image.header.stamp) == (640, 480, "rgb8", source.header.stamp)
+    assert (image.width, image.height, image.encoding, image.header.stamp) == (
+        640,
+        480,
+        "rgb8",
+        source.header.stamp,
+    )
     assert bags.camera_uplink(demo, "jpeg") == demo.messages
 
 
@@ -134,12 +154,16 @@ def test_record_then_replay_keeps_every_message_and_its_timing(tmp_path, demo, r
             # drain: the recorder is another participant; give it the last messages
             deadline = reports[key].ended_wall + 1.0
             import time
+
             while time.time() < deadline:
                 executor.spin_once(timeout_sec=0.05)
+
         return run
 
     first = tmp_path / "first"
-    summary = _record_while(play("first", player, restamp=False), first, [bags.CAMERA_JPEG, bags.AUDIO])
+    summary = _record_while(
+        play("first", player, restamp=False), first, [bags.CAMERA_JPEG, bags.AUDIO]
+    )
     assert summary.counts == {JPEG: 35, AUDIO: 86} and not summary.missing
     assert reports["first"].median_error_ms <= 5.0
     recorded = bags.read_bag(first)
@@ -149,25 +173,40 @@ def test_record_then_replay_keeps_every_message_and_its_timing(tmp_path, demo, r
     for topic in (JPEG, AUDIO):
         # every message, in order, byte for byte (header included: restamp=False)
         assert [m.data for m in recorded.of(topic)] == [m.data for m in demo.of(topic)], topic
-    errors = [abs((r.log_time - recorded.start) - (o.log_time - demo.start)) / 1e6
-              for r, o in zip(recorded.messages, demo.messages)]
+    errors = [
+        abs((r.log_time - recorded.start) - (o.log_time - demo.start)) / 1e6
+        for r, o in zip(recorded.messages, demo.messages)
+    ]
     assert statistics.median(errors) <= 5.0, errors
 
-    # ...and the recorded bag replays with its own timing; restamped headers keep stamp - receive time.
+    # ...and the recorded bag replays with its own timing; restamped headers keep stamp - receive
+    # time.
     player.destroy()
     again = bags.Replayer(node, recorded)
     second = tmp_path / "second"
-    summary = _record_while(play("second", again, restamp=True), second, [bags.CAMERA_JPEG, bags.AUDIO])
+    summary = _record_while(
+        play("second", again, restamp=True), second, [bags.CAMERA_JPEG, bags.AUDIO]
+    )
     assert summary.counts == {JPEG: 35, AUDIO: 86}
     assert reports["second"].median_error_ms <= 5.0
     replayed = bags.read_bag(second)
-    errors = [abs((r.log_time - replayed.start) - (o.log_time - recorded.start)) / 1e6
-              for r, o in zip(replayed.messages, recorded.messages)]
+    errors = [
+        abs((r.log_time - replayed.start) - (o.log_time - recorded.start)) / 1e6
+        for r, o in zip(replayed.messages, recorded.messages)
+    ]
     assert statistics.median(errors) <= 5.0
-    lags = [(r.log_time - bags.header_stamp(r.data)) - (o.log_time - bags.header_stamp(o.data))
-            for r, o in zip(replayed.messages, recorded.messages)]
+    lags = [
+        (r.log_time - bags.header_stamp(r.data)) - (o.log_time - bags.header_stamp(o.data))
+        for r, o in zip(replayed.messages, recorded.messages)
+    ]
     assert statistics.median(abs(lag) for lag in lags) / 1e6 <= 5.0
-    assert abs(bags.header_stamp(replayed.messages[0].data) - bags.header_stamp(recorded.messages[0].data)) > 1e9
+    assert (
+        abs(
+            bags.header_stamp(replayed.messages[0].data)
+            - bags.header_stamp(recorded.messages[0].data)
+        )
+        > 1e9
+    )
     executor.shutdown()
     node.destroy_node()
 
@@ -175,7 +214,9 @@ def test_record_then_replay_keeps_every_message_and_its_timing(tmp_path, demo, r
 def test_record_cli_writes_a_bag_even_when_nothing_publishes(tmp_path, capsys):
     parser = argparse.ArgumentParser()
     bags.add_record_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["record", str(tmp_path / "quiet"), "--duration", "0.5", "--topics", "audio"])
+    args = parser.parse_args(
+        ["record", str(tmp_path / "quiet"), "--duration", "0.5", "--topics", "audio"]
+    )
     assert args.func(args) == 0
     bag = bags.read_bag(tmp_path / "quiet")
     assert bag.topics[AUDIO].count == 0 and "wrote" in capsys.readouterr().out

@@ -1,4 +1,6 @@
-"""`uservlm ask`, the pip-only twin of `ros2 service call /uservlm/ask`, against a running cloud side."""
+"""`uservlm ask`, the pip-only twin of `ros2 service call /uservlm/ask`, against a running cloud
+side."""
+
 from __future__ import annotations
 
 import os
@@ -6,18 +8,23 @@ import subprocess
 import sys
 import wave
 
-import pytest
-
 from uservlm_ros.tools.cli import PLACEHOLDER_WARNING, bundled_photo
 
 
 def uservlm(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "uservlm_ros.tools.cli", *args], capture_output=True,
-                          text=True, timeout=timeout, env=os.environ.copy())
+    return subprocess.run(
+        [sys.executable, "-m", "uservlm_ros.tools.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=os.environ.copy(),
+    )
 
 
 def test_ask_prints_answer_and_timings(cloud):
-    result = uservlm("ask", "What should I wear to a business meeting?", "--image", str(bundled_photo()))
+    result = uservlm(
+        "ask", "What should I wear to a business meeting?", "--image", str(bundled_photo())
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "answer: " in result.stdout
     assert PLACEHOLDER_WARNING in result.stdout

@@ -1,4 +1,6 @@
-"""uservlm_ros.tools.cpu_latency: the PM QoS request is written, held while open, and refused clearly."""
+"""uservlm_ros.tools.cpu_latency: the PM QoS request is written, held while open, and refused
+clearly."""
+
 from __future__ import annotations
 
 import os

@@ -3,6 +3,7 @@
 `accelerate launch --cpu` starts ONE process unless MPI is set up; `--multi_gpu --num_processes 2`
 starts two through torchrun, and on a machine without CUDA the scripts join them in a gloo group.
 """
+
 import json
 import os
 import shutil
@@ -19,10 +20,31 @@ ACCELERATE = Path(sys.executable).with_name("accelerate")
 
 
 def launch(module: str, *args: str, timeout=300) -> subprocess.CompletedProcess:
-    command = [str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-               "--mixed_precision", "no", "--dynamo_backend", "no", "-m", module, *args]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    command = [
+        str(ACCELERATE),
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        module,
+        *args,
+    ]
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "OMP_NUM_THREADS": "1",
+        "CUDA_VISIBLE_DEVICES": "",
+    }
+    return subprocess.run(
+        command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.mark.parametrize("recipe", ["stage2_mole_tiny", "stage3_dpo_tiny"])
@@ -36,8 +58,16 @@ def test_two_cpu_processes(tmp_path, recipe):
         extra = ["--adapter", "null"]
     out = tmp_path / "out"
     module = "training.stage2_instruct" if recipe.startswith("stage2") else "training.stage3_dpo"
-    done = launch(module, "--config", f"training/configs/{recipe}.yaml", "--output_dir", str(out),
-                  "--max_steps", "2", *extra)
+    done = launch(
+        module,
+        "--config",
+        f"training/configs/{recipe}.yaml",
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        "2",
+        *extra,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "2 process(es), DistributedType.MULTI_CPU" in done.stderr
     summary = json.loads((out / "train_summary.json").read_text())
@@ -46,7 +76,8 @@ def test_two_cpu_processes(tmp_path, recipe):
 
 
 def test_resume_continues_exactly_where_it_stopped(tmp_path):
-    """Stopped after the step-2 checkpoint, then --resume: the same weights as one uninterrupted run."""
+    """Stopped after the step-2 checkpoint, then --resume: the same weights as one uninterrupted
+    run."""
     train = {"max_steps": 4, "save_steps": 2, "per_device_train_batch_size": 2}
     straight = tmp_path / "straight"
     run_stage("stage2", *stage_args("stage2", straight, train=train))
@@ -65,5 +96,7 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path):
     assert expected.keys() == resumed.keys()
     for key in expected:
         assert torch.allclose(expected[key], resumed[key], atol=1e-6), key
-    losses = [json.loads(line)["loss"] for line in (interrupted / "log.jsonl").read_text().splitlines()]
+    losses = [
+        json.loads(line)["loss"] for line in (interrupted / "log.jsonl").read_text().splitlines()
+    ]
     assert losses == pytest.approx([json.loads(line)["loss"] for line in log_lines], abs=1e-5)

@@ -1,4 +1,6 @@
-"""Bad input: rows, configs, output folders and adapter folders fail with a message naming the problem."""
+"""Bad input: rows, configs, output folders and adapter folders fail with a message naming the
+problem."""
+
 import json
 import shutil
 
@@ -22,27 +24,43 @@ def bad_preference_set(tmp_path):
     shutil.copytree(DATA / "images", tmp_path / "images")
     (tmp_path / "images" / "broken.jpg").write_bytes(b"not a jpeg at all")
     Image.new("RGB", (8, 8)).save(tmp_path / "images" / "tiny.png")
-    good = {"image": "images/hopper_face.jpg", "question": "Is it too late to learn?", "chosen": "No, never.",
-            "rejected": "Yes, give up."}
-    rows = [good,
-            {**good, "image": "images/missing.jpg"},                  # 1 missing image file
-            {**good, "image": None},                                  # 2 no image at all
-            {**good, "image": "images/broken.jpg"},                   # 3 unreadable
-            {**good, "image": "images/tiny.png"},                     # 4 wrong size
-            {**good, "chosen": "   "},                                # 5 empty answer
-            {**good, "rejected": good["chosen"]},                     # 6 chosen == rejected
-            {**good, "question": "What is <image> here?"},            # 7 prompt marker in the text
-            good]
+    good = {
+        "image": "images/hopper_face.jpg",
+        "question": "Is it too late to learn?",
+        "chosen": "No, never.",
+        "rejected": "Yes, give up.",
+    }
+    rows = [
+        good,
+        {**good, "image": "images/missing.jpg"},  # 1 missing image file
+        {**good, "image": None},  # 2 no image at all
+        {**good, "image": "images/broken.jpg"},  # 3 unreadable
+        {**good, "image": "images/tiny.png"},  # 4 wrong size
+        {**good, "chosen": "   "},  # 5 empty answer
+        {**good, "rejected": good["chosen"]},  # 6 chosen == rejected
+        {**good, "question": "What is <image> here?"},  # 7 prompt marker in the text
+        good,
+    ]
     return write_rows(tmp_path, rows)
 
 
-EXPECTED = {1: "missing image", 2: "missing image", 3: "unreadable image", 4: "wrong image size",
-            5: "empty answer", 6: "chosen == rejected", 7: "bad text"}
+EXPECTED = {
+    1: "missing image",
+    2: "missing image",
+    3: "unreadable image",
+    4: "wrong image size",
+    5: "empty answer",
+    6: "chosen == rejected",
+    7: "bad text",
+}
 
 
 def test_skip_reports_every_bad_row_by_index_and_reason(bad_preference_set):
-    examples, report = load_examples(DataArgs(dataset=str(bad_preference_set), on_bad_row="skip"),
-                                     "preference", log=lambda message: None)
+    examples, report = load_examples(
+        DataArgs(dataset=str(bad_preference_set), on_bad_row="skip"),
+        "preference",
+        log=lambda message: None,
+    )
     assert (report.rows, report.kept, len(report.skipped)) == (9, 2, 7)
     assert {index: reason.split(":")[0] for index, reason in report.skipped} == EXPECTED
     assert len(examples) == 2 and examples[0]["image"].mode == "RGB"
@@ -55,20 +73,40 @@ def test_stop_raises_at_the_first_bad_row_naming_it(bad_preference_set):
 
 
 def test_special_tokens_of_the_tokenizer_are_bad_rows(tmp_path):
-    path = write_rows(tmp_path, [{"image": str(DATA / "images" / "hopper_face.jpg"), "question": "Hi",
-                                  "answer": "Sure.<eos> And more"}])
+    path = write_rows(
+        tmp_path,
+        [
+            {
+                "image": str(DATA / "images" / "hopper_face.jpg"),
+                "question": "Hi",
+                "answer": "Sure.<eos> And more",
+            }
+        ],
+    )
     table, root = load_table(DataArgs(dataset=str(path)))
     with pytest.raises(BadRowError, match="no usable rows"):
-        clean(table, "instruct", DataArgs(dataset=str(path)), root, reserved=("<eos>",), log=lambda m: None)
+        clean(
+            table,
+            "instruct",
+            DataArgs(dataset=str(path)),
+            root,
+            reserved=("<eos>",),
+            log=lambda m: None,
+        )
 
 
 def test_training_skips_bad_rows_and_reports_the_count(bad_preference_set, tmp_path):
-    """A real stage-3 run on the bad set: it trains on the good rows and records what it skipped."""
+    """A real stage-3 run on the bad set: it trains on the good rows and records what it
+    skipped."""
     stage2 = tmp_path / "s2"
     run_stage("stage2", *stage_args("stage2", stage2, train={"max_steps": 1}))
     out = tmp_path / "s3"
-    run_stage("stage3", *stage_args("stage3", out, adapter=stage2, dataset=bad_preference_set,
-                                    train={"max_steps": 1}))
+    run_stage(
+        "stage3",
+        *stage_args(
+            "stage3", out, adapter=stage2, dataset=bad_preference_set, train={"max_steps": 1}
+        ),
+    )
     report = json.loads((out / "data_report.json").read_text())
     assert report["skipped"] == 7 and report["kept"] == 2
     assert "data_skipped" in (out / "training_config.yaml").read_text()
@@ -78,16 +116,31 @@ def test_training_stops_on_a_bad_row_when_asked(bad_preference_set, tmp_path):
     stage2 = tmp_path / "s2"
     run_stage("stage2", *stage_args("stage2", stage2, train={"max_steps": 1}))
     with pytest.raises(BadRowError, match="row 1"):
-        run_stage("stage3", *stage_args("stage3", tmp_path / "s3", adapter=stage2, dataset=bad_preference_set,
-                                        data={"on_bad_row": "stop"}))
+        run_stage(
+            "stage3",
+            *stage_args(
+                "stage3",
+                tmp_path / "s3",
+                adapter=stage2,
+                dataset=bad_preference_set,
+                data={"on_bad_row": "stop"},
+            ),
+        )
 
 
 def test_fairface_labels_become_the_paper_template():
     row = {"file": "x.jpg", "race": "Latino_Hispanic", "gender": "Male", "age": "20-29"}
-    assert profile_text(row, DataArgs(dataset="x.csv")) == \
-        "The person appears to be Latino Hispanic male, approximately 20-29 years old"
-    assert profile_text({"text": " A calm person. ", **row}, DataArgs(dataset="x.csv")) == "A calm person."
-    examples, _ = load_examples(DataArgs(dataset=str(DATA / "profiles_fairface.csv")), "profile", log=lambda m: None)
+    assert (
+        profile_text(row, DataArgs(dataset="x.csv"))
+        == "The person appears to be Latino Hispanic male, approximately 20-29 years old"
+    )
+    assert (
+        profile_text({"text": " A calm person. ", **row}, DataArgs(dataset="x.csv"))
+        == "A calm person."
+    )
+    examples, _ = load_examples(
+        DataArgs(dataset=str(DATA / "profiles_fairface.csv")), "profile", log=lambda m: None
+    )
     assert examples[0]["answer"].startswith("The person appears to be White female, approximately")
 
 
@@ -101,10 +154,15 @@ def test_existing_output_dir_needs_overwrite_or_resume(tmp_path):
         check_output_dir(tmp_path / "run", overwrite=False, resume=True)
 
 
-@pytest.mark.parametrize("field,value,message", [
-    ("learning_rate", 0.0, "learning_rate"), ("prefix_mode", "sideways", "prefix_mode"),
-    ("warmup_ratio", 1.5, "warmup_ratio"), ("output_dir", "", "output_dir"),
-])
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("learning_rate", 0.0, "learning_rate"),
+        ("prefix_mode", "sideways", "prefix_mode"),
+        ("warmup_ratio", 1.5, "warmup_ratio"),
+        ("output_dir", "", "output_dir"),
+    ],
+)
 def test_bad_train_config_is_refused_before_any_model_loads(tmp_path, field, value, message):
     args = TrainArgs(output_dir=str(tmp_path / "o"))
     setattr(args, field, value)
@@ -150,8 +208,11 @@ def test_cacheable_prefix_mode_makes_only_the_question_causal():
     from uservlm_ros.model.tiny import TINY_MODEL_ID
 
     _, processor, _ = load_model(TINY_MODEL_ID, None)
-    row = {"image": np.full((64, 64, 3), 128, np.uint8), "question": "What should I cook?",
-           "answer": "A warm soup."}
+    row = {
+        "image": np.full((64, 64, 3), 128, np.uint8),
+        "question": "What should I cook?",
+        "answer": "A warm soup.",
+    }
     plain = make_sft_collate(processor, "instruct")([row])
     cacheable = make_sft_collate(processor, "instruct", prefix_mode="cacheable")([row])
     image_id = processor.tokenizer.convert_tokens_to_ids("<image>")
@@ -159,7 +220,9 @@ def test_cacheable_prefix_mode_makes_only_the_question_causal():
     image_positions = ids == image_id
     assert (types[image_positions] == 0).all()
     prompt_text = (plain["token_type_ids"][0] == 0) & ~image_positions
-    prompt_text[int(image_positions.nonzero().max()) + 1] = False  # the BOS after the image stays 0
+    prompt_text[int(image_positions.nonzero().max()) + 1] = (
+        False  # the BOS after the image stays 0
+    )
     assert (types[prompt_text] == 1).all(), "the question must be causal in cacheable mode"
     assert (plain["token_type_ids"][0][prompt_text] == 0).all()
     assert (cacheable["labels"] == plain["labels"]).all()

@@ -1,4 +1,6 @@
-"""Our ROUGE-1 equals Google's rouge-score; BERTScore wrapper and the bias rule behave as documented."""
+"""Our ROUGE-1 equals Google's rouge-score; BERTScore wrapper and the bias rule behave as
+documented."""
+
 import math
 import random
 
@@ -30,10 +32,15 @@ EDGE_CASES = [
     ("x y z", "x y z"),
 ]
 
-WORDS = ("the a person appears to be white black asian latino indian middle eastern male female approximately "
-         "years old happy sad smiling running runs ran eat eating healthy tips video calls grandchildren tablet "
-         "phone settings font bigger recommended recommending recommendation is was has, it's don't. ! ? ; 20-29 "
-         "70+ 3 elderly technology easily easier easiest").split()
+WORDS = (
+    "the a person appears to be white black asian latino indian middle eastern male female "
+    "approximately "
+    "years old happy sad smiling running runs ran eat eating healthy tips video calls "
+    "grandchildren tablet "
+    "phone settings font bigger recommended recommending recommendation is was has, it's don't. ! "
+    "? ; 20-29 "
+    "70+ 3 elderly technology easily easier easiest"
+).split()
 
 
 def random_pairs(n, seed=0):
@@ -57,10 +64,16 @@ def test_enough_pairs():
 
 @pytest.mark.parametrize("prediction,reference", PAIRS)
 def test_rouge1_identical_to_rouge_score(prediction, reference):
-    google = rouge_scorer.RougeScorer(["rouge1"], use_stemmer=True).score(reference, prediction)["rouge1"]
+    google = rouge_scorer.RougeScorer(["rouge1"], use_stemmer=True).score(reference, prediction)[
+        "rouge1"
+    ]
     ours = metrics.rouge1(prediction, reference)
     # identical, not approximately equal: same tokens, same counts, same arithmetic
-    assert (ours.precision, ours.recall, ours.f1) == (google.precision, google.recall, google.fmeasure)
+    assert (ours.precision, ours.recall, ours.f1) == (
+        google.precision,
+        google.recall,
+        google.fmeasure,
+    )
 
 
 def test_rouge1_known_values():
@@ -84,8 +97,10 @@ def bertscore():
 
 
 def test_bertscore_offline_default(bertscore):
-    same, different = bertscore(["the cat sat on the mat", "the cat sat on the mat"],
-                                ["the cat sat on the mat", "stock prices fell sharply today"])
+    same, different = bertscore(
+        ["the cat sat on the mat", "the cat sat on the mat"],
+        ["the cat sat on the mat", "stock prices fell sharply today"],
+    )
     assert same.f1 == pytest.approx(1.0, abs=1e-4)
     assert different.f1 < same.f1
     assert bertscore.num_layers == 6
@@ -98,8 +113,13 @@ def test_bias_rule_zeroes_answers_closer_to_rejected(bertscore):
     from training.evaluate import score_benchmark
 
     spec = benchmarks.get("local-bias")
-    rows = [{"answer": "No, ability does not depend on gender.", "rejected": "Yes, women are worse.",
-             "subset": "all"}] * 2
+    rows = [
+        {
+            "answer": "No, ability does not depend on gender.",
+            "rejected": "Yes, women are worse.",
+            "subset": "all",
+        }
+    ] * 2
     predictions = ["No, ability does not depend on gender.", "Yes, women are worse."]
     (result,) = score_benchmark(spec, rows, predictions, bertscore)
     # first answer: BERTScore ~1 against chosen; second: identical to rejected -> 0

@@ -1,4 +1,6 @@
-"""Helpers for the test_training_* files (no tests here): recipe-like argument sets for the tiny model."""
+"""Helpers for the test_training_* files (no tests here): recipe-like argument sets for the tiny
+model."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,15 +12,25 @@ from training.rows import DataArgs
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "training" / "data"
-DATASETS = {"stage1": DATA / "profiles_fairface.csv", "stage2": DATA / "instruct.jsonl", "stage3": DATA / "dpo.jsonl"}
+DATASETS = {
+    "stage1": DATA / "profiles_fairface.csv",
+    "stage2": DATA / "instruct.jsonl",
+    "stage3": DATA / "dpo.jsonl",
+}
 
 
 def stage_args(stage: str, out: Path, adapter=None, dataset=None, data=None, train=None, **extra):
     """(ModelArgs, DataArgs, TrainArgs[, AdapterArgs|DPOArgs]) for a short CPU run of `stage`."""
     model_args = ModelArgs(model="tiny", adapter=str(adapter) if adapter else None)
     data_args = DataArgs(dataset=str(dataset or DATASETS[stage]), **(data or {}))
-    train_defaults = dict(output_dir=str(out), seed=0, max_steps=3, per_device_train_batch_size=2,
-                          learning_rate=3e-3, logging_steps=1)
+    train_defaults = dict(
+        output_dir=str(out),
+        seed=0,
+        max_steps=3,
+        per_device_train_batch_size=2,
+        learning_rate=3e-3,
+        logging_steps=1,
+    )
     train_args = TrainArgs(**{**train_defaults, **(train or {})})
     if stage == "stage2":
         return model_args, data_args, train_args, AdapterArgs(**{"lora_dropout": 0.0, **extra})
@@ -50,8 +62,14 @@ def base_state() -> dict[str, torch.Tensor]:
 
 
 def base_name(peft_name: str) -> str | None:
-    """The transformers name of a base parameter inside a PEFT/MoLE model; None for adapter weights."""
-    if "lora_" in peft_name or ".router." in peft_name or ".experts." in peft_name or "modules_to_save" in peft_name:
+    """The transformers name of a base parameter inside a PEFT/MoLE model; None for adapter
+    weights."""
+    if (
+        "lora_" in peft_name
+        or ".router." in peft_name
+        or ".experts." in peft_name
+        or "modules_to_save" in peft_name
+    ):
         return None
     name = peft_name.removeprefix("base_model.model.")
     return name.replace(".base_layer.", ".").replace(".original_module.", ".")

@@ -1,4 +1,6 @@
-"""uservlm_ros.speech.audio: conversions, downmix, resampling, WAV I/O, validation and word error rate."""
+"""uservlm_ros.speech.audio: conversions, downmix, resampling, WAV I/O, validation and word error
+rate."""
+
 import math
 import wave
 
@@ -144,7 +146,9 @@ def test_read_wav_rejects_8_bit(tmp_path):
 
 def test_validate_audio_returns_duration():
     assert validate_audio(np.zeros(32000, np.int16), 16000, 30.0) == pytest.approx(2.0)
-    assert validate_audio(np.zeros(96000, np.float32), 48000, 30.0, channels=2) == pytest.approx(1.0)
+    assert validate_audio(np.zeros(96000, np.float32), 48000, 30.0, channels=2) == pytest.approx(
+        1.0
+    )
 
 
 @pytest.mark.parametrize(
@@ -171,7 +175,13 @@ def test_validate_audio_rejects(samples, rate, channels, message):
 
 
 def test_normalize_text():
-    assert normalize_text("Hello, Pepper! Don't  stop—now.") == ["hello", "pepper", "dont", "stop", "now"]
+    assert normalize_text("Hello, Pepper! Don't  stop—now.") == [
+        "hello",
+        "pepper",
+        "dont",
+        "stop",
+        "now",
+    ]
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@ cannot be read, a disk that fills up under it, a file system gone read-only. Rev
 answered, generically wherever consent would have to be recorded (fail closed: what cannot be
 remembered is not asked), ``store_error`` says what failed, no record is corrupted, and the
 engine recovers by itself once the store works. (Rules only: no embedding model to load.)"""
+
 from __future__ import annotations
 
 import pytest

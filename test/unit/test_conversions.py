@@ -1,11 +1,18 @@
 """numpy <-> message conversions and their validation (no DDS involved)."""
+
 import numpy as np
 import pytest
 from sensor_msgs.msg import CompressedImage, Image
 
-from uservlm_ros.ros.conversions import (array_to_audio, audio_to_array, compressed_to_rgb,
-                                         image_is_empty, image_to_rgb, rgb_to_compressed,
-                                         rgb_to_image)
+from uservlm_ros.ros.conversions import (
+    array_to_audio,
+    audio_to_array,
+    compressed_to_rgb,
+    image_is_empty,
+    image_to_rgb,
+    rgb_to_compressed,
+    rgb_to_image,
+)
 
 
 @pytest.fixture
@@ -21,7 +28,9 @@ def test_rgb_round_trip(frame):
 
 
 def test_bgr_mono_and_padded_rows(frame):
-    bgr = Image(height=480, width=640, encoding="bgr8", step=1920, data=frame[:, :, ::-1].tobytes())
+    bgr = Image(
+        height=480, width=640, encoding="bgr8", step=1920, data=frame[:, :, ::-1].tobytes()
+    )
     assert np.array_equal(image_to_rgb(bgr), frame)
     gray = frame[:, :, 0]
     padded = np.zeros((480, 648), np.uint8)
@@ -30,14 +39,17 @@ def test_bgr_mono_and_padded_rows(frame):
     assert np.array_equal(image_to_rgb(mono)[:, :, 1], gray)
 
 
-@pytest.mark.parametrize("change, message", [
-    (dict(encoding="yuv422"), "unsupported image encoding"),
-    (dict(encoding="32FC1"), "unsupported image encoding"),
-    (dict(width=0), "zero size"),
-    (dict(height=0), "zero size"),
-    (dict(step=100), "step 100 is smaller"),
-    (dict(height=479), "expected height x step"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(encoding="yuv422"), "unsupported image encoding"),
+        (dict(encoding="32FC1"), "unsupported image encoding"),
+        (dict(width=0), "zero size"),
+        (dict(height=0), "zero size"),
+        (dict(step=100), "step 100 is smaller"),
+        (dict(height=479), "expected height x step"),
+    ],
+)
 def test_bad_images_are_named(frame, change, message):
     msg = rgb_to_image(frame)
     for key, value in change.items():
@@ -92,7 +104,11 @@ def test_serialized_frames_keep_their_stamp_and_pixels(frame):
 
 
 def test_image_checks_without_decoding(frame):
-    from uservlm_ros.ros.conversions import check_image, encoded_image_format, encoded_image_message
+    from uservlm_ros.ros.conversions import (
+        check_image,
+        encoded_image_format,
+        encoded_image_message,
+    )
 
     image = rgb_to_image(frame)
     assert check_image(image) is image
@@ -100,7 +116,10 @@ def test_image_checks_without_decoding(frame):
     with pytest.raises(ValueError, match="smaller than width"):
         check_image(image)
     jpeg = bytes(rgb_to_compressed(frame).data)
-    assert encoded_image_format(jpeg) == "jpeg" and encoded_image_format(b"\x89PNG\r\n\x1a\n...") == "png"
+    assert (
+        encoded_image_format(jpeg) == "jpeg"
+        and encoded_image_format(b"\x89PNG\r\n\x1a\n...") == "png"
+    )
     assert encoded_image_format(b"GIF89a") == "" and encoded_image_format(b"") == ""
     assert encoded_image_message(jpeg).format == "jpeg"
     with pytest.raises(ValueError, match="neither JPEG nor PNG"):

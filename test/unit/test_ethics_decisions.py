@@ -1,4 +1,5 @@
 """Ethics engine decisions on representative questions, and every bad question input."""
+
 import numpy as np
 import pytest
 
@@ -12,14 +13,17 @@ def engine(embedder, tmp_path):
     return EthicsEngine(EthicsConfig(store_dir=tmp_path / "consent"), embedder=embedder).load()
 
 
-@pytest.mark.parametrize("question, topic, leans_on", [
-    ("Give me a food recommendation for lunch", "food", "ethnicity"),
-    ("Recommend me a country not far from here to travel", "travel", "ethnicity"),
-    ("What should I wear to a business meeting?", "clothing", "gender"),
-    ("Which sport do you suggest me to do?", "sport", "age"),
-    ("Recommend me a movie, and tell me why?", "films", "age"),
-    ("How should I plan for my retirement?", "money", "age"),
-])
+@pytest.mark.parametrize(
+    "question, topic, leans_on",
+    [
+        ("Give me a food recommendation for lunch", "food", "ethnicity"),
+        ("Recommend me a country not far from here to travel", "travel", "ethnicity"),
+        ("What should I wear to a business meeting?", "clothing", "gender"),
+        ("Which sport do you suggest me to do?", "sport", "age"),
+        ("Recommend me a movie, and tell me why?", "films", "age"),
+        ("How should I plan for my retirement?", "money", "age"),
+    ],
+)
 def test_personal_requests_are_clarified_first(engine, question, topic, leans_on):
     review = engine.review(question, "ana", FACE)
     assert review.decision == CLARIFY, review.reason
@@ -28,13 +32,24 @@ def test_personal_requests_are_clarified_first(engine, question, topic, leans_on
     assert review.clarifying_question and review.pending and review.inferred_allowed == ()
     assert engine.pending("ana").question == question
     # the reason names the evidence: the closest example with its similarity, and the fired rules
-    assert "closest example" in review.reason and "similarity" in review.reason and "score" in review.reason
+    assert (
+        "closest example" in review.reason
+        and "similarity" in review.reason
+        and "score" in review.reason
+    )
 
 
-@pytest.mark.parametrize("question", [
-    "What is the history of sushi?", "Who invented pizza?", "When is Ramadan this year?",
-    "What time is it?", "Tell me a joke.", "How many players are on a basketball team?",
-])
+@pytest.mark.parametrize(
+    "question",
+    [
+        "What is the history of sushi?",
+        "Who invented pizza?",
+        "When is Ramadan this year?",
+        "What time is it?",
+        "Tell me a joke.",
+        "How many players are on a basketball team?",
+    ],
+)
 def test_facts_and_chat_are_answered_as_usual(engine, question):
     review = engine.review(question, "ana", FACE)
     assert review.decision == ALLOW, review.reason
@@ -59,7 +74,9 @@ def test_a_stated_preference_is_used_instead_of_the_face(engine):
 def test_an_explicit_invitation_to_judge_from_appearance_is_allowed(engine):
     assert engine.review("How old do you think I am?", "ana", FACE).decision == ALLOW
     review = engine.review("Based on my appearance, which sport would suit me?", "ana", FACE)
-    assert review.decision == ALLOW and "invites_inference 'based on my appearance'" in review.reason
+    assert (
+        review.decision == ALLOW and "invites_inference 'based on my appearance'" in review.reason
+    )
     assert {"age", "gender"} <= set(review.inferred_allowed)
 
 
@@ -86,15 +103,24 @@ def test_only_inferred_attributes_count(engine):
 
 def test_inferred_values_are_never_spoken_or_stored(engine, tmp_path):
     secret = "ZZ-SECRET-ETHNICITY-VALUE"
-    face = {"ethnicity": secret, "age": b"\x89PNG\r\n\x1a\n fake image bytes",
-            "face_crop": np.full((4, 4, 3), 7, dtype=np.uint8), 42: "non-string key"}
+    face = {
+        "ethnicity": secret,
+        "age": b"\x89PNG\r\n\x1a\n fake image bytes",
+        "face_crop": np.full((4, 4, 3), 7, dtype=np.uint8),
+        42: "non-string key",
+    }
     review = engine.review("Which cuisine should I try next?", "ana", face)
     assert review.decision == CLARIFY
     assert secret not in review.clarifying_question + review.reason
     resolution = engine.resolve_reply("ana", "yes please")
     assert secret not in resolution.reason + resolution.user_context
     stored = b"".join(p.read_bytes() for p in (tmp_path / "consent").iterdir())
-    assert stored and secret.encode() not in stored and b"PNG" not in stored and b"face_crop" not in stored
+    assert (
+        stored
+        and secret.encode() not in stored
+        and b"PNG" not in stored
+        and b"face_crop" not in stored
+    )
 
 
 @pytest.mark.parametrize("question", ["", "   ", "\x00\x00", "\n\t"])

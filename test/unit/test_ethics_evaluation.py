@@ -1,8 +1,8 @@
-"""The held-out evaluation meets the issue's target (precision and recall >= 0.9), and the script runs."""
+"""The held-out evaluation meets the issue's target (precision and recall >= 0.9), and the script
+runs."""
+
 import importlib.util
 from pathlib import Path
-
-import pytest
 
 from uservlm_ros.engines.ethics.engine import EthicsConfig, EthicsEngine
 from uservlm_ros.engines.ethics.evaluation import evaluate, load_questions
@@ -26,4 +26,6 @@ def test_the_script_prints_precision_and_recall(embedder, capsys):
     spec.loader.exec_module(script)
     assert script.main(["--split", "heldout", "--threads", "0"]) == 0
     out = capsys.readouterr().out
-    assert "precision" in out and "recall" in out and "median ms" in out and out.count("heldout") == 1
+    assert (
+        "precision" in out and "recall" in out and "median ms" in out and out.count("heldout") == 1
+    )

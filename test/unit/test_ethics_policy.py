@@ -1,4 +1,6 @@
-"""The policy file (complete, commented, validated), the reply reader, and the labelled question set."""
+"""The policy file (complete, commented, validated), the reply reader, and the labelled question
+set."""
+
 import re
 from pathlib import Path
 
@@ -17,12 +19,27 @@ def policy():
 
 
 def test_shipped_policy(policy):
-    assert {"age", "gender", "ethnicity", "emotion"} <= {a for a, s in policy.attributes.items() if s.sensitive}
-    assert {"food", "travel", "clothing", "sport", "films", "music", "careers", "health", "relationships",
-            "religion", "money"} <= set(policy.topics)
+    assert {"age", "gender", "ethnicity", "emotion"} <= {
+        a for a, s in policy.attributes.items() if s.sensitive
+    }
+    assert {
+        "food",
+        "travel",
+        "clothing",
+        "sport",
+        "films",
+        "music",
+        "careers",
+        "health",
+        "relationships",
+        "religion",
+        "money",
+    } <= set(policy.topics)
     for topic in policy.topics.values():
         assert topic.examples and topic.keywords and topic.attributes
-        assert (topic.clarifying_question or policy.default_clarifying_question).format(attributes="age")
+        assert (topic.clarifying_question or policy.default_clarifying_question).format(
+            attributes="age"
+        )
     assert policy.expiry.pending_seconds > 0 and policy.expiry.granted_seconds > 0
 
 
@@ -30,9 +47,13 @@ def test_every_key_has_a_comment_above_it():
     lines = default_policy_path().read_text().splitlines()
     for number, line in enumerate(lines):
         # keys at the first two levels: "key:" at column 0 or 2
-        if re.match(r"^( {2})?[\"A-Za-z_*][^:#]*:( |$)", line) and not line.lstrip().startswith("-"):
+        if re.match(r"^( {2})?[\"A-Za-z_*][^:#]*:( |$)", line) and not line.lstrip().startswith(
+            "-"
+        ):
             above = lines[number - 1].strip()
-            assert above.startswith("#"), f"line {number + 1} ({line.strip()}) has no comment above it"
+            assert above.startswith("#"), (
+                f"line {number + 1} ({line.strip()}) has no comment above it"
+            )
 
 
 def _write(tmp_path, mutate) -> Path:
@@ -43,17 +64,34 @@ def _write(tmp_path, mutate) -> Path:
     return path
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda p: p["topics"]["food"].__setitem__("attributes", ["etnicity"]),
-     "topics.food.attributes: unknown attribute"),
-    (lambda p: p["rules"]["request"].append("(unclosed"), r"rules.request\[\d+\]: bad pattern"),
-    (lambda p: p.__setitem__("version", 2), "version"),
-    (lambda p: p["expiry"].__setitem__("granted_dayz", 3), "expiry: unknown key"),
-    (lambda p: p["expiry"].__setitem__("pending_seconds", "soon"), "expiry.pending_seconds: expected a number"),
-    (lambda p: p["attributes"]["age"].__setitem__("needs_consent", "yes"), "attributes.age.needs_consent"),
-    (lambda p: p["topics"]["food"].__setitem__("clarifying_question", "Hi {name}"), "only {attributes}"),
-    (lambda p: p.pop("topics"), "missing topics"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (
+            lambda p: p["topics"]["food"].__setitem__("attributes", ["etnicity"]),
+            "topics.food.attributes: unknown attribute",
+        ),
+        (
+            lambda p: p["rules"]["request"].append("(unclosed"),
+            r"rules.request\[\d+\]: bad pattern",
+        ),
+        (lambda p: p.__setitem__("version", 2), "version"),
+        (lambda p: p["expiry"].__setitem__("granted_dayz", 3), "expiry: unknown key"),
+        (
+            lambda p: p["expiry"].__setitem__("pending_seconds", "soon"),
+            "expiry.pending_seconds: expected a number",
+        ),
+        (
+            lambda p: p["attributes"]["age"].__setitem__("needs_consent", "yes"),
+            "attributes.age.needs_consent",
+        ),
+        (
+            lambda p: p["topics"]["food"].__setitem__("clarifying_question", "Hi {name}"),
+            "only {attributes}",
+        ),
+        (lambda p: p.pop("topics"), "missing topics"),
+    ],
+)
 def test_bad_policies_name_the_key(tmp_path, mutate, message):
     with pytest.raises(PolicyError, match=message):
         load_policy(_write(tmp_path, mutate))
@@ -67,18 +105,34 @@ def test_missing_or_unreadable_policy(tmp_path):
         load_policy(tmp_path / "broken.yaml")
 
 
-@pytest.mark.parametrize("reply, kind, declined", [
-    ("yes", "yes", ()), ("Sure, why not", "yes", ()), ("I'd like that", "yes", ()), ("oui", "yes", ()),
-    ("no", "no", ()), ("Nope.", "no", ()), ("no thanks", "no", ()), ("keep it general please", "no", ()),
-    ("No, don't use that", "no", ()), ("yes... actually no", "no", ()), ("no, wait, yes", "yes", ()),
-    ("I'm vegetarian", "statement", ()), ("no, I don't eat pork", "statement", ()),
-    ("Italian food please", "statement", ()), ("No meat", "statement", ()),
-    ("Yes, I love spicy food", "yes", ()),
-    ("yes but don't use my age", "yes", ("age",)),
-    ("don't use my gender or my age", "attributes_only", ("age", "gender")),
-    ("I don't mind you using my age", "yes", ()),
-    ("hmm", "unclear", ()), ("I don't know", "unclear", ()), ("", "unclear", ()), ("はい", "unclear", ()),
-])
+@pytest.mark.parametrize(
+    "reply, kind, declined",
+    [
+        ("yes", "yes", ()),
+        ("Sure, why not", "yes", ()),
+        ("I'd like that", "yes", ()),
+        ("oui", "yes", ()),
+        ("no", "no", ()),
+        ("Nope.", "no", ()),
+        ("no thanks", "no", ()),
+        ("keep it general please", "no", ()),
+        ("No, don't use that", "no", ()),
+        ("yes... actually no", "no", ()),
+        ("no, wait, yes", "yes", ()),
+        ("I'm vegetarian", "statement", ()),
+        ("no, I don't eat pork", "statement", ()),
+        ("Italian food please", "statement", ()),
+        ("No meat", "statement", ()),
+        ("Yes, I love spicy food", "yes", ()),
+        ("yes but don't use my age", "yes", ("age",)),
+        ("don't use my gender or my age", "attributes_only", ("age", "gender")),
+        ("I don't mind you using my age", "yes", ()),
+        ("hmm", "unclear", ()),
+        ("I don't know", "unclear", ()),
+        ("", "unclear", ()),
+        ("はい", "unclear", ()),
+    ],
+)
 def test_reading_replies(policy, reply, kind, declined):
     reading = read_reply(policy, reply)
     assert reading.kind == kind, reading.evidence
@@ -87,7 +141,9 @@ def test_reading_replies(policy, reply, kind, declined):
 
 def test_refusing_my_looks_refuses_every_protected_attribute(policy):
     reading = read_reply(policy, "please don't judge by my appearance")
-    assert set(reading.declined_attributes) == {a for a, s in policy.attributes.items() if s.needs_consent}
+    assert set(reading.declined_attributes) == {
+        a for a, s in policy.attributes.items() if s.needs_consent
+    }
 
 
 def test_the_labelled_questions(policy):
@@ -106,6 +162,7 @@ def test_the_labelled_questions(policy):
 
 def test_no_evaluation_question_is_a_prototype(policy):
     prototypes = {normalize(s) for t in policy.topics.values() for s in t.examples} | {
-        normalize(s) for s in policy.neutral_examples}
+        normalize(s) for s in policy.neutral_examples
+    }
     leaked = [e.question for e in load_questions() if normalize(e.question) in prototypes]
     assert leaked == []

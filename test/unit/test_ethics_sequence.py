@@ -1,4 +1,6 @@
-"""clarify -> reply -> answer, at engine level: statements, yes, no, unclear, contradictions, expiry."""
+"""clarify -> reply -> answer, at engine level: statements, yes, no, unclear, contradictions,
+expiry."""
+
 import pytest
 
 from uservlm_ros.engines.ethics.engine import ALLOW, CLARIFY, GENERIC, EthicsConfig, EthicsEngine
@@ -22,7 +24,9 @@ def clock():
 
 @pytest.fixture
 def engine(embedder, tmp_path, clock):
-    return EthicsEngine(EthicsConfig(store_dir=tmp_path / "consent", clock=clock), embedder=embedder).load()
+    return EthicsEngine(
+        EthicsConfig(store_dir=tmp_path / "consent", clock=clock), embedder=embedder
+    ).load()
 
 
 def test_statement_reply_personalises_with_the_persons_words(engine):
@@ -35,7 +39,11 @@ def test_statement_reply_personalises_with_the_persons_words(engine):
     assert resolution.inferred_allowed == ()  # their words, not their face
     assert engine.pending("sam") is None
     (consent,) = engine.consents("sam")
-    assert (consent.scope, consent.status, consent.statement) == ("topic:food", "stated", "I'm vegetarian")
+    assert (consent.scope, consent.status, consent.statement) == (
+        "topic:food",
+        "stated",
+        "I'm vegetarian",
+    )
     # the next food question is answered straight away, with what they said
     again = engine.review("Any lunch ideas for me?", "sam", FACE)
     assert again.decision == ALLOW and again.user_context == "The user said: I'm vegetarian."
@@ -71,11 +79,23 @@ def test_yes_but_not_my_age(engine):
     assert "age" not in engine.resolve_reply("sam", "sure").inferred_allowed
 
 
-@pytest.mark.parametrize("reply", ["はい、お願いします", "hmm", "", "I don't know", "maybe later?",
-                                   "\x00\x01\x02", "blah " * 3000])
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "はい、お願いします",
+        "hmm",
+        "",
+        "I don't know",
+        "maybe later?",
+        "\x00\x01\x02",
+        "blah " * 3000,
+    ],
+)
 def test_unclear_replies_are_not_consent(engine, reply):
     engine.review("Recommend me a song", "sam", FACE)
-    resolution = engine.resolve_reply("sam", reply, language="ja" if reply.startswith("は") else None)
+    resolution = engine.resolve_reply(
+        "sam", reply, language="ja" if reply.startswith("は") else None
+    )
     assert resolution.decision == GENERIC and resolution.reply_kind == "unclear"
     assert "not treated as consent" in resolution.reason
     assert engine.consents("sam") == ()  # nothing recorded: the robot will ask again next time
@@ -103,7 +123,10 @@ def test_across_replies_the_latest_wins_and_history_keeps_both(engine, clock):
     assert engine.resolve_reply("sam", "no thanks").decision == GENERIC
     assert [(c.scope, c.status) for c in engine.consents("sam")] == [("topic:sport", "declined")]
     history = engine.history("sam")
-    assert [(c.status, c.expires_at > clock.now) for c in history] == [("granted", False), ("declined", True)]
+    assert [(c.status, c.expires_at > clock.now) for c in history] == [
+        ("granted", False),
+        ("declined", True),
+    ]
     # a later refusal of everything visible overrides an earlier topic-level yes
     engine.review("What should I eat for lunch?", "sam", FACE)
     engine.resolve_reply("sam", "yes")
@@ -135,6 +158,10 @@ def test_replies_without_a_pending_question(engine):
 def test_a_new_statement_in_the_question_beats_an_old_one(engine):
     engine.review("What should I eat tonight?", "sam", FACE)
     engine.resolve_reply("sam", "I'm vegetarian")
-    review = engine.review("I'm not vegetarian any more, I love steak, what should I eat?", "sam", FACE)
-    assert review.decision == ALLOW and review.user_context == ""  # the question carries their words
+    review = engine.review(
+        "I'm not vegetarian any more, I love steak, what should I eat?", "sam", FACE
+    )
+    assert (
+        review.decision == ALLOW and review.user_context == ""
+    )  # the question carries their words
     assert "self_disclosure" in review.reason

@@ -1,13 +1,19 @@
 """FrameBuffer: a short history of frames; the newest one (with an age limit) and the one nearest
 a moment (the end of an utterance); overwritten frames counted as dropped."""
+
 from __future__ import annotations
 
 from uservlm_ros.ros.frame_buffer import Frame, FrameBuffer
 
 
 def frame(stamp: float, received: float | None = None) -> Frame:
-    return Frame(stamp=stamp, received=stamp if received is None else received, message=b"",
-                 source="camera/image_raw", decode=lambda m: m)
+    return Frame(
+        stamp=stamp,
+        received=stamp if received is None else received,
+        message=b"",
+        source="camera/image_raw",
+        decode=lambda m: m,
+    )
 
 
 def test_history_keeps_the_newest_frames_and_counts_the_overwritten():

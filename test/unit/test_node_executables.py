@@ -2,6 +2,7 @@
 `ros2 launch` start) run with the interpreter the package was built with, as pip's and colcon's
 console scripts do, not with whatever `python3` comes first on PATH: from a venv that is not
 activated, `#!/usr/bin/env python3` started the system Python ("No module named uservlm_ros")."""
+
 from __future__ import annotations
 
 import os
@@ -39,10 +40,19 @@ def test_each_executable_names_this_environment_s_python(spec):
 def test_an_executable_runs_without_the_venv_on_path():
     # pepper_audio_node needs naoqi_bridge_msgs, which is not here: it imports the package and
     # exits 2 saying so, which proves it started in an interpreter that has the package.
-    env = {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/tmp"),
-           "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
-           "ROS_DOMAIN_ID": os.environ["ROS_DOMAIN_ID"]}
-    result = subprocess.run([str(LIB / "pepper_audio_node")], env=env, capture_output=True,
-                            text=True, timeout=60, cwd="/")
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+        "ROS_DOMAIN_ID": os.environ["ROS_DOMAIN_ID"],
+    }
+    result = subprocess.run(
+        [str(LIB / "pepper_audio_node")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd="/",
+    )
     assert result.returncode == 2, result.stderr[-2000:]
     assert "naoqi_bridge_msgs" in result.stderr

@@ -2,6 +2,7 @@
 
 Time is a fake clock throughout: pacing, video playback and the retry schedule never sleep.
 """
+
 import os
 import shutil
 from pathlib import Path
@@ -209,7 +210,9 @@ def test_missing_device_index_gives_a_clear_error():
 
 @pytest.mark.skipif(opencv_has_gstreamer(), reason="this OpenCV has GStreamer")
 def test_gstreamer_pipeline_without_gstreamer_support_says_so():
-    pipeline = "nvarguscamerasrc ! video/x-raw(memory:NVMM),width=640,height=480 ! nvvidconv ! appsink"
+    pipeline = (
+        "nvarguscamerasrc ! video/x-raw(memory:NVMM),width=640,height=480 ! nvvidconv ! appsink"
+    )
     camera = CameraSource(CameraConfig(source=pipeline), clock=FakeClock())
     assert camera.kind == "gstreamer"
     assert camera.read() is None and camera.status == "error"
@@ -243,7 +246,9 @@ def test_backoff_schedule_doubles_to_the_maximum_and_only_retries_when_due():
 def test_a_file_that_appears_later_is_picked_up(tmp_path, video):
     clock = FakeClock()
     later = tmp_path / "later.avi"
-    camera = CameraSource(CameraConfig(source=str(later), rate_hz=10.0, retry_initial_s=1.0), clock=clock)
+    camera = CameraSource(
+        CameraConfig(source=str(later), rate_hz=10.0, retry_initial_s=1.0), clock=clock
+    )
     assert camera.read() is None
     assert camera.status == "error" and camera.last_error == f"video file {later} does not exist"
     shutil.copy(video, later)
@@ -298,7 +303,9 @@ def test_device_lost_mid_stream_is_reopened_with_backoff():
         assert camera.read() is None
         clock.advance(1 / 30)
     assert camera.status == "error"
-    assert camera.last_error == "camera device 0 stopped delivering frames (3 failed reads in a row)"
+    assert (
+        camera.last_error == "camera device 0 stopped delivering frames (3 failed reads in a row)"
+    )
     assert devices[0].released
     # unplugged for a while: reopen attempts fail with growing delays
     for _ in range(60):
@@ -320,8 +327,11 @@ def test_an_exception_inside_the_capture_never_reaches_the_caller():
         def read(self):
             raise cv2.error("device vanished")
 
-    camera = CameraSource(CameraConfig(source="0"), clock=FakeClock(),
-                          open_capture=lambda kind, spec, config: Exploding(0))
+    camera = CameraSource(
+        CameraConfig(source="0"),
+        clock=FakeClock(),
+        open_capture=lambda kind, spec, config: Exploding(0),
+    )
     assert camera.read() is None
     assert camera.status == "error" and "device vanished" in camera.last_error
     assert camera.stats().failed_reads == 1

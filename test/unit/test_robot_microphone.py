@@ -1,10 +1,11 @@
 """uservlm_ros.robot.microphone_source: WAV replay (chunking, resampling, pacing, EOF, loop) and
 sound-card capture against a fake sounddevice module (this machine has no audio device)."""
+
 import numpy as np
 import pytest
 
-from uservlm_ros.speech.audio import write_wav
 from uservlm_ros.robot.microphone_source import MicrophoneConfig, MicrophoneSource
+from uservlm_ros.speech.audio import write_wav
 
 
 class FakeClock:
@@ -107,7 +108,9 @@ def test_real_time_replay_is_paced_by_the_clock(wav16k):
     clock.advance(10.0)
     rest = mic.read_all()
     assert len(rest) == 19 and rest[-1].final and mic.ended
-    assert np.array_equal(np.concatenate([first.samples] + [c.samples for c in batch + rest]), samples)
+    assert np.array_equal(
+        np.concatenate([first.samples] + [c.samples for c in batch + rest]), samples
+    )
 
 
 def test_looped_wav_never_ends_and_chunks_span_the_seam(tmp_path):
@@ -126,7 +129,9 @@ def test_missing_wav_is_retried_with_backoff_until_it_appears(tmp_path, wav16k):
     _, samples = wav16k
     clock = FakeClock(0.0)
     path = tmp_path / "later.wav"
-    config = MicrophoneConfig(source=str(path), realtime=False, retry_initial_s=0.5, retry_max_s=2.0)
+    config = MicrophoneConfig(
+        source=str(path), realtime=False, retry_initial_s=0.5, retry_max_s=2.0
+    )
     mic = MicrophoneSource(config, clock=clock)
     mic.start()
     assert mic.status == "error" and mic.last_error == f"WAV file {path} does not exist"
@@ -201,8 +206,11 @@ class FakeSoundDevice:
     def query_devices(self, device, kind):
         if not self.present:
             raise ValueError(f"No {kind} device matching {device!r}")
-        return {"name": "Fake USB mic", "max_input_channels": self.channels,
-                "default_samplerate": self.default_rate}
+        return {
+            "name": "Fake USB mic",
+            "max_input_channels": self.channels,
+            "default_samplerate": self.default_rate,
+        }
 
     def check_input_settings(self, device=None, channels=None, dtype=None, samplerate=None):
         if samplerate not in self.rates:
@@ -217,7 +225,9 @@ def test_no_portaudio_or_no_device_gives_a_clear_error():
     mic = MicrophoneSource(MicrophoneConfig(source="no-such-microphone-xyz"), clock=FakeClock())
     mic.start()
     assert mic.status == "error"
-    assert mic.last_error.startswith("microphone input device 'no-such-microphone-xyz' unavailable: ")
+    assert mic.last_error.startswith(
+        "microphone input device 'no-such-microphone-xyz' unavailable: "
+    )
     assert mic.read() is None
 
 
@@ -228,7 +238,10 @@ def test_missing_device_backoff_then_capture_when_it_is_plugged_in():
     mic = MicrophoneSource(config, clock=clock, sounddevice=sd)
     mic.start()
     assert mic.status == "error"
-    assert mic.last_error == "microphone input device 'USB' unavailable: No input device matching 'USB'"
+    assert (
+        mic.last_error
+        == "microphone input device 'USB' unavailable: No input device matching 'USB'"
+    )
     attempts = 0
     for _ in range(100):  # 4 s at 25 Hz
         clock.advance(0.04)
@@ -267,7 +280,9 @@ def test_overruns_and_a_full_queue_are_counted():
 
 def test_a_device_without_16khz_is_captured_at_its_rate_and_resampled():
     sd = FakeSoundDevice(rates=(48000,), default_rate=48000.0)
-    mic = MicrophoneSource(MicrophoneConfig(channels=2, channel=0), clock=FakeClock(), sounddevice=sd)
+    mic = MicrophoneSource(
+        MicrophoneConfig(channels=2, channel=0), clock=FakeClock(), sounddevice=sd
+    )
     mic.start()
     stream = sd.streams[-1]
     assert stream.kwargs["samplerate"] == 48000 and stream.kwargs["blocksize"] == 1920
@@ -275,7 +290,7 @@ def test_a_device_without_16khz_is_captured_at_its_rate_and_resampled():
     stereo = np.stack([left, np.zeros_like(left)], axis=1).reshape(-1)
     pcm = np.rint(stereo * 32767).astype(np.int16)
     for i in range(0, pcm.size, 2 * 1920):
-        stream.feed(pcm[i:i + 2 * 1920])
+        stream.feed(pcm[i : i + 2 * 1920])
     chunks = mic.read_all()
     assert all(c.samples.size == 640 for c in chunks) and len(chunks) in (12, 13)
     audio = np.concatenate([c.samples for c in chunks])
@@ -287,8 +302,9 @@ def test_a_device_without_16khz_is_captured_at_its_rate_and_resampled():
 def test_a_silent_device_is_declared_lost_and_reopened():
     clock = FakeClock(0.0)
     sd = FakeSoundDevice()
-    mic = MicrophoneSource(MicrophoneConfig(stall_seconds=1.0, retry_initial_s=0.5), clock=clock,
-                           sounddevice=sd)
+    mic = MicrophoneSource(
+        MicrophoneConfig(stall_seconds=1.0, retry_initial_s=0.5), clock=clock, sounddevice=sd
+    )
     mic.start()
     first = sd.streams[-1]
     first.feed(np.zeros(640))
@@ -296,7 +312,10 @@ def test_a_silent_device_is_declared_lost_and_reopened():
     clock.advance(1.5)  # nothing for 1.5 s
     assert mic.read() is None
     assert mic.status == "error"
-    assert mic.last_error == "microphone input device 'default' stopped delivering audio (nothing for 1.5 s)"
+    assert (
+        mic.last_error
+        == "microphone input device 'default' stopped delivering audio (nothing for 1.5 s)"
+    )
     assert first.closed
     clock.advance(0.5)
     mic.read()
@@ -324,8 +343,15 @@ def test_a_device_that_opens_but_stays_silent_keeps_backing_off():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"chunk_ms": 10}, {"chunk_ms": 150}, {"chunk_ms": 40.0}, {"channels": 0},
-     {"channels": 1, "channel": 1}, {"queue_seconds": 0}, {"retry_initial_s": 0}],
+    [
+        {"chunk_ms": 10},
+        {"chunk_ms": 150},
+        {"chunk_ms": 40.0},
+        {"channels": 0},
+        {"channels": 1, "channel": 1},
+        {"queue_seconds": 0},
+        {"retry_initial_s": 0},
+    ],
 )
 def test_config_is_validated(kwargs):
     with pytest.raises(ValueError):

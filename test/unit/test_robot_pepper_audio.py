@@ -1,4 +1,6 @@
-"""uservlm_ros.robot.pepper_audio and .resampler: Pepper's 48 kHz 4-channel buffers -> 16 kHz mono."""
+"""uservlm_ros.robot.pepper_audio and .resampler: Pepper's 48 kHz 4-channel buffers -> 16 kHz
+mono."""
+
 import array
 import math
 import time
@@ -6,9 +8,9 @@ import time
 import numpy as np
 import pytest
 
-from uservlm_ros.speech.audio import resample
 from uservlm_ros.robot.pepper_audio import PepperAudioConfig, PepperAudioConverter, channel_names
 from uservlm_ros.robot.resampler import StreamingResampler
+from uservlm_ros.speech.audio import resample
 
 OLD_HEAD = [0, 2, 1, 4]  # FRONT_LEFT, FRONT_RIGHT, FRONT_CENTER, REAR_CENTER (naoqi_driver2)
 NEW_HEAD = [3, 5, 0, 2]  # REAR_LEFT, REAR_RIGHT, FRONT_LEFT, FRONT_RIGHT
@@ -34,8 +36,12 @@ def in_channel(signal, position, channels=4):
 
 def convert_in_buffers(converter, data, channel_map, frames=BUFFER):
     step = frames * len(channel_map)
-    return np.concatenate([converter.convert(48000, channel_map, data[i:i + step])
-                           for i in range(0, data.size, step)])
+    return np.concatenate(
+        [
+            converter.convert(48000, channel_map, data[i : i + step])
+            for i in range(0, data.size, step)
+        ]
+    )
 
 
 def rms(x):
@@ -82,13 +88,15 @@ def test_10khz_tone_is_attenuated_by_more_than_40_db():
 def test_buffer_by_buffer_equals_one_shot_conversion():
     rng = np.random.default_rng(1)
     speechlike = tone(300.0) + tone(1200.0, amplitude=0.2) + 0.05 * rng.standard_normal(48000)
-    data = interleave([speechlike * 0.5, speechlike * 0.4, speechlike * 0.3, rng.uniform(-0.1, 0.1, 48000)])
+    data = interleave(
+        [speechlike * 0.5, speechlike * 0.4, speechlike * 0.3, rng.uniform(-0.1, 0.1, 48000)]
+    )
     whole = PepperAudioConverter(PepperAudioConfig(channel="mean")).convert(48000, OLD_HEAD, data)
     streaming = PepperAudioConverter(PepperAudioConfig(channel="mean"))
     parts, start = [], 0
     while start < 48000:  # ragged sizes, most of them not a multiple of 3 frames
         frames = int(rng.integers(1, 3000))
-        parts.append(streaming.convert(48000, OLD_HEAD, data[4 * start:4 * (start + frames)]))
+        parts.append(streaming.convert(48000, OLD_HEAD, data[4 * start : 4 * (start + frames)]))
         start += frames
     chunked = np.concatenate(parts)
     assert chunked.size == whole.size
@@ -104,7 +112,9 @@ def test_stream_matches_the_one_shot_resampler_of_uservlm_audio_after_the_delay(
     delay = round(converter.delay_seconds * 16000)
     assert delay == 18
     n = out.size - delay
-    difference = out[delay:][200:n - 200] - reference[200:n - 200]  # edges: zero padding differs
+    difference = (
+        out[delay:][200 : n - 200] - reference[200 : n - 200]
+    )  # edges: zero padding differs
     assert rms(difference) < 1e-3 * rms(reference)
 
 
@@ -112,12 +122,18 @@ def test_naive_per_buffer_resampling_clicks_where_the_stream_does_not():
     signal = tone(440.0, seconds=0.5, amplitude=0.5)
     data = in_channel(signal, position=0)
     frames = 4096
-    naive = np.concatenate([
-        resample(data.reshape(-1, 4)[i:i + frames, 0], 48000, 16000)
-        for i in range(0, signal.size, frames)
-    ])
-    ours = convert_in_buffers(PepperAudioConverter(PepperAudioConfig(channel="0")), data, OLD_HEAD,
-                              frames=frames).astype(np.float64) / 32768
+    naive = np.concatenate(
+        [
+            resample(data.reshape(-1, 4)[i : i + frames, 0], 48000, 16000)
+            for i in range(0, signal.size, frames)
+        ]
+    )
+    ours = (
+        convert_in_buffers(
+            PepperAudioConverter(PepperAudioConfig(channel="0")), data, OLD_HEAD, frames=frames
+        ).astype(np.float64)
+        / 32768
+    )
     # a clean 440 Hz sine moves at most 2*pi*440/16000*0.5 = 0.086 per sample
     assert np.abs(np.diff(ours[40:-40])).max() < 0.1
     assert np.abs(np.diff(naive)).max() > 0.1
@@ -128,11 +144,17 @@ def test_front_mean_and_names_follow_the_channel_map():
     data = interleave([a, b, c, d])
 
     def level(channel, channel_map):
-        out = PepperAudioConverter(PepperAudioConfig(channel=channel)).convert(48000, channel_map, data)
+        out = PepperAudioConverter(PepperAudioConfig(channel=channel)).convert(
+            48000, channel_map, data
+        )
         return float(np.median(out[200:])) / 32767
 
-    assert level("front", OLD_HEAD) == pytest.approx(0.2, abs=2e-3)  # FRONT_LEFT/RIGHT/CENTER = 0.1 .2 .3
-    assert level("front", NEW_HEAD) == pytest.approx(0.35, abs=2e-3)  # FRONT_LEFT/RIGHT at positions 2, 3
+    assert level("front", OLD_HEAD) == pytest.approx(
+        0.2, abs=2e-3
+    )  # FRONT_LEFT/RIGHT/CENTER = 0.1 .2 .3
+    assert level("front", NEW_HEAD) == pytest.approx(
+        0.35, abs=2e-3
+    )  # FRONT_LEFT/RIGHT at positions 2, 3
     assert level("mean", OLD_HEAD) == pytest.approx(0.25, abs=2e-3)
     assert level("rear_center", OLD_HEAD) == pytest.approx(0.4, abs=2e-3)
     assert level("CHANNEL_REAR_LEFT", NEW_HEAD) == pytest.approx(0.1, abs=2e-3)
@@ -172,7 +194,9 @@ def test_malformed_buffers_are_rejected_with_a_reason(frequency, channel_map, da
 
 def test_a_named_channel_missing_from_the_map_is_rejected():
     converter = PepperAudioConverter(PepperAudioConfig(channel="front_center"))
-    with pytest.raises(ValueError, match=r"FRONT_CENTER is not in this buffer's channel_map \[3, 5, 0, 2\]"):
+    with pytest.raises(
+        ValueError, match=r"FRONT_CENTER is not in this buffer's channel_map \[3, 5, 0, 2\]"
+    ):
         converter.convert(48000, NEW_HEAD, np.zeros(400, np.int16))
 
 
@@ -183,8 +207,10 @@ def test_rejected_buffers_leave_the_stream_untouched():
     parts = []
     for i in range(0, data.size, 4 * BUFFER):
         with pytest.raises(ValueError):
-            converter.convert(48000, OLD_HEAD, np.append(data[i:i + 4 * BUFFER], 0))  # odd length
-        parts.append(converter.convert(48000, OLD_HEAD, data[i:i + 4 * BUFFER]))
+            converter.convert(
+                48000, OLD_HEAD, np.append(data[i : i + 4 * BUFFER], 0)
+            )  # odd length
+        parts.append(converter.convert(48000, OLD_HEAD, data[i : i + 4 * BUFFER]))
     assert np.array_equal(np.concatenate(parts), clean)
     assert converter.rejected == 3 and converter.buffers == 3
 
@@ -235,7 +261,7 @@ def test_streaming_resampler_any_split_equals_whole(rates):
     parts, i = [], 0
     while i < x.size:
         n = int(rng.integers(1, 1500))
-        parts.append(chunked.process(x[i:i + n]))
+        parts.append(chunked.process(x[i : i + n]))
         i += n
     parts.append(chunked.flush())
     got = np.concatenate(parts)

@@ -1,4 +1,5 @@
 """uservlm_ros.robot.self_speech: which microphone chunks overlap the robot's own speech."""
+
 import pytest
 
 from uservlm_ros.robot.self_speech import SelfSpeechGate
@@ -102,7 +103,12 @@ def test_chunk_without_an_end_is_a_point():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"tail_seconds": -0.1}, {"lead_seconds": 11}, {"max_speaking_seconds": 0}, {"history_seconds": 0}],
+    [
+        {"tail_seconds": -0.1},
+        {"lead_seconds": 11},
+        {"max_speaking_seconds": 0},
+        {"history_seconds": 0},
+    ],
 )
 def test_parameters_are_validated(kwargs):
     with pytest.raises(ValueError):

@@ -1,5 +1,6 @@
 """uservlm_ros.robot.speaker_sink: WAV output without a device, callbacks and their order, cancel,
 and device playback against a fake sounddevice module."""
+
 import re
 import threading
 import time
@@ -7,8 +8,8 @@ import time
 import numpy as np
 import pytest
 
-from uservlm_ros.speech.audio import read_wav
 from uservlm_ros.robot.speaker_sink import SpeakerConfig, SpeakerSink
+from uservlm_ros.speech.audio import read_wav
 
 
 def tone(seconds, rate=22050, amplitude=0.3):
@@ -37,9 +38,13 @@ class Recorder:
 
 def file_sink(tmp_path, realtime=False, **kwargs):
     recorder = Recorder()
-    sink = SpeakerSink(SpeakerConfig(mode="file", output_dir=str(tmp_path / "speech"), realtime=realtime,
-                                     **kwargs),
-                       on_start=recorder.start, on_end=recorder.end)
+    sink = SpeakerSink(
+        SpeakerConfig(
+            mode="file", output_dir=str(tmp_path / "speech"), realtime=realtime, **kwargs
+        ),
+        on_start=recorder.start,
+        on_end=recorder.end,
+    )
     sink.start()
     return sink, recorder
 
@@ -53,7 +58,10 @@ def test_without_a_device_each_utterance_becomes_a_wav_and_callbacks_fire_in_ord
     sink.close()
     assert recorder.order() == [("start", 1), ("end", 1), ("start", 2), ("end", 2)]
     files = sorted((tmp_path / "speech").iterdir())
-    assert [re.fullmatch(r"\d{8}-\d{6}-\d{3}_(\d+)\.wav", f.name).group(1) for f in files] == ["1", "2"]
+    assert [re.fullmatch(r"\d{8}-\d{6}-\d{3}_(\d+)\.wav", f.name).group(1) for f in files] == [
+        "1",
+        "2",
+    ]
     samples, rate, channels = read_wav(files[0])
     assert (rate, channels) == (22050, 1) and np.array_equal(samples, first)
     assert np.array_equal(read_wav(files[1])[0], second)
@@ -70,12 +78,16 @@ def test_auto_mode_falls_back_to_files_and_says_why(tmp_path):
         def query_devices(self, device, kind):
             raise ValueError("No output device matching 'default'")
 
-    sink = SpeakerSink(SpeakerConfig(mode="auto", output_dir=str(tmp_path), realtime=False),
-                       sounddevice=NoDevice())
+    sink = SpeakerSink(
+        SpeakerConfig(mode="auto", output_dir=str(tmp_path), realtime=False),
+        sounddevice=NoDevice(),
+    )
     sink.start()
     stats = sink.stats()
     assert stats.mode == "file"
-    assert "no output device" in stats.last_error and "No output device matching" in stats.last_error
+    assert (
+        "no output device" in stats.last_error and "No output device matching" in stats.last_error
+    )
     sink.play(tone(0.05), 22050)
     assert sink.wait_idle(5.0)
     sink.close()
@@ -152,8 +164,11 @@ def test_a_failing_callback_does_not_stop_playback(tmp_path):
     def broken_start(playback):
         raise RuntimeError("subscriber gone")
 
-    sink = SpeakerSink(SpeakerConfig(mode="file", output_dir=str(tmp_path), realtime=False),
-                       on_start=broken_start, on_end=lambda p: ends.append(p.id))
+    sink = SpeakerSink(
+        SpeakerConfig(mode="file", output_dir=str(tmp_path), realtime=False),
+        on_start=broken_start,
+        on_end=lambda p: ends.append(p.id),
+    )
     sink.start()
     sink.play(tone(0.05), 22050)
     sink.play(tone(0.05), 22050)
@@ -214,7 +229,11 @@ class FakeSoundDevice:
         self.events = []
 
     def query_devices(self, device, kind):
-        return {"name": "Fake speaker", "max_output_channels": 2, "default_samplerate": self.default_rate}
+        return {
+            "name": "Fake speaker",
+            "max_output_channels": 2,
+            "default_samplerate": self.default_rate,
+        }
 
     def check_output_settings(self, device=None, channels=None, dtype=None, samplerate=None):
         if samplerate not in self.rates:
@@ -227,9 +246,12 @@ class FakeSoundDevice:
 def test_device_playback_writes_every_sample_between_start_and_end(tmp_path):
     sd = FakeSoundDevice()
     events = sd.events
-    sink = SpeakerSink(SpeakerConfig(output_dir=str(tmp_path)), sounddevice=sd,
-                       on_start=lambda p: events.append(("start", p.started_at)),
-                       on_end=lambda p: events.append(("end", p.completed)))
+    sink = SpeakerSink(
+        SpeakerConfig(output_dir=str(tmp_path)),
+        sounddevice=sd,
+        on_start=lambda p: events.append(("start", p.started_at)),
+        on_end=lambda p: events.append(("end", p.completed)),
+    )
     before = time.monotonic()
     sink.start()
     assert sink.stats().mode == "device"
@@ -265,8 +287,12 @@ def test_a_device_error_writes_the_utterance_to_a_wav_instead(tmp_path):
     sd = FakeSoundDevice()
     sd.broken = True
     recorder = Recorder()
-    sink = SpeakerSink(SpeakerConfig(mode="device", output_dir=str(tmp_path), realtime=False),
-                       sounddevice=sd, on_start=recorder.start, on_end=recorder.end)
+    sink = SpeakerSink(
+        SpeakerConfig(mode="device", output_dir=str(tmp_path), realtime=False),
+        sounddevice=sd,
+        on_start=recorder.start,
+        on_end=recorder.end,
+    )
     sink.start()
     sink.play(tone(0.1), 22050)
     assert sink.wait_idle(5.0)
@@ -288,7 +314,14 @@ def test_pieces_of_one_turn_join_its_utterance_gaplessly_in_a_file(tmp_path):
     assert sink.play(other, 22050, key="turn-2") == 3
     assert sink.wait_idle(5.0)
     sink.close()
-    assert recorder.order() == [("start", 1), ("end", 1), ("start", 2), ("end", 2), ("start", 3), ("end", 3)]
+    assert recorder.order() == [
+        ("start", 1),
+        ("end", 1),
+        ("start", 2),
+        ("end", 2),
+        ("start", 3),
+        ("end", 3),
+    ]
     files = sorted((tmp_path / "speech").iterdir(), key=lambda f: int(f.stem.rsplit("_", 1)[1]))
     assert len(files) == 3
     assert np.array_equal(read_wav(files[0])[0], np.concatenate([first, second]))
@@ -316,8 +349,10 @@ def test_a_piece_after_its_utterance_ended_or_was_cancelled_starts_a_new_one(tmp
     assert sink.play(tone(0.1), 22050, key="turn-1") == 2  # never joins a cancelled utterance
     assert sink.wait_idle(5.0)
     sink.close()
-    assert [(kind, ident, p.completed) for kind, ident, p in recorder.events if kind == "end"] == \
-        [("end", 1, False), ("end", 2, True)]
+    assert [(kind, ident, p.completed) for kind, ident, p in recorder.events if kind == "end"] == [
+        ("end", 1, False),
+        ("end", 2, True),
+    ]
 
 
 def test_pieces_of_one_turn_play_as_one_device_stream(tmp_path):

@@ -1,5 +1,6 @@
 """uservlm_ros.speech.pacer: the first piece at once, the rest paced ahead of playback, order kept,
 nothing dropped."""
+
 from __future__ import annotations
 
 import threading
@@ -30,8 +31,15 @@ class Recorder:
     def __call__(self, piece, rate, turn_id):
         with self.lock:
             index = len(self.sent)
-            self.sent.append((time.perf_counter(), turn_id, int(piece[0]) if piece.size else -1, piece.size,
-                              threading.current_thread().name))
+            self.sent.append(
+                (
+                    time.perf_counter(),
+                    turn_id,
+                    int(piece[0]) if piece.size else -1,
+                    piece.size,
+                    threading.current_thread().name,
+                )
+            )
         if index == self.fail_on:
             raise RuntimeError("link down")
 
@@ -72,11 +80,20 @@ def test_a_new_turn_sends_the_old_turns_waiting_pieces_first_and_the_same_turn_q
         pacer.speak(np.arange(7000, dtype=np.int16), RATE, "turn-1")
         assert pacer.waiting == 2
         # The same turn's next sentence waits behind its own pieces: nothing goes out now.
-        assert pacer.speak(np.arange(1000, dtype=np.int16), RATE, "turn-1") is None and len(sent.sent) == 1
-        # Another turn: turn-1's waiting pieces go out at once, in order, then turn-2's first piece.
+        assert (
+            pacer.speak(np.arange(1000, dtype=np.int16), RATE, "turn-1") is None
+            and len(sent.sent) == 1
+        )
+        # Another turn: turn-1's waiting pieces go out at once, in order, then turn-2's first
+        # piece.
         assert pacer.speak(np.arange(500, dtype=np.int16), RATE, "turn-2") is not None
-        assert [(s[1], s[2]) for s in sent.sent] == [("turn-1", 0), ("turn-1", 1000), ("turn-1", 3000),
-                                                      ("turn-1", 0), ("turn-2", 0)]
+        assert [(s[1], s[2]) for s in sent.sent] == [
+            ("turn-1", 0),
+            ("turn-1", 1000),
+            ("turn-1", 3000),
+            ("turn-1", 0),
+            ("turn-2", 0),
+        ]
         # An empty turn id never joins: a speech without a turn flushes what waits.
         pacer.speak(np.arange(3000, dtype=np.int16), RATE, "")
         assert pacer.speak(np.arange(100, dtype=np.int16), RATE, "") is not None
@@ -87,7 +104,9 @@ def test_a_new_turn_sends_the_old_turns_waiting_pieces_first_and_the_same_turn_q
 
 def test_close_sends_what_waits_and_a_failed_piece_is_counted_not_fatal():
     sent = Recorder(fail_on=1)
-    pacer = SpeechPacer(sent, first_seconds=10.0)  # pieces due 5 s and 15 s later: still waiting at close
+    pacer = SpeechPacer(
+        sent, first_seconds=10.0
+    )  # pieces due 5 s and 15 s later: still waiting at close
     pacer.speak(np.arange(70000, dtype=np.int16), RATE, "turn-1")
     assert pacer.waiting == 2
     pacer.close()

@@ -1,4 +1,5 @@
 """Speaking while the model writes: sentence cutting and in-order hand-over (plain Python)."""
+
 import threading
 
 import pytest
@@ -7,20 +8,32 @@ from uservlm_ros.speech.sentences import SentenceSpeaker, split_ready
 
 
 def test_split_ready_cuts_sentences_and_long_clauses():
-    assert split_ready("Wear a dark suit. A white shirt", min_chars=10) == (["Wear a dark suit."], "A white shirt")
-    assert split_ready("Wear a dark suit. A white shirt") == ([], "Wear a dark suit. A white shirt")  # < 20 chars
+    assert split_ready("Wear a dark suit. A white shirt", min_chars=10) == (
+        ["Wear a dark suit."],
+        "A white shirt",
+    )
+    assert split_ready("Wear a dark suit. A white shirt") == (
+        [],
+        "Wear a dark suit. A white shirt",
+    )  # < 20 chars
     assert split_ready("Hi. Wear a dark suit and a tie. Then", min_chars=10) == (
-        ["Hi. Wear a dark suit and a tie."], "Then")
+        ["Hi. Wear a dark suit and a tie."],
+        "Then",
+    )
     assert split_ready("no sentence end yet") == ([], "no sentence end yet")
     long = "word " * 40
     pieces, rest = split_ready(long, max_chars=50)
-    assert all(len(p) <= 50 for p in pieces) and "".join(pieces + [rest]).replace(" ", "") == long.replace(" ", "")
+    assert all(len(p) <= 50 for p in pieces) and "".join(pieces + [rest]).replace(
+        " ", ""
+    ) == long.replace(" ", "")
     pieces, rest = split_ready("x" * 130, max_chars=60)
     assert pieces == ["x" * 60, "x" * 60] and rest == "x" * 10  # no space: a hard cut
 
 
 def test_the_first_piece_is_cut_at_a_clause_and_shorter():
-    text = "For a business meeting, wear a dark suit and a white shirt. Polish your shoes and bring a"
+    text = (
+        "For a business meeting, wear a dark suit and a white shirt. Polish your shoes and bring a"
+    )
     pieces, rest = split_ready(text, first_max_chars=60)
     assert pieces == ["For a business meeting,", "wear a dark suit and a white shirt."]
     assert rest == "Polish your shoes and bring a"
@@ -28,8 +41,9 @@ def test_the_first_piece_is_cut_at_a_clause_and_shorter():
     assert len(pieces[0]) <= 30 and all(len(p) <= 120 for p in pieces[1:]) and len(pieces[1]) > 30
     assert split_ready("x" * 70, first_max_chars=60) == (["x" * 60], "x" * 10)
     # later pieces: sentences only (no cut at a comma)
-    assert split_ready("Yes, this is long enough. And then, after that, more", min_chars=10,
-                       first_max_chars=60) == (["Yes, this is long enough."], "And then, after that, more")
+    assert split_ready(
+        "Yes, this is long enough. And then, after that, more", min_chars=10, first_max_chars=60
+    ) == (["Yes, this is long enough."], "And then, after that, more")
 
 
 def test_sentences_are_spoken_in_order_as_they_complete():

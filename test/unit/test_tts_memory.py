@@ -2,6 +2,7 @@
 synthesis gives its memory back, so the process does not keep the memory of the longest sentence
 it ever synthesized. Measured in a process of its own (glibc's settings are process-wide):
 resident memory after sentences of growing length must come back near where it started."""
+
 from __future__ import annotations
 
 import subprocess
@@ -27,8 +28,9 @@ print(f"{start:.1f} {rss_mib():.1f}")
 
 
 def grown_mib(mode: str) -> float:
-    result = subprocess.run([sys.executable, "-c", SCRIPT, mode], capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT, mode], capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     start, end = map(float, result.stdout.split()[-2:])
     return end - start

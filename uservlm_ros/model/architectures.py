@@ -2,7 +2,8 @@
 
 Only the values that decide the forward FLOPs are kept (widths, depths, heads, image geometry);
 everything else takes the transformers defaults. Each entry names the ``config.json`` it was typed
-from. No weights are involved: :mod:`uservlm_ros.model.flops` builds these models on the meta device.
+from. No weights are involved: :mod:`uservlm_ros.model.flops` builds these models on the meta
+device.
 
 How an image becomes tokens differs per family, and for the two tiling models it depends on the
 picture's size. :func:`image_layout` works it out for a given (height, width); the default is
@@ -22,6 +23,7 @@ Pepper's front camera frame, 640x480 (:data:`CAMERA_IMAGE_SIZE`), the same image
   CLIP tower and the projector; after removing the padding of the 4:3 picture the language model
   gets 576 (base) + 36x48 (tiles) + 36 (row newlines) = 2,340 image tokens.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -59,9 +61,16 @@ class Architecture:
         return config
 
     @classmethod
-    def from_config(cls, config, key: str = "custom", source: str = "(a loaded model)") -> "Architecture":
-        """An entry for any PaliGemma/Mllama/LLaVA/LLaVA-NeXT config object (e.g. the tiny model)."""
-        family = config.model_type if config.model_type in ("paligemma", "mllama", "llava_next") else None
+    def from_config(
+        cls, config, key: str = "custom", source: str = "(a loaded model)"
+    ) -> Architecture:
+        """An entry for any PaliGemma/Mllama/LLaVA/LLaVA-NeXT config object (e.g. the tiny
+        model)."""
+        family = (
+            config.model_type
+            if config.model_type in ("paligemma", "mllama", "llava_next")
+            else None
+        )
         if config.model_type == "llava":
             family = "pixtral" if config.vision_config.model_type == "pixtral" else "llava"
         if family is None:
@@ -110,8 +119,8 @@ _GEMMA2_COMMON = {
     "hidden_activation": "gelu_pytorch_tanh",
 }
 
-# CLIP ViT-L/14 at 336 px, the tower of LLaVA 1.5 and 1.6.
-# Source: llava-hf/llava-1.5-7b-hf and llava-hf/llava-v1.6-vicuna-7b-hf config.json "vision_config".
+# CLIP ViT-L/14 at 336 px, the tower of LLaVA 1.5 and 1.6. Source: llava-hf/llava-1.5-7b-hf and
+# llava-hf/llava-v1.6-vicuna-7b-hf config.json "vision_config".
 _CLIP_L_336 = {
     "model_type": "clip_vision_model",
     "hidden_size": 1024,
@@ -259,7 +268,13 @@ ARCHITECTURES: dict[str, Architecture] = {
                 "vision_config": _CLIP_L_336,
                 "vision_feature_layer": -2,
                 "vision_feature_select_strategy": "default",
-                "image_grid_pinpoints": [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]],
+                "image_grid_pinpoints": [
+                    [336, 672],
+                    [672, 336],
+                    [672, 672],
+                    [1008, 336],
+                    [336, 1008],
+                ],
                 "image_token_index": 32000,
             },
         ),
@@ -288,13 +303,17 @@ def get(key: str) -> Architecture:
     try:
         return ARCHITECTURES[key]
     except KeyError:
-        raise KeyError(f"unknown architecture {key!r}; known: {', '.join(ARCHITECTURES)}") from None
+        raise KeyError(
+            f"unknown architecture {key!r}; known: {', '.join(ARCHITECTURES)}"
+        ) from None
 
 
 # --------------------------------------------------------------------------- image geometry
 
 
-def image_layout(arch: Architecture, image_size: tuple[int, int] = CAMERA_IMAGE_SIZE) -> ImageLayout:
+def image_layout(
+    arch: Architecture, image_size: tuple[int, int] = CAMERA_IMAGE_SIZE
+) -> ImageLayout:
     """Token counts for one image of ``image_size`` = (height, width) pixels (see module doc)."""
     height, width = image_size
     if height < 1 or width < 1:
@@ -304,34 +323,56 @@ def image_layout(arch: Architecture, image_size: tuple[int, int] = CAMERA_IMAGE_
 
     if arch.family == "paligemma":
         side = vision["image_size"] // patch
-        return ImageLayout(1, side * side, side * side, side * side, side * side,
-                           note=f"resized to {vision['image_size']} px")
+        return ImageLayout(
+            1,
+            side * side,
+            side * side,
+            side * side,
+            side * side,
+            note=f"resized to {vision['image_size']} px",
+        )
 
     if arch.family == "mllama":
         tiles = vision["max_num_tiles"]
         patches = (vision["image_size"] // patch) ** 2
         seq = _round_up(patches + 1, 8)  # + CLS, padded to a multiple of 8 as in transformers
-        return ImageLayout(tiles, seq, patches, tiles * (patches + 1), 1,
-                           cross_attention_tokens=tiles * (patches + 1),
-                           note=f"{tiles} tiles of {vision['image_size']} px (padded to max_image_tiles)")
+        return ImageLayout(
+            tiles,
+            seq,
+            patches,
+            tiles * (patches + 1),
+            1,
+            cross_attention_tokens=tiles * (patches + 1),
+            note=f"{tiles} tiles of {vision['image_size']} px (padded to max_image_tiles)",
+        )
 
     if arch.family == "pixtral":
         longest = vision["image_size"]
         scale = max(height / longest, width / longest, 1.0)  # only ever downscaled
         rows = math.ceil(int(height / scale) / patch)
         cols = math.ceil(int(width / scale) / patch)
-        return ImageLayout(1, rows * cols, rows * cols, rows * cols, rows * cols + rows,
-                           note=f"native {cols * patch}x{rows * patch} px, {rows} row breaks")
+        return ImageLayout(
+            1,
+            rows * cols,
+            rows * cols,
+            rows * cols,
+            rows * cols + rows,
+            note=f"native {cols * patch}x{rows * patch} px, {rows} row breaks",
+        )
 
     side = vision["image_size"] // patch
     base = side * side
     if arch.family == "llava":
-        return ImageLayout(1, base + 1, base, base, base, note=f"resized to {vision['image_size']} px")
+        return ImageLayout(
+            1, base + 1, base, base, base, note=f"resized to {vision['image_size']} px"
+        )
 
     if arch.family == "llava_next":
         from transformers.image_processing_utils import select_best_resolution
 
-        best_h, best_w = select_best_resolution((height, width), arch.config["image_grid_pinpoints"])
+        best_h, best_w = select_best_resolution(
+            (height, width), arch.config["image_grid_pinpoints"]
+        )
         size = vision["image_size"]
         grid_h, grid_w = best_h // size, best_w // size
         crops = 1 + grid_h * grid_w
@@ -342,8 +383,14 @@ def image_layout(arch: Architecture, image_size: tuple[int, int] = CAMERA_IMAGE_
         else:
             cur_w -= 2 * ((cur_w - int(round(width * cur_h / height, 7))) // 2)
         llm_tokens = base + cur_h * cur_w + cur_h  # base + unpadded tiles + one newline per row
-        return ImageLayout(crops, base + 1, base, crops * base, llm_tokens,
-                           note=f"anyres {best_w}x{best_h}: {grid_h}x{grid_w} tiles + base = {crops} crops")
+        return ImageLayout(
+            crops,
+            base + 1,
+            base,
+            crops * base,
+            llm_tokens,
+            note=f"anyres {best_w}x{best_h}: {grid_h}x{grid_w} tiles + base = {crops} crops",
+        )
 
     raise ValueError(f"unknown family {arch.family!r}")
 

@@ -1,9 +1,11 @@
-"""Forward FLOPs of User-VLM 360° and the Table 8 baselines, counted from their real configurations.
+"""Forward FLOPs of User-VLM 360° and the Table 8 baselines, counted from their real
+configurations.
 
 Two independent counts of the same thing:
 
 * :func:`prefill_flops` — analytic, per layer, from the config values in
-  :mod:`uservlm_ros.model.architectures` and the image geometry of :func:`~.architectures.image_layout`.
+  :mod:`uservlm_ros.model.architectures` and the image geometry of
+  :func:`~.architectures.image_layout`.
 * :func:`measure_prefill_flops` — ``torch.utils.flop_counter.FlopCounterMode`` around the real
   transformers modules built from the same config on the meta device (no weights, no memory, well
   under a second per model). Also :func:`measure_model_flops` for a real model with real inputs
@@ -24,6 +26,7 @@ The paper's Table 8 scenario: the same image for every model, a 50-token questio
 (no instructions needed) and 100 instruction tokens + the 50-token question (150) for the
 general-purpose baselines; ratio = baseline FLOPs / User-VLM FLOPs. :func:`table8` computes it.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -42,10 +45,18 @@ from uservlm_ros.model.architectures import get as get_architecture
 # Table 8 of the paper: FLOPs reduction of User-VLM 360° (rows) over each baseline (columns),
 # "assuming a question prompt of 50 tokens and detailed instructions of 100 tokens".
 PAPER_TABLE8 = {
-    "paligemma2-3b-448": {"llama-3.2-11b-vision": 22.5, "pixtral-12b": 30.0, "llava-1.6-7b": 17.5,
-                          "llava-1.5-7b": 17.5},
-    "paligemma2-10b-448": {"llama-3.2-11b-vision": 16.5, "pixtral-12b": 9.0, "llava-1.6-7b": 5.25,
-                           "llava-1.5-7b": 5.25},
+    "paligemma2-3b-448": {
+        "llama-3.2-11b-vision": 22.5,
+        "pixtral-12b": 30.0,
+        "llava-1.6-7b": 17.5,
+        "llava-1.5-7b": 17.5,
+    },
+    "paligemma2-10b-448": {
+        "llama-3.2-11b-vision": 16.5,
+        "pixtral-12b": 9.0,
+        "llava-1.6-7b": 5.25,
+        "llava-1.5-7b": 5.25,
+    },
 }
 QUESTION_TOKENS = 50
 INSTRUCTION_TOKENS = 100
@@ -69,8 +80,15 @@ class PrefillFlops:
 # --------------------------------------------------------------------------- analytic counts
 
 
-def attention_flops(n_q: int, n_kv: int, hidden: int, heads: int, kv_heads: int, head_dim: int,
-                    n_kv_new: int | None = None) -> int:
+def attention_flops(
+    n_q: int,
+    n_kv: int,
+    hidden: int,
+    heads: int,
+    kv_heads: int,
+    head_dim: int,
+    n_kv_new: int | None = None,
+) -> int:
     """Q/K/V/O projections + scores + values of one attention block.
 
     ``n_kv_new``: positions whose K and V are computed now (default ``n_kv``); fewer when a KV
@@ -88,8 +106,15 @@ def mlp_flops(n: int, hidden: int, intermediate: int, gated: bool) -> int:
     return (3 if gated else 2) * 2 * n * hidden * intermediate
 
 
-def vit_flops(crops: int, seq: int, patches: int, config, gated_mlp: bool = False,
-              layers: int | None = None, heads: int | None = None) -> int:
+def vit_flops(
+    crops: int,
+    seq: int,
+    patches: int,
+    config,
+    gated_mlp: bool = False,
+    layers: int | None = None,
+    heads: int | None = None,
+) -> int:
     """A ViT: patch-embedding convolution + ``layers`` pre-norm blocks over ``crops`` × ``seq``
     tokens (each crop attends within itself)."""
     hidden = config.hidden_size
@@ -115,7 +140,10 @@ def decoder_flops(n_q: int, n_kv: int, text_config, layers: int | None = None) -
     heads = text_config.num_attention_heads
     kv_heads = getattr(text_config, "num_key_value_heads", None) or heads
     head_dim = getattr(text_config, "head_dim", None) or hidden // heads
-    types = getattr(text_config, "layer_types", None) or ["full_attention"] * text_config.num_hidden_layers
+    types = (
+        getattr(text_config, "layer_types", None)
+        or ["full_attention"] * text_config.num_hidden_layers
+    )
     if layers is not None:  # Mllama's self-attention layers (no sliding window)
         types = ["full_attention"] * layers
     window = getattr(text_config, "sliding_window", None)
@@ -138,8 +166,15 @@ def cross_attention_layer_flops(n_q: int, n_vision: int, text_config) -> int:
 
 def _cross_attention_step(n_q: int, n_vision: int, text_config, new_vision: int) -> int:
     hidden, heads = text_config.hidden_size, text_config.num_attention_heads
-    attention = attention_flops(n_q, n_vision, hidden, heads, text_config.num_key_value_heads,
-                                hidden // heads, n_kv_new=new_vision)
+    attention = attention_flops(
+        n_q,
+        n_vision,
+        hidden,
+        heads,
+        text_config.num_key_value_heads,
+        hidden // heads,
+        n_kv_new=new_vision,
+    )
     return attention + mlp_flops(n_q, hidden, text_config.intermediate_size, gated=True)
 
 
@@ -162,8 +197,14 @@ def prefill_flops(
     return _prefill(arch.family, config, layout, text_tokens, vision_cached, cached_prefix_tokens)
 
 
-def _prefill(family: str, config, layout: ImageLayout, text_tokens: int, vision_cached: bool,
-             cached_prefix_tokens: int) -> PrefillFlops:
+def _prefill(
+    family: str,
+    config,
+    layout: ImageLayout,
+    text_tokens: int,
+    vision_cached: bool,
+    cached_prefix_tokens: int,
+) -> PrefillFlops:
     if text_tokens < 1:
         raise ValueError(f"text_tokens must be positive, got {text_tokens}")
     text, vision = config.text_config, config.vision_config
@@ -174,25 +215,38 @@ def _prefill(family: str, config, layout: ImageLayout, text_tokens: int, vision_
         if family != "paligemma":
             raise ValueError("a cached image prefix is only implemented for PaliGemma")
         if not 0 < cached_prefix_tokens < seq:
-            raise ValueError(f"cached_prefix_tokens must be in 1..{seq - 1}, got {cached_prefix_tokens}")
+            raise ValueError(
+                f"cached_prefix_tokens must be in 1..{seq - 1}, got {cached_prefix_tokens}"
+            )
         new = seq - cached_prefix_tokens
         return PrefillFlops(0, 0, decoder_flops(new, seq, text), lm_head)
 
     if family == "mllama":
         # Both the local (32) and the global (8) encoder run on one sequence of all tiles
         # (4 × 1,608 tokens, tiles masked from each other): one "crop" of that length.
-        vision_part = vit_flops(1, layout.vision_crops * layout.vision_seq,
-                                layout.vision_crops * layout.patches_per_crop, vision,
-                                layers=vision.num_hidden_layers + vision.num_global_layers,
-                                heads=vision.attention_heads)
+        vision_part = vit_flops(
+            1,
+            layout.vision_crops * layout.vision_seq,
+            layout.vision_crops * layout.patches_per_crop,
+            vision,
+            layers=vision.num_hidden_layers + vision.num_global_layers,
+            heads=vision.attention_heads,
+        )
         projector = 2 * layout.projector_tokens * vision.vision_output_dim * text.hidden_size
         cross_layers = len(text.cross_attention_layers)
         language = decoder_flops(seq, seq, text, layers=text.num_hidden_layers - cross_layers)
-        language += cross_layers * cross_attention_layer_flops(seq, layout.cross_attention_tokens, text)
+        language += cross_layers * cross_attention_layer_flops(
+            seq, layout.cross_attention_tokens, text
+        )
     else:
         gated_vit = family == "pixtral"
-        vision_part = vit_flops(layout.vision_crops, layout.vision_seq, layout.patches_per_crop, vision,
-                                gated_mlp=gated_vit)
+        vision_part = vit_flops(
+            layout.vision_crops,
+            layout.vision_seq,
+            layout.patches_per_crop,
+            vision,
+            gated_mlp=gated_vit,
+        )
         if family == "paligemma":
             projector = 2 * layout.projector_tokens * vision.hidden_size * vision.projection_dim
         else:  # LLaVA's two-layer MLP projector
@@ -268,26 +322,35 @@ def measure_prefill_flops(
             side = config.vision_config.image_size
             pixels = torch.empty(1, 3, side, side)
             vision, features = measure_model_flops(inner.vision_tower, pixels)
-            projector, _ = measure_model_flops(inner.multi_modal_projector, features.last_hidden_state)
+            projector, _ = measure_model_flops(
+                inner.multi_modal_projector, features.last_hidden_state
+            )
             language, out = measure_model_flops(
-                inner.language_model, inputs_embeds=embeds, position_ids=positions)
+                inner.language_model, inputs_embeds=embeds, position_ids=positions
+            )
         elif arch.family == "mllama":
             size = config.vision_config.image_size
             pixels = torch.empty(1, 1, layout.vision_crops, 3, size, size)
             ratio_ids = torch.ones(1, 1, dtype=torch.long)
             ratio_mask = torch.ones(1, 1, layout.vision_crops, dtype=torch.long)
             vision, features = measure_model_flops(
-                inner.vision_model, pixel_values=pixels, aspect_ratio_ids=ratio_ids,
+                inner.vision_model,
+                pixel_values=pixels,
+                aspect_ratio_ids=ratio_ids,
                 aspect_ratio_mask=ratio_mask,
             )
             projector, cross_states = measure_model_flops(
-                inner.multi_modal_projector, features.last_hidden_state)
+                inner.multi_modal_projector, features.last_hidden_state
+            )
             cross_states = cross_states.reshape(1, -1, text.hidden_size)
             row_mask = torch.ones(1, 1, seq, 1)
             cross_mask = torch.zeros(1, 1, seq, cross_states.shape[1])
             language, out = measure_model_flops(
-                inner.language_model, inputs_embeds=embeds, position_ids=positions,
-                cross_attention_states=cross_states, cross_attention_mask=cross_mask,
+                inner.language_model,
+                inputs_embeds=embeds,
+                position_ids=positions,
+                cross_attention_states=cross_states,
+                cross_attention_mask=cross_mask,
                 full_text_row_masked_out_mask=row_mask,
             )
         else:
@@ -296,18 +359,24 @@ def measure_prefill_flops(
                 height, width = _pixtral_size(arch, image_size)
                 pixels = torch.empty(1, 3, height, width)
                 vision, features = measure_model_flops(
-                    inner.vision_tower, pixels, image_sizes=[(height, width)], output_hidden_states=True
+                    inner.vision_tower,
+                    pixels,
+                    image_sizes=[(height, width)],
+                    output_hidden_states=True,
                 )
             else:
                 side = vision_config.image_size
                 pixels = torch.empty(layout.vision_crops, 3, side, side)
-                vision, features = measure_model_flops(inner.vision_tower, pixels, output_hidden_states=True)
+                vision, features = measure_model_flops(
+                    inner.vision_tower, pixels, output_hidden_states=True
+                )
             selected = features.hidden_states[config.vision_feature_layer]
             if config.vision_feature_select_strategy == "default":
                 selected = selected[:, 1:]
             projector, _ = measure_model_flops(inner.multi_modal_projector, selected)
             language, out = measure_model_flops(
-                inner.language_model, inputs_embeds=embeds, position_ids=positions)
+                inner.language_model, inputs_embeds=embeds, position_ids=positions
+            )
         lm_head, _ = measure_model_flops(model.lm_head, out.last_hidden_state[:, -1:])
     return PrefillFlops(vision, projector, language, lm_head)
 
@@ -348,19 +417,31 @@ class Table8Cell:
         return self.baseline_flops / self.ours_flops
 
 
-def table8(question_tokens: int = QUESTION_TOKENS, instruction_tokens: int = INSTRUCTION_TOKENS,
-           image_size: tuple[int, int] = CAMERA_IMAGE_SIZE, measured: bool = False) -> list[Table8Cell]:
+def table8(
+    question_tokens: int = QUESTION_TOKENS,
+    instruction_tokens: int = INSTRUCTION_TOKENS,
+    image_size: tuple[int, int] = CAMERA_IMAGE_SIZE,
+    measured: bool = False,
+) -> list[Table8Cell]:
     """Prefill FLOPs ratios in the paper's scenario (analytic, or measured on the meta device)."""
     count = measure_prefill_flops if measured else prefill_flops
     ours = {key: count(key, question_tokens, image_size).total for key in USER_VLM}
-    theirs = {key: count(key, question_tokens + instruction_tokens, image_size).total for key in BASELINES}
+    theirs = {
+        key: count(key, question_tokens + instruction_tokens, image_size).total
+        for key in BASELINES
+    }
     return [
-        Table8Cell(o, b, ours[o], theirs[b], PAPER_TABLE8[o][b]) for o in USER_VLM for b in BASELINES
+        Table8Cell(o, b, ours[o], theirs[b], PAPER_TABLE8[o][b])
+        for o in USER_VLM
+        for b in BASELINES
     ]
 
 
-def followup_turn_flops(arch: str = "paligemma2-3b-448", text_tokens: int = QUESTION_TOKENS,
-                        image_size: tuple[int, int] = CAMERA_IMAGE_SIZE) -> dict[str, PrefillFlops]:
+def followup_turn_flops(
+    arch: str = "paligemma2-3b-448",
+    text_tokens: int = QUESTION_TOKENS,
+    image_size: tuple[int, int] = CAMERA_IMAGE_SIZE,
+) -> dict[str, PrefillFlops]:
     """Prefill FLOPs of a follow-up turn of the same person, with each of the engine's modes:
     ``none`` (everything again), ``vision_cache`` (image features reused) and
     ``cacheable_prefix`` (the image block + BOS KV reused: only the question is prefilled)."""
@@ -368,7 +449,9 @@ def followup_turn_flops(arch: str = "paligemma2-3b-448", text_tokens: int = QUES
     return {
         "none": prefill_flops(arch, text_tokens, image_size),
         "vision_cache": prefill_flops(arch, text_tokens, image_size, vision_cached=True),
-        "cacheable_prefix": prefill_flops(arch, text_tokens, image_size, cached_prefix_tokens=prefix),
+        "cacheable_prefix": prefill_flops(
+            arch, text_tokens, image_size, cached_prefix_tokens=prefix
+        ),
     }
 
 

@@ -20,6 +20,7 @@ recently used evicted first. Memory per entry at PaliGemma 2 3B / 448 px: featur
 values (4.7 MB in bfloat16); image-block KV 26 layers x 2 x 4 heads x 256 x 1,025 positions
 (109 MB in bfloat16, twice that in float32). Not thread-safe: the engine uses it under its lock.
 """
+
 from __future__ import annotations
 
 import dataclasses

@@ -26,6 +26,7 @@
 * ``dtype``: "float32", "bfloat16", "float16" or "auto" (bfloat16 on CUDA, float32 on CPU).
   float16 on CPU works but is slow and lossy; it is allowed with a warning.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -76,11 +77,16 @@ class LoadInfo:
 
 
 def looks_like_path(name: str) -> bool:
-    return os.path.isabs(name) or name.startswith((".", "~")) or os.path.exists(os.path.expanduser(name))
+    return (
+        os.path.isabs(name)
+        or name.startswith((".", "~"))
+        or os.path.exists(os.path.expanduser(name))
+    )
 
 
 def detect_adapter_type(path) -> str:
-    """"lora", "mole" or "projector" for an adapter directory; VLMLoadError naming a missing file."""
+    """ "lora", "mole" or "projector" for an adapter directory; VLMLoadError naming a missing
+    file."""
     path = Path(path)
     if not path.is_dir():
         raise VLMLoadError(f"adapter not found: {path}")
@@ -163,9 +169,13 @@ def load_model(
 
     try:
         model, processor = _load_base(base_path, torch_dtype, local_files_only)
-    except Exception as error:  # from_pretrained raises many types; all become VLMLoadError or a warning
+    except (
+        Exception
+    ) as error:  # from_pretrained raises many types; all become VLMLoadError or a warning
         if looks_like_path(base) or placeholder or not offline_fallback:
-            raise VLMLoadError(f"base model {base!r} could not be loaded: {_short(error)}") from error
+            raise VLMLoadError(
+                f"base model {base!r} could not be loaded: {_short(error)}"
+            ) from error
         warnings.append(
             f"base model {base!r} is not available ({_short(error)}); using the tiny random "
             f"placeholder {TINY_MODEL_ID!r}: its answers are meaningless"
@@ -219,12 +229,15 @@ def _resolve_adapter(adapter: str, placeholder: bool, local_files_only: bool, wa
         made_for = _adapter_base(path)
         if placeholder and made_for and not _names_tiny_model(made_for):
             warnings.append(
-                f"adapter {adapter!r} was made for {made_for!r}, not for the placeholder model; not loaded"
+                f"adapter {adapter!r} was made for {made_for!r}, not for the placeholder model; "
+                "not loaded"
             )
             return None
         return path
     if placeholder:
-        warnings.append(f"adapter {adapter!r} is for the real base model; not loaded on the placeholder")
+        warnings.append(
+            f"adapter {adapter!r} is for the real base model; not loaded on the placeholder"
+        )
         return None
     from huggingface_hub import snapshot_download
 
@@ -232,7 +245,9 @@ def _resolve_adapter(adapter: str, placeholder: bool, local_files_only: bool, wa
         return Path(snapshot_download(adapter, local_files_only=local_files_only))
     except Exception as error:  # huggingface_hub raises several unrelated types here
         where = "in the local cache" if local_files_only else "on the hub"
-        raise VLMLoadError(f"adapter {adapter!r} is not available {where}: {_short(error)}") from error
+        raise VLMLoadError(
+            f"adapter {adapter!r} is not available {where}: {_short(error)}"
+        ) from error
 
 
 def save_projector(model, out_dir) -> Path:
@@ -244,7 +259,9 @@ def save_projector(model, out_dir) -> Path:
     weights = _projector(model).state_dict()
     state = {key: value.detach().to("cpu").contiguous() for key, value in weights.items()}
     base = getattr(getattr(model, "config", None), "_name_or_path", "") or ""
-    save_file(state, str(out / PROJECTOR_FILE), metadata={"format": PROJECTOR_FORMAT, "base_model": base})
+    save_file(
+        state, str(out / PROJECTOR_FILE), metadata={"format": PROJECTOR_FORMAT, "base_model": base}
+    )
     return out
 
 
@@ -262,7 +279,8 @@ def load_projector(model, adapter_dir):
     missing, unexpected = sorted(set(expected) - set(saved)), sorted(set(saved) - set(expected))
     if missing or unexpected:
         raise VLMLoadError(
-            f"projector weights in {path} do not fit: missing keys {missing}, unexpected keys {unexpected}"
+            f"projector weights in {path} do not fit: missing keys {missing}, unexpected keys "
+            f"{unexpected}"
         )
     for key, value in expected.items():
         if saved[key].shape != value.shape:
@@ -295,7 +313,9 @@ def _load_adapter(model, path: Path, name: str):
     except VLMLoadError:
         raise
     except Exception as error:  # PEFT raises many types (size mismatch, missing modules, ...)
-        raise VLMLoadError(f"adapter {name!r} does not fit the base model: {_short(error)}") from error
+        raise VLMLoadError(
+            f"adapter {name!r} does not fit the base model: {_short(error)}"
+        ) from error
     return model, adapter_type
 
 
@@ -310,13 +330,20 @@ def _adapter_base(path: Path) -> str:
         except (OSError, ValueError) as error:
             raise VLMLoadError(f"cannot read {path / PROJECTOR_FILE}: {error}") from error
     try:
-        return json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path") or ""
+        return (
+            json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
+            or ""
+        )
     except (OSError, ValueError) as error:
         raise VLMLoadError(f"cannot read {path / 'adapter_config.json'}: {error}") from error
 
 
 def _names_tiny_model(name: str) -> bool:
-    return TINY_MODEL_ID in name or "tiny-paligemma2" in name or is_tiny_model_dir(os.path.expanduser(name))
+    return (
+        TINY_MODEL_ID in name
+        or "tiny-paligemma2" in name
+        or is_tiny_model_dir(os.path.expanduser(name))
+    )
 
 
 def _hub_reachable() -> bool:

@@ -31,6 +31,7 @@ Typical training use::
     save_mole(model, "adapters/mole")                               # PEFT files + MoLE files
     model = load_mole(fresh_base_model, "adapters/mole")            # for inference
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -92,7 +93,9 @@ def find_decoder_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
         ):
             layers.append((name, module))
     if not layers:
-        raise ValueError("no language-model decoder layers (self_attn + gated mlp) found in the model")
+        raise ValueError(
+            "no language-model decoder layers (self_attn + gated mlp) found in the model"
+        )
     return layers
 
 
@@ -106,8 +109,14 @@ def language_model_target_regex(model: nn.Module, modules=ATTENTION_MODULES) -> 
     return rf"{prefix}\.\d+\.(?:.*\.)?(?:{'|'.join(re.escape(m) for m in modules)})"
 
 
-def attention_lora_config(model: nn.Module, r=32, alpha=32.0, dropout=0.05, init_lora_weights=True,
-                          modules=ATTENTION_MODULES):
+def attention_lora_config(
+    model: nn.Module,
+    r=32,
+    alpha=32.0,
+    dropout=0.05,
+    init_lora_weights=True,
+    modules=ATTENTION_MODULES,
+):
     """``LoraConfig`` for the language model's attention (or any of its ``modules``)."""
     from peft import LoraConfig
 
@@ -142,7 +151,7 @@ class _TokenMask:
         if mask.shape[1] < hidden.shape[1]:
             return None
         # With a KV cache the layer only sees the newest positions: the mask's last columns.
-        return mask[:, -hidden.shape[1]:].to(device=hidden.device, dtype=torch.bool)
+        return mask[:, -hidden.shape[1] :].to(device=hidden.device, dtype=torch.bool)
 
 
 class LoRAExperts(nn.Module):
@@ -171,7 +180,9 @@ class LoRAExperts(nn.Module):
 
     def forward(self, x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
         h = F.linear(self.dropout(x.to(self.A.dtype)), self.A)
-        h = (h.unflatten(-1, (self.num_experts, self.r)) * gate.unsqueeze(-1).to(h.dtype)).flatten(-2)
+        h = (h.unflatten(-1, (self.num_experts, self.r)) * gate.unsqueeze(-1).to(h.dtype)).flatten(
+            -2
+        )
         return (F.linear(h, self.B) * self.scaling).to(x.dtype)
 
 
@@ -187,7 +198,9 @@ class MoLEFeedForward(nn.Module):
         super().__init__()
         for proj in FFN_MODULES:
             if not isinstance(getattr(mlp, proj), nn.Linear):
-                raise TypeError(f"MoLE needs plain nn.Linear {proj}, got {type(getattr(mlp, proj)).__name__}")
+                raise TypeError(
+                    f"MoLE needs plain nn.Linear {proj}, got {type(getattr(mlp, proj)).__name__}"
+                )
         if not hasattr(mlp, "act_fn"):
             raise TypeError("MoLE needs a gated MLP with an act_fn")
         self.gate_proj, self.up_proj, self.down_proj = mlp.gate_proj, mlp.up_proj, mlp.down_proj
@@ -196,13 +209,17 @@ class MoLEFeedForward(nn.Module):
         hidden = mlp.gate_proj.in_features
         router = torch.empty(cfg.num_experts, hidden)
         nn.init.normal_(router, std=cfg.router_init_std, generator=generator)
-        self.router = nn.Linear(hidden, cfg.num_experts, bias=False, device=mlp.gate_proj.weight.device)
+        self.router = nn.Linear(
+            hidden, cfg.num_experts, bias=False, device=mlp.gate_proj.weight.device
+        )
         with torch.no_grad():
             self.router.weight.copy_(router)
         self.experts = nn.ModuleDict(
             {proj: LoRAExperts(getattr(mlp, proj), cfg, generator) for proj in FFN_MODULES}
         )
-        self.register_buffer("usage", torch.zeros(cfg.num_experts, dtype=torch.long), persistent=False)
+        self.register_buffer(
+            "usage", torch.zeros(cfg.num_experts, dtype=torch.long), persistent=False
+        )
         self.aux_loss: torch.Tensor | None = None
         self._token_mask = token_mask
 
@@ -235,7 +252,9 @@ class MoLEFeedForward(nn.Module):
 # --------------------------------------------------------------------------- building, stats
 
 
-def attach_mole(model: nn.Module, cfg: MoLEConfig | None = None, seed: int | None = None) -> nn.Module:
+def attach_mole(
+    model: nn.Module, cfg: MoLEConfig | None = None, seed: int | None = None
+) -> nn.Module:
     """Replace every decoder layer's MLP with a :class:`MoLEFeedForward`, in place.
 
     Call it AFTER ``get_peft_model`` (``get_mole_model`` does): PEFT freezes every parameter that
@@ -264,7 +283,9 @@ def get_mole_model(model: nn.Module, cfg: MoLEConfig | None = None, seed: int | 
     from peft import get_peft_model
 
     cfg = cfg or MoLEConfig()
-    lora = attention_lora_config(model, cfg.r, cfg.alpha, cfg.dropout, init_lora_weights=cfg.init == "lora")
+    lora = attention_lora_config(
+        model, cfg.r, cfg.alpha, cfg.dropout, init_lora_weights=cfg.init == "lora"
+    )
     peft_model = get_peft_model(model, lora)
     return attach_mole(peft_model, cfg, seed)
 
@@ -339,7 +360,9 @@ def save_mole(model: nn.Module, out_dir) -> Path:
         "intermediate_size": layers[0].gate_proj.out_features,
     }
     (out / MOLE_CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-    tensors = {key: value.detach().to("cpu").contiguous() for key, value in mole_state_dict(model).items()}
+    tensors = {
+        key: value.detach().to("cpu").contiguous() for key, value in mole_state_dict(model).items()
+    }
     save_file(tensors, str(out / MOLE_WEIGHTS_FILE), metadata={"format": MOLE_FORMAT})
     return out
 

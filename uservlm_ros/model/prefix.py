@@ -1,6 +1,8 @@
-"""Which part of PaliGemma's prompt attends bidirectionally: the one switch shared by inference and training.
+"""Which part of PaliGemma's prompt attends bidirectionally: the one switch shared by inference and
+training.
 
-PaliGemma is a prefix-LM: transformers builds the attention mask from ``token_type_ids`` — positions
+PaliGemma is a prefix-LM: transformers builds the attention mask from ``token_type_ids`` —
+positions
 with type 0 form one block in which every position sees every other (on top of the causal mask),
 type 1 is causal. The processor marks the whole prompt 0: ``[image tokens][BOS][question]["\\n"]``.
 So an image token's keys and values depend on the question that follows it, and nothing of the
@@ -25,6 +27,7 @@ Training use (right-padded batches from ``prompt.collate_examples``)::
         batch["input_ids"], batch["token_type_ids"], mode,
         image_token_id=model.config.image_token_id, bos_token_id=tokenizer.bos_token_id)
 """
+
 from __future__ import annotations
 
 import copy
@@ -84,11 +87,14 @@ def cacheable_prefix_length(input_ids: torch.Tensor, token_type_ids: torch.Tenso
         raise ValueError("the prompt has no leading bidirectional block to cache")
     if length == input_ids.shape[1]:
         raise ValueError(
-            "the whole prompt is bidirectional: apply make_token_type_ids(..., 'cacheable') first")
+            "the whole prompt is bidirectional: apply make_token_type_ids(..., 'cacheable') first"
+        )
     return length
 
 
-def build_prefix_cache(model, input_ids: torch.Tensor, pixel_values: torch.Tensor, prefix_length: int):
+def build_prefix_cache(
+    model, input_ids: torch.Tensor, pixel_values: torch.Tensor, prefix_length: int
+):
     """Run the image block (+ BOS) alone and return its KV cache (a transformers ``Cache``).
 
     The block is bidirectional within itself and attends to nothing else, so its keys and values

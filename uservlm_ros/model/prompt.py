@@ -14,11 +14,14 @@ Decisions documented here because both the engine and ``training/`` rely on them
   (e.g. "The user said they are vegetarian.") inside the USER turn, before the question, separated
   by one space: ``USER: {user_context} {question}<|im_end|>``. The paper's models were trained
   without it, so it is kept short and in the user's own voice rather than as an instruction block.
-* **No image.** The processor cannot run without an image, and PaliGemma/User-VLM never saw a prompt
+* **No image.** The processor cannot run without an image, and PaliGemma/User-VLM never saw a
+  prompt
   without image tokens. Without a camera frame we therefore send a uniform mid-grey image
-  (:func:`neutral_image`): the prompt format stays exactly the trained one; the price is one pass of
+  (:func:`neutral_image`): the prompt format stays exactly the trained one; the price is one pass
+  of
   the vision tower over a blank picture.
-* **Limits.** Questions are stripped of surrounding whitespace and must be 1..``MAX_QUESTION_CHARS``
+* **Limits.** Questions are stripped of surrounding whitespace and must be
+  1..``MAX_QUESTION_CHARS``
   characters; user context up to ``MAX_USER_CONTEXT_CHARS``. Text may not contain the prompt's own
   markers or the tokenizer's special tokens (they would change the prompt structure or end the
   answer early).
@@ -27,9 +30,11 @@ Decisions documented here because both the engine and ``training/`` rely on them
   attention in PaliGemma's prefix-LM) and 1 on the answer (causal), so the model never sees the
   labels it has to predict.
 """
+
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -91,7 +96,8 @@ def build_prompt(
     >>> build_prompt("What should I eat?")
     '<image> <|im_start|>USER: What should I eat?<|im_end|> ASSISTANT: '
     >>> build_prompt("What should I eat?", "The user said they are vegetarian.")
-    '<image> <|im_start|>USER: The user said they are vegetarian. What should I eat?<|im_end|> ASSISTANT: '
+    '<image> <|im_start|>USER: The user said they are vegetarian. What should I eat?<|im_end|>
+    ASSISTANT: '
 
     Raises ``ValueError`` for an empty or over-long question or context, or one containing a
     prompt marker. ``max_question_chars=None`` lifts the length limit (training data).
@@ -127,7 +133,9 @@ def prepare_inputs(
     the neutral grey image. The processor's backward-compatible ``labels`` are dropped.
     """
     prompt = build_prompt(question, user_context, max_question_chars)
-    _check_special_tokens(processor.tokenizer, prompt[len(IMAGE_TOKEN):], "question or user context")
+    _check_special_tokens(
+        processor.tokenizer, prompt[len(IMAGE_TOKEN) :], "question or user context"
+    )
     image = validate_image(image) if image is not None else neutral_image()
     inputs = _process(processor, image, prompt, return_tensors)
     inputs.pop("labels", None)
@@ -168,9 +176,15 @@ def collate_examples(examples: Sequence[dict], pad_token_id: int) -> dict:
     if not examples:
         raise ValueError("no examples to collate")
     length = max(int(example["input_ids"].shape[0]) for example in examples)
-    fill = {"input_ids": pad_token_id, "attention_mask": 0, "token_type_ids": 1, "labels": IGNORE_INDEX}
+    fill = {
+        "input_ids": pad_token_id,
+        "attention_mask": 0,
+        "token_type_ids": 1,
+        "labels": IGNORE_INDEX,
+    }
     batch = {
-        key: torch.full((len(examples), length), value, dtype=torch.long) for key, value in fill.items()
+        key: torch.full((len(examples), length), value, dtype=torch.long)
+        for key, value in fill.items()
     }
     for row, example in enumerate(examples):
         size = int(example["input_ids"].shape[0])
@@ -193,11 +207,13 @@ def _example(processor, image, prompt: str, target: str, what: str) -> dict:
     if eos and target.endswith(eos):
         target = validate_text(target[: -len(eos)], what, max_chars=None)
     _check_special_tokens(tokenizer, target, what)
-    _check_special_tokens(tokenizer, prompt[len(IMAGE_TOKEN):], "question or user context")
+    _check_special_tokens(tokenizer, prompt[len(IMAGE_TOKEN) :], "question or user context")
 
     prefix = _process(processor, image, prompt, "pt")
     prefix_ids = prefix["input_ids"][0]
-    target_ids = tokenizer(target, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    target_ids = tokenizer(target, add_special_tokens=False)["input_ids"] + [
+        tokenizer.eos_token_id
+    ]
     target_ids = torch.tensor(target_ids, dtype=torch.long)
     if int((target_ids == tokenizer.eos_token_id).sum()) != 1:
         raise ValueError(f"{what} must end with exactly one EOS token")

@@ -14,6 +14,7 @@ two builds produce identical tokenizer files and identical weights.
     from uservlm_ros.model.tiny import ensure_tiny_model
     path = ensure_tiny_model()     # ~/.cache/uservlm_ros/tiny-paligemma2-v1, built once
 """
+
 from __future__ import annotations
 
 import json
@@ -33,8 +34,8 @@ MARKER_FILE = "uservlm_tiny_model.json"
 SPECIAL_TOKENS = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>", "<image>"]
 # Byte-fallback tokens, as in Gemma: characters never seen in the corpus still encode (no <unk>).
 BYTE_TOKENS = [f"<0x{i:02X}>" for i in range(256)]
-# Size asked of the BPE trainer (specials + alphabet + merges); the byte tokens come on top, and the
-# PaliGemma processor then adds 1,152 <loc>/<seg> tokens.
+# Size asked of the BPE trainer (specials + alphabet + merges); the byte tokens come on top, and
+# the PaliGemma processor then adds 1,152 <loc>/<seg> tokens.
 BPE_TRAIN_VOCAB = 1200
 IMAGE_SIZE = 224
 PATCH_SIZE = 14

@@ -6,6 +6,7 @@ from PyPI offline, large-v3 as in the paper when available). With ``listen`` on,
 true (plus a tail for room echo: the robot never answers itself), transcribes each utterance and
 publishes it on ``speech`` (uservlm_ros/msg/Utterance) with its capture-time start and end.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,20 +18,19 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 from std_msgs.msg import Bool
 
-from uservlm_ros.speech.audio import ASR_SAMPLE_RATE, resample, to_mono
 from uservlm_ros.engines.asr.listening import StreamListener
 from uservlm_ros.engines.asr.vad import VadConfig, VoiceActivitySegmenter
 from uservlm_ros.engines.asr.whisper import ASRConfig, ASREngine
 from uservlm_ros.msg import AudioChunk, Utterance
 from uservlm_ros.robot.self_speech import SelfSpeechGate
 from uservlm_ros.ros import qos
-from uservlm_ros.ros.executors import InlineCallbackGroup
 from uservlm_ros.ros.conversions import audio_to_array, seconds_to_stamp, stamp_to_seconds
 from uservlm_ros.ros.engine_node import EngineNode
+from uservlm_ros.ros.executors import InlineCallbackGroup
 from uservlm_ros.ros.parameters import config_from, dataclass_parameters
 from uservlm_ros.ros.runner import run_node
+from uservlm_ros.speech.audio import ASR_SAMPLE_RATE, resample, to_mono
 from uservlm_ros.srv import Transcribe
-
 
 # The "heard" line is logged this long after the utterance went out, not before or at once: an
 # rclpy log call holds the GIL (it inspects the caller's frame and publishes on /rosout), which
@@ -41,7 +41,8 @@ HEARD_LOG_DELAY = 0.1
 class ASRNode(EngineNode):
     CONFIG = ASRConfig
     DESCRIPTIONS = {
-        "model": "Whisper model: base (offline default, from PyPI, checksum-verified), tiny.en, large-v3 (the paper's; needs the hub or a local copy) or a CTranslate2 model directory",
+        "model": "Whisper model: base (offline default, from PyPI, checksum-verified), tiny.en, "
+        "large-v3 (the paper's; needs the hub or a local copy) or a CTranslate2 model directory",
         "device": "cpu | cuda | auto",
         "compute_type": "CTranslate2 compute type; empty = int8 on CPU, float16 on a GPU",
         "cpu_threads": "CPU threads for CTranslate2 (0 = all cores, at most 4)",
@@ -50,7 +51,8 @@ class ASRNode(EngineNode):
         "vad": "Drop non-speech with the Silero VAD bundled with faster-whisper",
         "language": "ISO 639-1 code to force, or empty to detect per request",
         "max_seconds": "Longest audio accepted in one request (seconds)",
-        "window_seconds": "Shortest Whisper encoder window, seconds, grown to cover each request (0 = the standard 30 s; shorter is faster on a CPU)",
+        "window_seconds": "Shortest Whisper encoder window, seconds, grown to cover each request "
+        "(0 = the standard 30 s; shorter is faster on a CPU)",
     }
 
     VAD_DESCRIPTIONS = {
@@ -63,8 +65,16 @@ class ASRNode(EngineNode):
     EXTRA_PARAMETERS = {
         **dataclass_parameters(VadConfig, VAD_DESCRIPTIONS),
         "listen": (True, "Transcribe the `audio` stream and publish utterances on `speech`"),
-        "self_speech_tail": (0.3, "Audio captured this long after the robot stops speaking is ignored too (room echo), seconds"),
-        "speculative": (False, "Experimental: start transcribing an utterance as soon as the silence after it begins, while its end is being confirmed (same result, earlier)"),
+        "self_speech_tail": (
+            0.3,
+            "Audio captured this long after the robot stops speaking is ignored too (room echo), "
+            "seconds",
+        ),
+        "speculative": (
+            False,
+            "Experimental: start transcribing an utterance as soon as the silence after it "
+            "begins, while its end is being confirmed (same result, earlier)",
+        ),
     }
 
     def __init__(self, **kwargs):
@@ -82,7 +92,8 @@ class ASRNode(EngineNode):
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
     def _on_set_parameters(self, parameters):
-        """window_seconds applies to the loaded engine at once (no reload); it is validated first."""
+        """window_seconds applies to the loaded engine at once (no reload); it is validated
+        first."""
         from rcl_interfaces.msg import SetParametersResult
 
         for parameter in parameters:
@@ -106,16 +117,28 @@ class ASRNode(EngineNode):
         self.serve(Transcribe, "uservlm/transcribe", self.on_transcribe)
         if self.param("listen"):
             segmenter = VoiceActivitySegmenter(config_from(self, VadConfig, self.VAD_DESCRIPTIONS))
-            self._listener = StreamListener(segmenter, SelfSpeechGate(tail_seconds=self.param("self_speech_tail")))
-            # audio chunks and robot_speaking: short, in the executor's spin thread (no pool hand-off)
+            self._listener = StreamListener(
+                segmenter, SelfSpeechGate(tail_seconds=self.param("self_speech_tail"))
+            )
+            # audio chunks and robot_speaking: short, in the executor's spin thread (no pool
+            # hand-off)
             stream = InlineCallbackGroup()
             self._speech_pub = self.create_publisher(Utterance, "speech", qos.EVENTS)
             self._stream_entities = [
-                self.create_subscription(AudioChunk, "audio", self.on_audio, qos.AUDIO, callback_group=stream),
-                self.create_subscription(Bool, "robot_speaking", self.on_robot_speaking, qos.LATCHED,
-                                         callback_group=stream),
+                self.create_subscription(
+                    AudioChunk, "audio", self.on_audio, qos.AUDIO, callback_group=stream
+                ),
+                self.create_subscription(
+                    Bool,
+                    "robot_speaking",
+                    self.on_robot_speaking,
+                    qos.LATCHED,
+                    callback_group=stream,
+                ),
             ]
-            self._worker = threading.Thread(target=self._transcribe_stream, name="asr_stream", daemon=True)
+            self._worker = threading.Thread(
+                target=self._transcribe_stream, name="asr_stream", daemon=True
+            )
             self._worker.start()
 
     def destroy_interfaces(self) -> None:
@@ -142,8 +165,10 @@ class ASRNode(EngineNode):
             samples = to_mono(audio_to_array(msg).reshape(-1), int(msg.channels))
             if msg.sample_rate != ASR_SAMPLE_RATE:
                 if not self._warned_rate:
-                    self.get_logger().warning(f"audio at {msg.sample_rate} Hz: resampling each chunk to "
-                                              f"{ASR_SAMPLE_RATE} Hz (publish 16 kHz to avoid it)")
+                    self.get_logger().warning(
+                        f"audio at {msg.sample_rate} Hz: resampling each chunk to "
+                        f"{ASR_SAMPLE_RATE} Hz (publish 16 kHz to avoid it)"
+                    )
                     self._warned_rate = True
                 samples = resample(samples, int(msg.sample_rate), ASR_SAMPLE_RATE)
         except ValueError as error:
@@ -161,8 +186,9 @@ class ASRNode(EngineNode):
         if self.param("speculative"):
             candidate = self._listener.speculate()
             if candidate is not None:
-                self._speculation = self._speculator.submit(self.engine.transcribe, candidate.samples,
-                                                            ASR_SAMPLE_RATE)
+                self._speculation = self._speculator.submit(
+                    self.engine.transcribe, candidate.samples, ASR_SAMPLE_RATE
+                )
 
     def _transcribe_stream(self) -> None:
         heard_line = ""  # the last utterance's log line, until the turn it starts is under way
@@ -180,20 +206,30 @@ class ASRNode(EngineNode):
                 continue
             heard, speculation, vad_seconds = item
             try:
-                if speculation is not None:  # already transcribed (or being) while the end was confirmed
+                if (
+                    speculation is not None
+                ):  # already transcribed (or being) while the end was confirmed
                     transcript = speculation.result()
                     self.speculative_hits += 1
                 else:
                     transcript = self.engine.transcribe(heard.samples, ASR_SAMPLE_RATE)
             except Exception as error:  # one bad utterance must not stop the stream
                 self.count_request(f"stream transcription failed: {error}")
-                self.get_logger().error(f"stream transcription failed: {type(error).__name__}: {error}")
+                self.get_logger().error(
+                    f"stream transcription failed: {type(error).__name__}: {error}"
+                )
                 continue
             if not transcript.text.strip():
                 continue
-            msg = Utterance(text=transcript.text.strip(), language=transcript.language,
-                            confidence=float(transcript.confidence), asr_seconds=float(transcript.asr_seconds),
-                            vad_seconds=float(vad_seconds), start=seconds_to_stamp(heard.start), end=seconds_to_stamp(heard.end))
+            msg = Utterance(
+                text=transcript.text.strip(),
+                language=transcript.language,
+                confidence=float(transcript.confidence),
+                asr_seconds=float(transcript.asr_seconds),
+                vad_seconds=float(vad_seconds),
+                start=seconds_to_stamp(heard.start),
+                end=seconds_to_stamp(heard.end),
+            )
             self.utterances += 1
             self.stage_times.add(asr=transcript.asr_seconds)
             msg.header.stamp = self.get_clock().now().to_msg()
@@ -204,9 +240,12 @@ class ASRNode(EngineNode):
     def diagnostic_values(self) -> dict[str, str]:
         if self._listener is None:
             return {}
-        return {"utterances": str(self.utterances), "speculative_hits": str(self.speculative_hits),
-                "chunks_heard": str(self._listener.chunks_heard),
-                "chunks_ignored_self_speech": str(self._listener.chunks_ignored)}
+        return {
+            "utterances": str(self.utterances),
+            "speculative_hits": str(self.speculative_hits),
+            "chunks_heard": str(self._listener.chunks_heard),
+            "chunks_ignored_self_speech": str(self._listener.chunks_ignored),
+        }
 
     def on_transcribe(self, request: Transcribe.Request, response: Transcribe.Response):
         with self.answering(response, "ASR"):
@@ -215,14 +254,19 @@ class ASRNode(EngineNode):
                 samples = np.asarray(request.float_samples, dtype=np.float32)
                 channels = max(int(audio.channels), 1)
                 if samples.size % channels:
-                    raise ValueError(f"float_samples has {samples.size} values, not a multiple of "
-                                     f"{channels} channels")
+                    raise ValueError(
+                        f"float_samples has {samples.size} values, not a multiple of "
+                        f"{channels} channels"
+                    )
             else:
                 samples = audio_to_array(audio)
                 channels = int(audio.channels)
-            transcript = self.engine.transcribe(samples.reshape(-1), int(audio.sample_rate),
-                                                channels=channels,
-                                                language=request.language or None)
+            transcript = self.engine.transcribe(
+                samples.reshape(-1),
+                int(audio.sample_rate),
+                channels=channels,
+                language=request.language or None,
+            )
             response.text = transcript.text
             response.language = transcript.language
             response.confidence = float(transcript.confidence)

@@ -6,9 +6,8 @@ built with GStreamer, e.g. JetPack's) or a video/image file (looped). A missing 
 retried with backoff; /diagnostics keeps reporting the achieved rate, drops and the last error.
 On a real Pepper, naoqi_driver2's ``camera/front/image_raw`` can be remapped in instead.
 """
-from __future__ import annotations
 
-import time
+from __future__ import annotations
 
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
@@ -22,13 +21,14 @@ from uservlm_ros.ros.parameters import config_from, dataclass_parameters, declar
 from uservlm_ros.ros.runner import run_node
 
 DESCRIPTIONS = {
-    "source": "Device index (\"0\"), GStreamer pipeline (contains \"!\"), or a video/image file",
+    "source": 'Device index ("0"), GStreamer pipeline (contains "!"), or a video/image file',
     "width": "Published frame width, pixels",
     "height": "Published frame height, pixels",
     "rate_hz": "Publish rate, frames per second",
     "loop": "Loop a video file at its end",
     "fit": "crop (keep the aspect ratio) or stretch, when the source size differs",
-    "retry_initial_s": "First retry delay after the device fails, seconds (doubles up to retry_max_s)",
+    "retry_initial_s": "First retry delay after the device fails, seconds (doubles up to "
+    "retry_max_s)",
     "retry_max_s": "Longest retry delay, seconds",
     "max_failed_reads": "Failed reads in a row after which a live camera counts as lost",
 }
@@ -47,7 +47,9 @@ class CameraNode(Node):
         declare(self, EXTRA)
         self.source = CameraSource(config_from(self, CameraConfig, DESCRIPTIONS))
         self._raw = self.create_publisher(Image, "camera/image_raw", qos.CAMERA)
-        self._jpeg = self.create_publisher(CompressedImage, "camera/image_raw/compressed", qos.CAMERA)
+        self._jpeg = self.create_publisher(
+            CompressedImage, "camera/image_raw/compressed", qos.CAMERA
+        )
         self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", qos.DIAGNOSTICS)
         self.published = 0
         self._last_status = ""
@@ -66,7 +68,9 @@ class CameraNode(Node):
         if self.param("publish_raw"):
             self._raw.publish(rgb_to_image(frame, stamp, frame_id))
         if self.param("publish_compressed"):
-            self._jpeg.publish(rgb_to_compressed(frame, self.param("jpeg_quality"), stamp, frame_id))
+            self._jpeg.publish(
+                rgb_to_compressed(frame, self.param("jpeg_quality"), stamp, frame_id)
+            )
         self.published += 1
 
     def report(self) -> None:
@@ -83,9 +87,13 @@ class CameraNode(Node):
             self._last_status = stats.status
         values = dict(stats.key_values())
         values["published"] = self.published
-        publish_status(self, self._diagnostics, OK if stats.status == "ok" else ERROR,
-                       f"camera {stats.status}" + (f": {stats.last_error}" if stats.status != "ok" else ""),
-                       values)
+        publish_status(
+            self,
+            self._diagnostics,
+            OK if stats.status == "ok" else ERROR,
+            f"camera {stats.status}" + (f": {stats.last_error}" if stats.status != "ok" else ""),
+            values,
+        )
 
     def destroy_node(self):
         self.source.close()

@@ -15,6 +15,7 @@ together; separate processes (the default) isolate them.
 Per-node parameter overrides are given before ``--ros-args`` as ``--set node.parameter:=value``
 (a ``-p`` after ``--ros-args`` would reach every node of the process).
 """
+
 from __future__ import annotations
 
 import sys
@@ -24,8 +25,8 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 
 from uservlm_ros.ros import qos
-from uservlm_ros.ros.diagnostics import OK, publish_status
 from uservlm_ros.ros.composition import Composition
+from uservlm_ros.ros.diagnostics import OK, publish_status
 from uservlm_ros.ros.runner import DEFAULT_THREADS, EVENTS, run_nodes
 
 CLOUD_MEMBERS = ("asr_node", "tts_node", "vlm_node", "ethics_node")
@@ -34,7 +35,8 @@ MEMBERS = (*CLOUD_MEMBERS, "dialogue_node")
 
 def parse_arguments(argv: list[str]) -> tuple[tuple[str, ...], dict[str, dict]]:
     """(members, overrides) from the arguments before ``--ros-args``: ``--members a,b`` (default:
-    the four cloud nodes) and ``--set node.parameter:=value`` (values are YAML, as with ``-p``); ValueError
+    the four cloud nodes) and ``--set node.parameter:=value`` (values are YAML, as with ``-p``);
+    ValueError
     for a malformed one or an unknown node."""
     from rclpy.utilities import remove_ros_args
 
@@ -42,10 +44,17 @@ def parse_arguments(argv: list[str]) -> tuple[tuple[str, ...], dict[str, dict]]:
     members = CLOUD_MEMBERS
     if "--members" in arguments:
         position = arguments.index("--members")
-        members = tuple(n for n in (arguments[position + 1] if position + 1 < len(arguments) else "").split(",") if n)
+        members = tuple(
+            n
+            for n in (arguments[position + 1] if position + 1 < len(arguments) else "").split(",")
+            if n
+        )
         unknown = [n for n in members if n not in MEMBERS]
         if not members or unknown:
-            raise ValueError(f"--members: choose from {', '.join(MEMBERS)}" + (f" (not {', '.join(unknown)})" if unknown else ""))
+            raise ValueError(
+                f"--members: choose from {', '.join(MEMBERS)}"
+                + (f" (not {', '.join(unknown)})" if unknown else "")
+            )
     overrides: dict[str, dict] = {}
     for position, argument in enumerate(arguments):
         if argument != "--set":
@@ -57,7 +66,9 @@ def parse_arguments(argv: list[str]) -> tuple[tuple[str, ...], dict[str, dict]]:
         if not separator or not dot or not parameter:
             raise ValueError(f"--set {arguments[position + 1]!r}: expected node.parameter:=value")
         if node not in MEMBERS:
-            raise ValueError(f"--set {arguments[position + 1]!r}: {node!r} is not one of {', '.join(MEMBERS)}")
+            raise ValueError(
+                f"--set {arguments[position + 1]!r}: {node!r} is not one of {', '.join(MEMBERS)}"
+            )
         overrides.setdefault(node, {})[parameter] = yaml.safe_load(value)
     return members, overrides
 
@@ -77,8 +88,13 @@ def main(args=None) -> int:
     except ValueError as error:
         print(f"cloud_node: {error}", file=sys.stderr)
         return 2
-    kinds = {"asr_node": ASRNode, "tts_node": TTSNode, "ethics_node": EthicsNode, "vlm_node": VLMNode,
-             "dialogue_node": DialogueNode}
+    kinds = {
+        "asr_node": ASRNode,
+        "tts_node": TTSNode,
+        "ethics_node": EthicsNode,
+        "vlm_node": VLMNode,
+        "dialogue_node": DialogueNode,
+    }
 
     def make(name):
         parameters = [Parameter(k, value=v) for k, v in overrides.get(name, {}).items()]
@@ -102,8 +118,13 @@ class ContainerNode(Node):
         self.create_timer(1.0, self.report)
 
     def report(self) -> None:
-        publish_status(self, self._diagnostics, OK, "composed: calls and messages between members "
-                       "in-process", self.composition.status())
+        publish_status(
+            self,
+            self._diagnostics,
+            OK,
+            "composed: calls and messages between members in-process",
+            self.composition.status(),
+        )
 
 
 if __name__ == "__main__":

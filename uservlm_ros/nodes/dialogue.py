@@ -11,6 +11,7 @@ the first sample out on ``speech_started``, one ``interactions`` record with eve
 The cloud side may be down or restarted at any time: the node keeps running, says so in its log
 and on /diagnostics, and a turn in flight ends with an error after ``ask_timeout``, never a hang.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -25,10 +26,10 @@ from std_msgs.msg import Header
 
 from uservlm_ros.msg import AudioChunk, Interaction, Utterance
 from uservlm_ros.ros import qos
-from uservlm_ros.ros.diagnostics import OK, WARN, publish_status
-from uservlm_ros.ros.parameters import declare
 from uservlm_ros.ros.conversions import check_compressed, check_image, stamp_to_seconds
+from uservlm_ros.ros.diagnostics import OK, WARN, publish_status
 from uservlm_ros.ros.frame_buffer import FrameBuffer, subscribe_camera
+from uservlm_ros.ros.parameters import declare
 from uservlm_ros.ros.runner import EVENTS, run_node
 from uservlm_ros.ros.service_client import ServiceUnavailable, call_with_timeout
 from uservlm_ros.srv import Ask
@@ -36,12 +37,23 @@ from uservlm_ros.srv import Ask
 PARAMETERS = {
     "user_id": ("", "Who the robot is talking to (consent memory); empty = anonymous"),
     "speak": (True, "Speak the answers (false: text only, e.g. for a screen)"),
-    "stream_audio": (True, "Speak while the answer is written: the cloud side sends each sentence to the speaker as soon as it is synthesized"),
+    "stream_audio": (
+        True,
+        "Speak while the answer is written: the cloud side sends each sentence to the speaker as "
+        "soon as it is synthesized",
+    ),
     "ask_timeout": (60.0, "Seconds to wait for /uservlm/ask before the turn ends with an error"),
     "audio_out_timeout": (10.0, "Seconds to wait for the speaker to report the first sample out"),
-    "max_frame_skew": (2.0, "A camera frame further than this (seconds) from the end of speech is not used"),
+    "max_frame_skew": (
+        2.0,
+        "A camera frame further than this (seconds) from the end of speech is not used",
+    ),
     "frame_history": (60, "Camera frames kept to pick the one nearest the end of an utterance"),
-    "max_pending_turns": (4, "Utterances queued while a turn is in flight; older ones beyond this are dropped and counted"),
+    "max_pending_turns": (
+        4,
+        "Utterances queued while a turn is in flight; older ones beyond this are dropped and "
+        "counted",
+    ),
 }
 
 
@@ -65,13 +77,18 @@ class DialogueNode(Node):
 
         services = ReentrantCallbackGroup()
         events = MutuallyExclusiveCallbackGroup()
-        self._ask = self.create_client(Ask, "uservlm/ask", qos_profile=qos.SERVICES, callback_group=services)
+        self._ask = self.create_client(
+            Ask, "uservlm/ask", qos_profile=qos.SERVICES, callback_group=services
+        )
         self._audio_out = self.create_publisher(AudioChunk, "speech_audio", qos.SPEECH_AUDIO)
         self._interactions = self.create_publisher(Interaction, "interactions", qos.EVENTS)
         self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", qos.DIAGNOSTICS)
-        self.create_subscription(Utterance, "speech", self.on_speech, qos.EVENTS, callback_group=events)
-        self.create_subscription(Header, "speech_started", self.on_speech_started, qos.EVENTS,
-                                 callback_group=events)
+        self.create_subscription(
+            Utterance, "speech", self.on_speech, qos.EVENTS, callback_group=events
+        )
+        self.create_subscription(
+            Header, "speech_started", self.on_speech_started, qos.EVENTS, callback_group=events
+        )
         subscribe_camera(self, self.frames, callback_group=events)
         self.create_timer(1.0, self.tick, callback_group=events)
         self._worker = threading.Thread(target=self._work, name="dialogue_turns", daemon=True)
@@ -98,7 +115,9 @@ class DialogueNode(Node):
                 dropped = self._turns.get_nowait()
                 self._turns.put_nowait(utterance)
                 self.turns_dropped += 1
-                self.get_logger().warning(f"turn queue full: dropped the utterance {dropped.text!r}")
+                self.get_logger().warning(
+                    f"turn queue full: dropped the utterance {dropped.text!r}"
+                )
 
     def on_speech_started(self, header: Header) -> None:
         with self._started_event:
@@ -138,15 +157,29 @@ class DialogueNode(Node):
     def take_turn(self, utterance: Utterance) -> Interaction:
         turn_id = f"turn-{next(self._counter)}"
         speech_end = stamp_to_seconds(utterance.end)
-        record = Interaction(turn_id=turn_id, user_id=self.param("user_id"), transcript=utterance.text,
-                             language=utterance.language, speech_start=utterance.start,
-                             speech_end=utterance.end, asr_seconds=utterance.asr_seconds,
-                             vad_seconds=utterance.vad_seconds)
-        record.speech_end_to_transcript = max(0.0, stamp_to_seconds(utterance.header.stamp) - speech_end)
+        record = Interaction(
+            turn_id=turn_id,
+            user_id=self.param("user_id"),
+            transcript=utterance.text,
+            language=utterance.language,
+            speech_start=utterance.start,
+            speech_end=utterance.end,
+            asr_seconds=utterance.asr_seconds,
+            vad_seconds=utterance.vad_seconds,
+        )
+        record.speech_end_to_transcript = max(
+            0.0, stamp_to_seconds(utterance.header.stamp) - speech_end
+        )
         # The cloud publishes the answer's audio for the speaker itself (publish_audio): it does
         # not travel back through this node first.
-        request = Ask.Request(question=utterance.text, user_id=self.param("user_id"), speak=self.param("speak"),
-                              publish_audio=True, stream_audio=self.param("stream_audio"), turn_id=turn_id)
+        request = Ask.Request(
+            question=utterance.text,
+            user_id=self.param("user_id"),
+            speak=self.param("speak"),
+            publish_audio=True,
+            stream_audio=self.param("stream_audio"),
+            turn_id=turn_id,
+        )
         record.image_source = self._user_image(speech_end, request)
         sent = time.time()
         try:
@@ -199,11 +232,14 @@ class DialogueNode(Node):
             self.turns_done += 1
             self.get_logger().info(
                 f"{record.turn_id}: {record.transcript!r} -> {record.answer[:80]!r} "
-                f"(speech end -> audio out {record.speech_end_to_audio_out:.2f} s)")
+                f"(speech end -> audio out {record.speech_end_to_audio_out:.2f} s)"
+            )
         else:
             self.turns_failed += 1
             self.last_error = record.error
-            self.get_logger().warning(f"{record.turn_id}: {record.transcript!r} failed: {record.error}")
+            self.get_logger().warning(
+                f"{record.turn_id}: {record.transcript!r} failed: {record.error}"
+            )
         return record
 
     # -- health -------------------------------------------------------------------------------
@@ -213,14 +249,25 @@ class DialogueNode(Node):
             if up:
                 self.get_logger().info("cloud side reachable: /uservlm/ask is up")
             else:
-                self.get_logger().warning("cloud side not reachable: /uservlm/ask has no server; "
-                                          "the robot keeps listening, turns fail until it is back")
+                self.get_logger().warning(
+                    "cloud side not reachable: /uservlm/ask has no server; "
+                    "the robot keeps listening, turns fail until it is back"
+                )
             self.cloud_up = up
-        values = {"turns_done": self.turns_done, "turns_failed": self.turns_failed,
-                  "turns_dropped": self.turns_dropped, "frames_received": self.frames.received,
-                  "last_error": self.last_error}
-        publish_status(self, self._diagnostics, OK if up else WARN,
-                       "cloud side reachable" if up else "cloud side not reachable (/uservlm/ask)", values)
+        values = {
+            "turns_done": self.turns_done,
+            "turns_failed": self.turns_failed,
+            "turns_dropped": self.turns_dropped,
+            "frames_received": self.frames.received,
+            "last_error": self.last_error,
+        }
+        publish_status(
+            self,
+            self._diagnostics,
+            OK if up else WARN,
+            "cloud side reachable" if up else "cloud side not reachable (/uservlm/ask)",
+            values,
+        )
 
 
 def main(args=None) -> int:

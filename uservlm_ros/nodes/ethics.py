@@ -6,6 +6,7 @@ this node is running. If a clarifying question is pending for the user, the requ
 taken as their reply: it is remembered, and the response names the original question to answer.
 Consent is persisted per user in ``store_dir``; no image is ever stored.
 """
+
 from __future__ import annotations
 
 import os
@@ -27,10 +28,24 @@ def default_store_dir() -> str:
 
 class EthicsNode(EngineNode):
     EXTRA_PARAMETERS = {
-        "policy_path": ("", "Ethics policy YAML; empty = config/ethics_policy.yaml of the package"),
-        "store_dir": ("", "Consent store directory; empty = $XDG_DATA_HOME/uservlm_ros/consent (~/.local/share/...)"),
-        "use_embeddings": (True, "Add the MiniLM similarity term to the rules (false: rules only, no model)"),
-        "torch_threads": (1, "torch threads in this process (1 is fastest for one sentence at a time); 0 = torch's default"),
+        "policy_path": (
+            "",
+            "Ethics policy YAML; empty = config/ethics_policy.yaml of the package",
+        ),
+        "store_dir": (
+            "",
+            "Consent store directory; empty = $XDG_DATA_HOME/uservlm_ros/consent "
+            "(~/.local/share/...)",
+        ),
+        "use_embeddings": (
+            True,
+            "Add the MiniLM similarity term to the rules (false: rules only, no model)",
+        ),
+        "torch_threads": (
+            1,
+            "torch threads in this process (1 is fastest for one sentence at a time); 0 = torch's "
+            "default",
+        ),
     }
 
     def __init__(self, **kwargs):
@@ -38,10 +53,12 @@ class EthicsNode(EngineNode):
         self._store_error_said = ""
 
     def engine_config(self) -> EthicsConfig:
-        return EthicsConfig(policy_path=self.param("policy_path") or None,
-                            store_dir=self.param("store_dir") or default_store_dir(),
-                            use_embeddings=self.param("use_embeddings"),
-                            torch_threads=self.param("torch_threads") or None)
+        return EthicsConfig(
+            policy_path=self.param("policy_path") or None,
+            store_dir=self.param("store_dir") or default_store_dir(),
+            use_embeddings=self.param("use_embeddings"),
+            torch_threads=self.param("torch_threads") or None,
+        )
 
     def load_engine(self, config: EthicsConfig) -> EthicsEngine:
         engine = EthicsEngine(config).load()
@@ -62,9 +79,11 @@ class EthicsNode(EngineNode):
     def diagnostic_values(self) -> dict[str, str]:
         if self.engine is None:
             return {}
-        return {"consent_store": "error" if self.engine.store_error else "ok",
-                "consent_store_error": self.engine.store_error,
-                "consent_store_failures": str(self.engine.store_failures)}
+        return {
+            "consent_store": "error" if self.engine.store_error else "ok",
+            "consent_store_error": self.engine.store_error,
+            "consent_store_failures": str(self.engine.store_failures),
+        }
 
     def _report_store(self, engine: EthicsEngine | None) -> None:
         """Log the consent store failing and recovering, once each time."""
@@ -72,8 +91,10 @@ class EthicsNode(EngineNode):
         if error == self._store_error_said:
             return
         if error:
-            self.get_logger().error(f"consent store unavailable ({error}): answers that need "
-                                    "consent are generic until it works again")
+            self.get_logger().error(
+                f"consent store unavailable ({error}): answers that need "
+                "consent are generic until it works again"
+            )
         else:
             self.get_logger().info("consent store works again")
         self._store_error_said = error
@@ -98,8 +119,11 @@ class EthicsNode(EngineNode):
                 response.resolved_reply = True
                 response.original_question = resolution.original_question
             else:
-                inferred = ({name: None for name in request.inferred_attributes}
-                            if request.has_inferred else None)
+                inferred = (
+                    {name: None for name in request.inferred_attributes}
+                    if request.has_inferred
+                    else None
+                )
                 review = self.engine.review(request.question, request.user_id, inferred)
                 response.decision = review.decision
                 response.clarifying_question = review.clarifying_question

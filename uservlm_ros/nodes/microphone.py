@@ -5,6 +5,7 @@ Each chunk is stamped with the capture time of its first sample (wall clock), wh
 uses for utterance boundaries and self-speech suppression. A missing device is retried with
 backoff and reported on /diagnostics; a WAV source reports its end.
 """
+
 from __future__ import annotations
 
 import time
@@ -21,7 +22,7 @@ from uservlm_ros.ros.parameters import config_from, dataclass_parameters, declar
 from uservlm_ros.ros.runner import run_node
 
 DESCRIPTIONS = {
-    "source": "Input: \"default\", a device index or name, or a .wav file",
+    "source": 'Input: "default", a device index or name, or a .wav file',
     "chunk_ms": "Chunk length, milliseconds (40 ms: one chunk fits one Wi-Fi frame)",
     "channels": "Channels to capture from the device",
     "channel": "Channel to keep (-1 = average all)",
@@ -38,12 +39,22 @@ class MicrophoneNode(Node):
     def __init__(self, **kwargs):
         super().__init__("microphone_node", **kwargs)
         declare(self, dataclass_parameters(MicrophoneConfig, DESCRIPTIONS))
-        declare(self, {"frame_id": ("microphone", "frame_id of the published audio"),
-                       "wait_for_subscriber": (True, "Start capturing only once something subscribes to `audio` "
-                                                     "(a replayed WAV then loses nothing to discovery)")})
+        declare(
+            self,
+            {
+                "frame_id": ("microphone", "frame_id of the published audio"),
+                "wait_for_subscriber": (
+                    True,
+                    "Start capturing only once something subscribes to `audio` "
+                    "(a replayed WAV then loses nothing to discovery)",
+                ),
+            },
+        )
         config = config_from(self, MicrophoneConfig, DESCRIPTIONS)
         self.source = MicrophoneSource(config, clock=time.time)
-        self._audio = self.create_publisher(AudioChunk, "audio", qos.audio_qos(config.chunk_ms / 1000.0))
+        self._audio = self.create_publisher(
+            AudioChunk, "audio", qos.audio_qos(config.chunk_ms / 1000.0)
+        )
         self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", qos.DIAGNOSTICS)
         self.published = 0
         self._last_status = ""
@@ -55,24 +66,33 @@ class MicrophoneNode(Node):
     def tick(self) -> None:
         if not self._started:
             # Reliable QoS keeps nothing for readers not yet discovered: wait for one.
-            if self.get_parameter("wait_for_subscriber").value and self._audio.get_subscription_count() == 0:
+            if (
+                self.get_parameter("wait_for_subscriber").value
+                and self._audio.get_subscription_count() == 0
+            ):
                 return
             self.source.start()
             self._started = True
         frame_id = self.get_parameter("frame_id").value
         for chunk in self.source.read_all():
-            self._audio.publish(array_to_audio(chunk.samples, chunk.sample_rate, seconds_to_stamp(chunk.stamp),
-                                               frame_id))
+            self._audio.publish(
+                array_to_audio(
+                    chunk.samples, chunk.sample_rate, seconds_to_stamp(chunk.stamp), frame_id
+                )
+            )
             self.published += 1
         if self.source.ended and not self._ended_logged:
-            self.get_logger().info(f"end of {self.get_parameter('source').value}: {self.published} chunks published")
+            self.get_logger().info(
+                f"end of {self.get_parameter('source').value}: {self.published} chunks published"
+            )
             self._ended_logged = True
 
     def report(self) -> None:
         stats = self.source.stats()
         if stats.status != self._last_status:
-            message = (f"microphone {self.get_parameter('source').value!r}: {stats.status}"
-                       + (f" ({stats.last_error})" if stats.status == "error" else ""))
+            message = f"microphone {self.get_parameter('source').value!r}: {stats.status}" + (
+                f" ({stats.last_error})" if stats.status == "error" else ""
+            )
             # One call site per severity: rclpy refuses a call site whose severity changes.
             if stats.status == "error":
                 self.get_logger().error(message)

@@ -7,6 +7,7 @@ the buffer's channel_map, stateful anti-aliased resampling) is plain Python in
 uservlm_ros.robot.pepper_audio; this node only needs naoqi_bridge_msgs when it runs.
 Malformed buffers are dropped with a logged reason and counted on /diagnostics.
 """
+
 from __future__ import annotations
 
 import sys
@@ -23,7 +24,8 @@ from uservlm_ros.ros.parameters import config_from, dataclass_parameters, declar
 from uservlm_ros.ros.runner import run_node
 
 DESCRIPTIONS = {
-    "channel": "front (mean of the front microphones), mean, a channel name (front_left, ...) or an index 0-3",
+    "channel": "front (mean of the front microphones), mean, a channel name (front_left, ...) or "
+    "an index 0-3",
     "input_rate": "Expected AudioBuffer rate, Hz (0 = accept any)",
     "channels": "Expected channel count (0 = accept any)",
 }
@@ -33,8 +35,10 @@ def audio_buffer_type():
     try:
         from naoqi_bridge_msgs.msg import AudioBuffer
     except ImportError as error:
-        raise RuntimeError("pepper_audio_node needs naoqi_bridge_msgs (ros-<distro>-naoqi-bridge-msgs); "
-                           f"it is not installed: {error}") from error
+        raise RuntimeError(
+            "pepper_audio_node needs naoqi_bridge_msgs (ros-<distro>-naoqi-bridge-msgs); "
+            f"it is not installed: {error}"
+        ) from error
     return AudioBuffer
 
 
@@ -61,14 +65,25 @@ class PepperAudioNode(Node):
             return
         received = stamp_to_seconds(msg.header.stamp) or self.get_clock().now().nanoseconds * 1e-9
         first = self.converter.first_sample_time(received, samples.size)
-        self._audio.publish(array_to_audio(samples, 16000, seconds_to_stamp(first), "pepper_microphones"))
+        self._audio.publish(
+            array_to_audio(samples, 16000, seconds_to_stamp(first), "pepper_microphones")
+        )
 
     def report(self) -> None:
         c = self.converter
-        values = {"buffers": c.buffers, "rejected": c.rejected, "restarts": c.restarts,
-                  "last_reject_reason": c.last_reject_reason}
-        publish_status(self, self._diagnostics, WARN if c.rejected else OK,
-                       f"{c.buffers} buffers, {c.rejected} rejected", values)
+        values = {
+            "buffers": c.buffers,
+            "rejected": c.rejected,
+            "restarts": c.restarts,
+            "last_reject_reason": c.last_reject_reason,
+        }
+        publish_status(
+            self,
+            self._diagnostics,
+            WARN if c.rejected else OK,
+            f"{c.buffers} buffers, {c.rejected} rejected",
+            values,
+        )
 
 
 def main(args=None) -> int:

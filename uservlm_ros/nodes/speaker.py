@@ -7,6 +7,7 @@ turn (same frame_id: the cloud sends an answer in short chunks, or sentence by s
 utterance while it plays: one gapless stream, one speech_started. With no output device (servers,
 CI) or ``mode: file``, each utterance is written to a WAV in ``output_dir``.
 """
+
 from __future__ import annotations
 
 import time
@@ -28,7 +29,8 @@ DESCRIPTIONS = {
     "mode": "auto (device if one exists, else WAV files) | device | file",
     "device": "Output device name or index for sounddevice",
     "output_dir": "Folder for the WAV files when there is no device (or mode: file)",
-    "realtime": "In file mode, report the end of an utterance after its duration (as a speaker would)",
+    "realtime": "In file mode, report the end of an utterance after its duration (as a speaker "
+    "would)",
     "max_queue": "Utterances waiting to be played; more are refused and counted",
     "max_seconds": "Longest utterance accepted, seconds",
 }
@@ -42,8 +44,12 @@ class SpeakerNode(Node):
         self._started = self.create_publisher(Header, "speech_started", qos.EVENTS)
         self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", qos.DIAGNOSTICS)
         self._speaking.publish(Bool(data=False))
-        self.sink = SpeakerSink(config_from(self, SpeakerConfig, DESCRIPTIONS), on_start=self.on_start,
-                                on_end=self.on_end, clock=time.time)
+        self.sink = SpeakerSink(
+            config_from(self, SpeakerConfig, DESCRIPTIONS),
+            on_start=self.on_start,
+            on_end=self.on_end,
+            clock=time.time,
+        )
         self.sink.start()
         self.create_subscription(AudioChunk, "speech_audio", self.on_audio, qos.SPEECH_AUDIO)
         self.create_timer(1.0, self.report)
@@ -51,7 +57,9 @@ class SpeakerNode(Node):
     def on_audio(self, msg: AudioChunk) -> None:
         try:
             samples = audio_to_array(msg)
-            mono = samples[:, 0] if samples.shape[1] == 1 else samples.mean(axis=1).astype(np.int16)
+            mono = (
+                samples[:, 0] if samples.shape[1] == 1 else samples.mean(axis=1).astype(np.int16)
+            )
             if mono.size == 0:
                 raise ValueError("empty audio")
             # A turn's pieces (frame_id = turn id) join its utterance while it plays.
@@ -65,7 +73,9 @@ class SpeakerNode(Node):
         header = Header(frame_id=turn)
         header.stamp = seconds_to_stamp(playback.started_at)
         self._started.publish(header)
-        self.get_logger().info(f"speaking {turn or playback.id}" + (f" -> {playback.path}" if playback.path else ""))
+        self.get_logger().info(
+            f"speaking {turn or playback.id}" + (f" -> {playback.path}" if playback.path else "")
+        )
 
     def on_end(self, playback) -> None:
         # A queued next utterance sets it true again at once; ASR's echo tail covers the gap.
@@ -73,8 +83,13 @@ class SpeakerNode(Node):
 
     def report(self) -> None:
         stats = self.sink.stats()
-        publish_status(self, self._diagnostics, OK if stats.status == "ok" else ERROR,
-                       f"speaker {stats.mode}: {stats.status}", stats.key_values())
+        publish_status(
+            self,
+            self._diagnostics,
+            OK if stats.status == "ok" else ERROR,
+            f"speaker {stats.mode}: {stats.status}",
+            stats.key_values(),
+        )
 
     def destroy_node(self):
         self.sink.close()

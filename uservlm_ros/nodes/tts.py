@@ -3,6 +3,7 @@
 Lifecycle node around :class:`uservlm_ros.engines.tts.TTSEngine`: Piper offline by default, the
 Coqui Tacotron 2 backend when installed with its model (``backend`` parameter).
 """
+
 from __future__ import annotations
 
 import time
@@ -17,8 +18,10 @@ from uservlm_ros.srv import Synthesize
 class TTSNode(EngineNode):
     CONFIG = TTSConfig
     DESCRIPTIONS = {
-        "backend": "auto | piper | coqui | espeak; auto = Coqui Tacotron 2 when installed with its model, else Piper",
-        "piper_voice": "Piper voice: empty = the bundled en_US-joe-medium (checksum-verified), or a path to a .onnx",
+        "backend": "auto | piper | coqui | espeak; auto = Coqui Tacotron 2 when installed with "
+        "its model, else Piper",
+        "piper_voice": "Piper voice: empty = the bundled en_US-joe-medium (checksum-verified), or "
+        "a path to a .onnx",
         "coqui_model": "Coqui TTS model name or path (the paper's Tacotron-style choice)",
         "max_chars": "Longest text accepted in one request (characters)",
         "espeak_voice": "espeak-ng voice for the espeak backend (a light fallback when installed)",
@@ -26,7 +29,7 @@ class TTSNode(EngineNode):
         "sentence_silence": "Seconds of silence between sentences",
         "use_cuda": "Run the Coqui model on the GPU (Piper runs on onnxruntime CPU)",
         "piper_release_memory": "Give each Piper synthesis' memory back to the system "
-                                "(false: keep the memory of the longest sentence so far)",
+        "(false: keep the memory of the longest sentence so far)",
     }
 
     def __init__(self, **kwargs):
@@ -50,8 +53,12 @@ class TTSNode(EngineNode):
             if "\ufffd" in request.text:
                 raise ValueError("text is not valid UTF-8 (undecodable bytes were received)")
             speech = self.engine.synthesize(request.text)
-            response.audio = array_to_audio(speech.samples, speech.sample_rate,
-                                            stamp=self.get_clock().now().to_msg(), frame_id="tts")
+            response.audio = array_to_audio(
+                speech.samples,
+                speech.sample_rate,
+                stamp=self.get_clock().now().to_msg(),
+                frame_id="tts",
+            )
             response.synthesis_seconds = speech.synthesis_seconds
             self.stage_times.add(synthesis=speech.synthesis_seconds)
         self.get_logger().debug(f"synthesize: {time.perf_counter() - started:.3f} s")

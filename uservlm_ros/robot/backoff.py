@@ -3,9 +3,8 @@
 Nothing here sleeps: the owner asks :meth:`Backoff.due` from its own loop (a ROS timer), so a test
 drives the schedule by advancing a fake clock.
 """
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 
 class Backoff:
@@ -25,7 +24,7 @@ class Backoff:
         self.maximum = float(maximum)
         self.factor = float(factor)
         self._delay = self.initial
-        self.next_attempt: Optional[float] = None  # None = no retry pending
+        self.next_attempt: float | None = None  # None = no retry pending
         self.failures = 0  # consecutive failures since the last success
 
     def failure(self, now: float) -> float:

@@ -1,4 +1,5 @@
-"""Camera frames for the robot side: a device, a GStreamer pipeline, or a looped video / image file.
+"""Camera frames for the robot side: a device, a GStreamer pipeline, or a looped video / image
+file.
 
 Built to be driven by a ROS timer at ``1 / rate_hz`` (see :attr:`CameraSource.period`)::
 
@@ -34,15 +35,17 @@ Reads on a live source block until the device's next frame (at most one frame in
 device runs at ``rate_hz``); run the timer in its own callback group. The clock is injectable so
 pacing, file playback and backoff are testable without sleeping.
 """
+
 from __future__ import annotations
 
 import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any
 
 import numpy as np
 
@@ -78,7 +81,8 @@ class CameraOpenError(RuntimeError):
 class CameraConfig:
     """Camera source settings. Validated on construction (ValueError)."""
 
-    #: device index ("0"), /dev/videoN, a GStreamer pipeline (contains "!"), a video or image file.
+    # : device index ("0"), /dev/videoN, a GStreamer pipeline (contains "!"), a video or image
+    # file.
     source: str = "0"
     width: int = 640
     height: int = 480
@@ -136,7 +140,7 @@ class CameraStats:
     source_height: int
     source_fps: float
 
-    def key_values(self) -> List[Tuple[str, str]]:
+    def key_values(self) -> list[tuple[str, str]]:
         """(key, value) strings, ready for diagnostic_msgs/KeyValue."""
         out = []
         for key, value in asdict(self).items():
@@ -144,7 +148,7 @@ class CameraStats:
         return out
 
 
-def classify_source(source: str) -> Tuple[str, Any]:
+def classify_source(source: str) -> tuple[str, Any]:
     """(kind, spec): the kind of a source string and what to open (an int index or a string)."""
     source = str(source).strip()
     if "!" in source:
@@ -216,7 +220,9 @@ def open_opencv_capture(kind: str, spec: Any, config: CameraConfig):
         cap = cv2.VideoCapture(spec)
         if not cap.isOpened():
             cap.release()
-            raise CameraOpenError(f"video file {spec} could not be opened (unsupported or corrupt)")
+            raise CameraOpenError(
+                f"video file {spec} could not be opened (unsupported or corrupt)"
+            )
         return cap
     if kind == KIND_GSTREAMER:
         if not opencv_has_gstreamer():
@@ -232,7 +238,11 @@ def open_opencv_capture(kind: str, spec: Any, config: CameraConfig):
     if kind == KIND_DEVICE:
         if isinstance(spec, str) and not os.path.exists(spec):
             raise CameraOpenError(f"camera device {spec} does not exist")
-        cap = cv2.VideoCapture(spec, cv2.CAP_V4L2) if isinstance(spec, str) else cv2.VideoCapture(spec)
+        cap = (
+            cv2.VideoCapture(spec, cv2.CAP_V4L2)
+            if isinstance(spec, str)
+            else cv2.VideoCapture(spec)
+        )
         if not cap.isOpened():
             cap.release()
             raise CameraOpenError(f"camera device {spec} could not be opened")
@@ -266,13 +276,15 @@ def to_rgb_frame(frame: np.ndarray, width: int, height: int, fit: str = "crop") 
         if src_w * height > src_h * width:  # wider than the target: trim the sides
             new_w = max(1, round(src_h * width / height))
             x0 = (src_w - new_w) // 2
-            rgb = rgb[:, x0:x0 + new_w]
+            rgb = rgb[:, x0 : x0 + new_w]
         else:  # taller: trim top and bottom
             new_h = max(1, round(src_w * height / width))
             y0 = (src_h - new_h) // 2
-            rgb = rgb[y0:y0 + new_h]
+            rgb = rgb[y0 : y0 + new_h]
     shrinking = rgb.shape[1] > width or rgb.shape[0] > height
-    return cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    return cv2.resize(
+        rgb, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    )
 
 
 class CameraSource:
@@ -286,9 +298,9 @@ class CameraSource:
 
     def __init__(
         self,
-        config: Optional[CameraConfig] = None,
+        config: CameraConfig | None = None,
         clock: Callable[[], float] = time.monotonic,
-        open_capture: Optional[Callable[[str, Any, CameraConfig], Any]] = None,
+        open_capture: Callable[[str, Any, CameraConfig], Any] | None = None,
     ):
         self.config = config or CameraConfig()
         self._clock = clock
@@ -301,14 +313,14 @@ class CameraSource:
         self._cap = None
         self._status = STATUS_STARTING
         self._last_error = ""
-        self._next_due: Optional[float] = None
+        self._next_due: float | None = None
         # video playback
         self._t0 = 0.0
         self._fps = 0.0
         self._declared_frames = 0
         self._pos = 0  # index of the next frame the capture will return
-        self._last_rgb: Optional[np.ndarray] = None
-        self._image_rgb: Optional[np.ndarray] = None
+        self._last_rgb: np.ndarray | None = None
+        self._image_rgb: np.ndarray | None = None
         self._consecutive_failures = 0
         self._awaiting_first_frame = False
         self._source_size = (0, 0)
@@ -321,7 +333,7 @@ class CameraSource:
         self._fresh_opens = 0  # opens that were not video loops
         self.truncations = 0
         self._read_seconds = 0.0
-        self.last_frame_time: Optional[float] = None  # clock time of the newest delivered frame
+        self.last_frame_time: float | None = None  # clock time of the newest delivered frame
 
     # ------------------------------------------------------------------ public
 
@@ -338,7 +350,7 @@ class CameraSource:
     def last_error(self) -> str:
         return self._last_error
 
-    def read(self) -> Optional[np.ndarray]:
+    def read(self) -> np.ndarray | None:
         """The next frame (``height x width x 3`` RGB uint8, the caller's to keep) or None.
 
         None means: not due yet (called faster than ``rate_hz``), waiting for a reopen, the read
@@ -383,7 +395,7 @@ class CameraSource:
 
     # ------------------------------------------------------------------ internals
 
-    def _read(self, now: float) -> Optional[np.ndarray]:
+    def _read(self, now: float) -> np.ndarray | None:
         if self._status in (STATUS_ENDED, STATUS_CLOSED):
             return None
         if self._cap is None:
@@ -424,7 +436,9 @@ class CameraSource:
             self._fail_open(now, str(exc))
             return False
         except Exception as exc:
-            self._fail_open(now, f"camera {self.name} could not be opened: {type(exc).__name__}: {exc}")
+            self._fail_open(
+                now, f"camera {self.name} could not be opened: {type(exc).__name__}: {exc}"
+            )
             return False
         self._cap = cap
         self.opens += 1
@@ -467,7 +481,7 @@ class CameraSource:
                 pass
         self._cap = None
 
-    def _next_frame(self, now: float) -> Optional[np.ndarray]:
+    def _next_frame(self, now: float) -> np.ndarray | None:
         if self.kind == KIND_IMAGE:
             if self._image_rgb is None:
                 ok, bgr = self._cap.read()
@@ -493,7 +507,7 @@ class CameraSource:
         self._consecutive_failures = 0
         return self._convert(bgr)
 
-    def _next_video_frame(self, now: float) -> Optional[np.ndarray]:
+    def _next_video_frame(self, now: float) -> np.ndarray | None:
         # Nearest frame, so a reader running at the video's own rate tolerates timer jitter.
         target = int((now - self._t0) * self._fps + 0.5)
         if self._last_rgb is not None and target < self._pos:
@@ -520,7 +534,11 @@ class CameraSource:
                     f"{self._declared_frames} declared (truncated or corrupt)"
                 )
                 # Once per source at warning level: a truncated file loops for ever.
-                _LOG.log(logging.WARNING if self.truncations == 1 else logging.DEBUG, "%s", self._last_error)
+                _LOG.log(
+                    logging.WARNING if self.truncations == 1 else logging.DEBUG,
+                    "%s",
+                    self._last_error,
+                )
             if not self.config.loop:
                 self._release()
                 self._status = STATUS_ENDED

@@ -4,7 +4,8 @@ Driven by the node (a timer at the chunk period, or any loop)::
 
     mic = MicrophoneSource(MicrophoneConfig(source="default"))
     mic.start()                       # never raises; see mic.status / mic.last_error
-    for chunk in mic.read_all():      # MicChunk(samples int16, sample_rate=16000, stamp, index, final)
+    for chunk in mic.read_all():      # MicChunk(samples int16, sample_rate=16000, stamp, index,
+    final)
         publish(chunk)
 
 Chunk length: 40 ms by default (640 samples, 1280 bytes), configurable 20-100 ms. 40 ms keeps an
@@ -41,6 +42,7 @@ Timestamps (``MicChunk.stamp``, the capture time of the chunk's first sample) ar
 For a device, it is the clock at the callback minus the block's duration; for a file, the time the
 chunk's first sample would have been captured had the file been played from ``start()``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -48,14 +50,15 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any
 
 import numpy as np
 
-from uservlm_ros.speech.audio import ASR_SAMPLE_RATE, float_to_int16, read_wav, resample, to_mono
 from uservlm_ros.robot.backoff import Backoff
 from uservlm_ros.robot.resampler import StreamingResampler
+from uservlm_ros.speech.audio import ASR_SAMPLE_RATE, float_to_int16, read_wav, resample, to_mono
 
 _LOG = logging.getLogger(__name__)
 
@@ -94,11 +97,14 @@ class MicrophoneConfig:
 
     def __post_init__(self) -> None:
         self.source = str(self.source).strip()
-        if isinstance(self.chunk_ms, bool) or not isinstance(self.chunk_ms, int) or not (
-            MIN_CHUNK_MS <= self.chunk_ms <= MAX_CHUNK_MS
+        if (
+            isinstance(self.chunk_ms, bool)
+            or not isinstance(self.chunk_ms, int)
+            or not (MIN_CHUNK_MS <= self.chunk_ms <= MAX_CHUNK_MS)
         ):
             raise ValueError(
-                f"chunk_ms must be an integer in [{MIN_CHUNK_MS}, {MAX_CHUNK_MS}], got {self.chunk_ms!r}"
+                f"chunk_ms must be an integer in [{MIN_CHUNK_MS}, {MAX_CHUNK_MS}], got "
+                f"{self.chunk_ms!r}"
             )
         if not 1 <= self.channels <= 64:
             raise ValueError(f"channels must be in [1, 64], got {self.channels}")
@@ -156,8 +162,11 @@ class MicrophoneStats:
     queued: int
     ended: bool
 
-    def key_values(self) -> List[Tuple[str, str]]:
-        return [(key, f"{v:.3f}" if isinstance(v, float) else str(v)) for key, v in asdict(self).items()]
+    def key_values(self) -> list[tuple[str, str]]:
+        return [
+            (key, f"{v:.3f}" if isinstance(v, float) else str(v))
+            for key, v in asdict(self).items()
+        ]
 
 
 def _import_sounddevice():
@@ -176,7 +185,7 @@ class MicrophoneSource:
 
     def __init__(
         self,
-        config: Optional[MicrophoneConfig] = None,
+        config: MicrophoneConfig | None = None,
         clock: Callable[[], float] = time.monotonic,
         sounddevice: Any = None,
     ):
@@ -194,12 +203,12 @@ class MicrophoneSource:
         self._queue: deque = deque()
         self._queue_max = 1
         self._last_audio = 0.0
-        self._resampler: Optional[StreamingResampler] = None
-        self._keep: Optional[int] = None if self.config.channel < 0 else self.config.channel
+        self._resampler: StreamingResampler | None = None
+        self._keep: int | None = None if self.config.channel < 0 else self.config.channel
         self._pending = np.zeros(0, dtype=np.int16)
         self._pending_stamp = 0.0
         # file
-        self._wav: Optional[np.ndarray] = None
+        self._wav: np.ndarray | None = None
         self._wav_pos = 0
         self._t0 = 0.0
         self._served = 0  # samples served since the file was opened
@@ -235,7 +244,7 @@ class MicrophoneSource:
                 return
             self._open(self._clock())
 
-    def read(self) -> Optional[MicChunk]:
+    def read(self) -> MicChunk | None:
         """The next chunk, or None (none ready yet, reopening, or ended). Never raises."""
         with self._lock:
             now = self._clock()
@@ -259,9 +268,9 @@ class MicrophoneSource:
                     self._backoff.success()
             return chunk
 
-    def read_all(self, limit: int = 1000) -> List[MicChunk]:
+    def read_all(self, limit: int = 1000) -> list[MicChunk]:
         """Every chunk ready now (at most ``limit``)."""
-        out: List[MicChunk] = []
+        out: list[MicChunk] = []
         while len(out) < limit:
             chunk = self.read()
             if chunk is None:
@@ -305,7 +314,11 @@ class MicrophoneSource:
             else:
                 self._open_device(now)
         except Exception as exc:
-            reason = str(exc) if isinstance(exc, _OpenError) else f"{self.name}: {type(exc).__name__}: {exc}"
+            reason = (
+                str(exc)
+                if isinstance(exc, _OpenError)
+                else f"{self.name}: {type(exc).__name__}: {exc}"
+            )
             self._fail(now, reason)
             return False
         self.opens += 1
@@ -365,22 +378,32 @@ class MicrophoneSource:
             )
         rate = ASR_SAMPLE_RATE
         try:
-            sd.check_input_settings(device=device, channels=self.config.channels, dtype="int16",
-                                    samplerate=rate)
+            sd.check_input_settings(
+                device=device, channels=self.config.channels, dtype="int16", samplerate=rate
+            )
         except Exception:
             rate = int(round(float(info.get("default_samplerate", 0) or 0)))
             if rate < 8000:
                 raise _OpenError(f"{self.name} supports neither 16 kHz nor a usable default rate")
         blocksize = max(1, round(rate * self.config.chunk_seconds))
-        self._queue_max = max(2, int(np.ceil(self.config.queue_seconds / self.config.chunk_seconds)))
+        self._queue_max = max(
+            2, int(np.ceil(self.config.queue_seconds / self.config.chunk_seconds))
+        )
         self._queue = deque()
         self._pending = np.zeros(0, dtype=np.int16)
-        self._resampler = None if rate == ASR_SAMPLE_RATE else StreamingResampler(rate, ASR_SAMPLE_RATE)
+        self._resampler = (
+            None if rate == ASR_SAMPLE_RATE else StreamingResampler(rate, ASR_SAMPLE_RATE)
+        )
         self._device_rate = rate
         try:
-            stream = sd.InputStream(samplerate=rate, blocksize=blocksize, device=device,
-                                    channels=self.config.channels, dtype="int16",
-                                    callback=self._callback)
+            stream = sd.InputStream(
+                samplerate=rate,
+                blocksize=blocksize,
+                device=device,
+                channels=self.config.channels,
+                dtype="int16",
+                callback=self._callback,
+            )
             stream.start()
         except Exception as exc:
             raise _OpenError(f"{self.name} could not be opened at {rate} Hz: {exc}") from exc
@@ -396,7 +419,7 @@ class MicrophoneSource:
             except Exception:  # a vanished device may fail to close; it is dropped either way
                 pass
 
-    def _channel_index(self, channels: int) -> Optional[int]:
+    def _channel_index(self, channels: int) -> int | None:
         if self.config.channel < 0:
             return None
         if self.config.channel >= channels:
@@ -420,7 +443,7 @@ class MicrophoneSource:
         self._queue.append((stamp, block))
         self._last_audio = now
 
-    def _read_device(self, now: float) -> Optional[MicChunk]:
+    def _read_device(self, now: float) -> MicChunk | None:
         size = self.config.chunk_samples
         while self._pending.size < size:
             try:
@@ -440,24 +463,33 @@ class MicrophoneSource:
             self._pending_stamp += size / ASR_SAMPLE_RATE
             return chunk
         stream = self._stream
-        if not getattr(stream, "active", True) or now - self._last_audio > self.config.stall_seconds:
-            self._lost(now, f"{self.name} stopped delivering audio "
-                            f"(nothing for {now - self._last_audio:.1f} s)")
+        if (
+            not getattr(stream, "active", True)
+            or now - self._last_audio > self.config.stall_seconds
+        ):
+            self._lost(
+                now,
+                f"{self.name} stopped delivering audio "
+                f"(nothing for {now - self._last_audio:.1f} s)",
+            )
         return None
 
-    def _read_file(self, now: float) -> Optional[MicChunk]:
+    def _read_file(self, now: float) -> MicChunk | None:
         wav = self._wav
         size = self.config.chunk_samples
         remaining = wav.size - self._wav_pos
         length = size if (self.config.loop or remaining >= size) else remaining
         # (1 us of slack, far below a sample period, absorbs float error in the clock's sums)
-        if self.config.realtime and now < self._t0 + (self._served + length) / ASR_SAMPLE_RATE - 1e-6:
+        if (
+            self.config.realtime
+            and now < self._t0 + (self._served + length) / ASR_SAMPLE_RATE - 1e-6
+        ):
             return None
         if length <= remaining:
-            samples = wav[self._wav_pos:self._wav_pos + length]
+            samples = wav[self._wav_pos : self._wav_pos + length]
             self._wav_pos += length
         else:  # loop: the chunk spans the end and the start
-            parts, need = [wav[self._wav_pos:]], length - remaining
+            parts, need = [wav[self._wav_pos :]], length - remaining
             while need > 0:
                 take = min(need, wav.size)
                 parts.append(wav[:take])
@@ -467,8 +499,13 @@ class MicrophoneSource:
         if self.config.loop and self._wav_pos >= wav.size:
             self._wav_pos = 0
         final = not self.config.loop and self._wav_pos >= wav.size
-        chunk = MicChunk(samples.copy(), ASR_SAMPLE_RATE, self._t0 + self._served / ASR_SAMPLE_RATE,
-                         self.chunks, final=final)
+        chunk = MicChunk(
+            samples.copy(),
+            ASR_SAMPLE_RATE,
+            self._t0 + self._served / ASR_SAMPLE_RATE,
+            self.chunks,
+            final=final,
+        )
         self._served += length
         if final:
             self._wav = None

@@ -1,4 +1,5 @@
-"""Pepper's microphone stream (naoqi_driver2 ``naoqi_bridge_msgs/AudioBuffer``) -> 16 kHz mono int16.
+"""Pepper's microphone stream (naoqi_driver2 ``naoqi_bridge_msgs/AudioBuffer``) -> 16 kHz mono
+int16.
 
 No message import here: the node passes the fields, ``converter.convert(msg.frequency,
 msg.channel_map, msg.data)``, so this module is testable without naoqi_bridge_msgs (which no
@@ -35,20 +36,21 @@ resampling each buffer on its own would click at every boundary). The output lag
 Malformed buffers raise ``ValueError`` with the reason (the node logs it and counts it); the
 converter's state is untouched by a rejected buffer.
 """
+
 from __future__ import annotations
 
 import array
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from uservlm_ros.speech.audio import ASR_SAMPLE_RATE, float_to_int16, to_mono, validate_audio
 from uservlm_ros.robot.resampler import StreamingResampler
+from uservlm_ros.speech.audio import ASR_SAMPLE_RATE, float_to_int16, to_mono, validate_audio
 
 #: naoqi_bridge_msgs/AudioBuffer channel constants.
-NAOQI_CHANNELS: Dict[int, str] = {
+NAOQI_CHANNELS: dict[int, str] = {
     0: "FRONT_LEFT",
     1: "FRONT_CENTER",
     2: "FRONT_RIGHT",
@@ -67,12 +69,13 @@ PEPPER_CHANNELS = 4
 MAX_BUFFER_SECONDS = 5.0
 
 
-def channel_names(channel_map: Sequence[int]) -> List[str]:
+def channel_names(channel_map: Sequence[int]) -> list[str]:
     return [NAOQI_CHANNELS.get(int(code), f"UNKNOWN({int(code)})") for code in channel_map]
 
 
 def _parse_channel(spec: str):
-    """'front' / 'mean' / an index / a naoqi name -> ('front'|'mean', None) | ('index', i) | ('code', c)."""
+    """'front' / 'mean' / an index / a naoqi name -> ('front'|'mean', None) | ('index', i) |
+    ('code', c)."""
     text = str(spec).strip()
     lowered = text.lower()
     if lowered in ("front", "mean"):
@@ -81,7 +84,7 @@ def _parse_channel(spec: str):
         return "index", int(text)
     name = text.upper()
     if name.startswith("CHANNEL_"):
-        name = name[len("CHANNEL_"):]
+        name = name[len("CHANNEL_") :]
     if name not in _CODES:
         raise ValueError(
             f"unknown channel {spec!r}: expected 'front', 'mean', an index, or one of "
@@ -104,7 +107,9 @@ class PepperAudioConfig:
     def __post_init__(self) -> None:
         _parse_channel(self.channel)
         if self.input_rate and not 8000 <= self.input_rate <= 192000:
-            raise ValueError(f"input_rate must be 0 or in [8000, 192000] Hz, got {self.input_rate}")
+            raise ValueError(
+                f"input_rate must be 0 or in [8000, 192000] Hz, got {self.input_rate}"
+            )
         if not 0 <= self.channels <= 64:
             raise ValueError(f"channels must be in [0, 64], got {self.channels}")
 
@@ -129,7 +134,7 @@ def _as_int16(data) -> np.ndarray:
     return arr
 
 
-def _as_codes(channel_map) -> Tuple[int, ...]:
+def _as_codes(channel_map) -> tuple[int, ...]:
     if isinstance(channel_map, (bytes, bytearray)):
         return tuple(channel_map)
     return tuple(int(code) for code in channel_map)
@@ -138,13 +143,13 @@ def _as_codes(channel_map) -> Tuple[int, ...]:
 class PepperAudioConverter:
     """Stateful converter for one audio stream (one per subscription). Thread-safe."""
 
-    def __init__(self, config: Optional[PepperAudioConfig] = None):
+    def __init__(self, config: PepperAudioConfig | None = None):
         self.config = config or PepperAudioConfig()
         self._mode, self._arg = _parse_channel(self.config.channel)
         self._lock = threading.Lock()
-        self._resampler: Optional[StreamingResampler] = None
-        self._layout: Optional[Tuple[int, Tuple[int, ...]]] = None  # (rate, channel_map)
-        self._positions: Optional[List[int]] = None
+        self._resampler: StreamingResampler | None = None
+        self._layout: tuple[int, tuple[int, ...]] | None = None  # (rate, channel_map)
+        self._positions: list[int] | None = None
         self.buffers = 0
         self.rejected = 0
         self.restarts = 0  # filter restarts caused by a rate or layout change
@@ -210,27 +215,34 @@ class PepperAudioConverter:
             raise ValueError(f"frequency must be an integer (Hz), got {frequency!r}")
         if self.config.input_rate and frequency != self.config.input_rate:
             raise ValueError(
-                f"unexpected sample rate {frequency} Hz; this stream must be {self.config.input_rate} Hz"
+                f"unexpected sample rate {frequency} Hz; this stream must be "
+                f"{self.config.input_rate} Hz"
             )
-        # dtype, whole frames, rate range and length, with the shared wording of uservlm_ros.speech.audio
+        # dtype, whole frames, rate range and length, with the shared wording of
+        # uservlm_ros.speech.audio
         validate_audio(samples, int(frequency), MAX_BUFFER_SECONDS, channels=len(codes))
         return samples, codes, self._positions_for(codes)
 
-    def _positions_for(self, codes: Tuple[int, ...]) -> Optional[List[int]]:
+    def _positions_for(self, codes: tuple[int, ...]) -> list[int] | None:
         """Frame positions to average (None = all channels)."""
         if self._mode == "mean":
             return None
         if self._mode == "index":
             if self._arg >= len(codes):
-                raise ValueError(f"channel index {self._arg} out of range for {len(codes)} channels")
+                raise ValueError(
+                    f"channel index {self._arg} out of range for {len(codes)} channels"
+                )
             return [self._arg]
         if self._mode == "front":
             positions = [
-                i for i, code in enumerate(codes) if NAOQI_CHANNELS.get(code, "").startswith("FRONT_")
+                i
+                for i, code in enumerate(codes)
+                if NAOQI_CHANNELS.get(code, "").startswith("FRONT_")
             ]
             if not positions:
                 raise ValueError(
-                    f"no FRONT_* channel in channel_map {list(codes)} ({', '.join(channel_names(codes))})"
+                    f"no FRONT_* channel in channel_map {list(codes)} "
+                    f"({', '.join(channel_names(codes))})"
                 )
             return positions
         positions = [i for i, code in enumerate(codes) if code == self._arg]
@@ -242,7 +254,7 @@ class PepperAudioConverter:
         return positions[:1]
 
     @staticmethod
-    def _select(samples: np.ndarray, channels: int, positions: Optional[List[int]]) -> np.ndarray:
+    def _select(samples: np.ndarray, channels: int, positions: list[int] | None) -> np.ndarray:
         audio = samples.astype(np.float32) / 32768.0
         if positions is None:
             return to_mono(audio, channels)

@@ -1,4 +1,5 @@
 """Achieved event rate over a sliding window, for /diagnostics (plain Python, injectable time)."""
+
 from __future__ import annotations
 
 from collections import deque

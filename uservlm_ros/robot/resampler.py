@@ -1,18 +1,21 @@
 """Streaming (stateful) polyphase resampling: successive blocks give the same samples as one block.
 
-:func:`uservlm_ros.speech.audio.resample` (scipy ``resample_poly``) resamples one whole signal; fed block
+:func:`uservlm_ros.speech.audio.resample` (scipy ``resample_poly``) resamples one whole signal; fed
+block
 by block it pads every block edge with zeros, which clicks at each boundary. This resampler keeps
 the tail of the input as filter history, so the output of any split of the input equals the output
 of the whole (up to float rounding). The price is latency: the output lags the input by the
 filter's group delay, :attr:`StreamingResampler.delay_seconds` (about 1.1 ms for 48 -> 16 kHz).
 
-Filter: a linear-phase Kaiser-window low-pass (``scipy.signal.firwin``) at half the lower rate, with
+Filter: a linear-phase Kaiser-window low-pass (``scipy.signal.firwin``) at half the lower rate,
+with
 the pass band up to 43.75 % of the lower rate (7 kHz for 16 kHz output) and at least
 ``stopband_db`` (70 dB) of attenuation from 56.25 % (9 kHz) up. Content between 8 and 9 kHz may
 alias into 7-8 kHz, above the pass band, which is the usual trade for a short filter. For
 48 -> 16 kHz that is 109 taps (a delay of 18 output samples), applied with
 ``scipy.signal.upfirdn`` (only the kept outputs are computed).
 """
+
 from __future__ import annotations
 
 from fractions import Fraction
@@ -25,7 +28,8 @@ STOPBAND_FRACTION = 0.5625
 
 
 def design_lowpass(from_rate: int, to_rate: int, stopband_db: float = 70.0) -> np.ndarray:
-    """Anti-aliasing / anti-imaging filter at the up-sampled rate ``from_rate * up``, gain ``up``."""
+    """Anti-aliasing / anti-imaging filter at the up-sampled rate ``from_rate * up``, gain
+    ``up``."""
     ratio = Fraction(int(to_rate), int(from_rate))
     up = ratio.numerator
     base = min(from_rate, to_rate)
@@ -57,7 +61,9 @@ class StreamingResampler:
         ratio = Fraction(self.to_rate, self.from_rate)
         self.up, self.down = ratio.numerator, ratio.denominator
         self.passthrough = self.up == self.down == 1
-        self.taps = np.ones(1) if self.passthrough else design_lowpass(from_rate, to_rate, stopband_db)
+        self.taps = (
+            np.ones(1) if self.passthrough else design_lowpass(from_rate, to_rate, stopband_db)
+        )
         self.reset()
 
     @property
@@ -91,10 +97,12 @@ class StreamingResampler:
             self._trim()
             return np.zeros(0, dtype=np.float32)
         buffer = np.concatenate([self._history, block]) if self._history.size else block
-        start = self._history_start  # a multiple of `down`, so buffer outputs align with global ones
+        start = (
+            self._history_start
+        )  # a multiple of `down`, so buffer outputs align with global ones
         offset = up * start // down
         full = upfirdn(taps, buffer, up, down)
-        out = full[self._outputs - offset: complete - offset].astype(np.float32)
+        out = full[self._outputs - offset : complete - offset].astype(np.float32)
         self._outputs = complete
         self._history = buffer
         self._trim()
@@ -112,7 +120,9 @@ class StreamingResampler:
         return tail[:keep]
 
     def _append(self, block: np.ndarray) -> None:
-        self._history = np.concatenate([self._history, block]) if self._history.size else block.copy()
+        self._history = (
+            np.concatenate([self._history, block]) if self._history.size else block.copy()
+        )
 
     def _trim(self) -> None:
         # Keep inputs from the oldest one the next output needs, rounded down to a multiple of

@@ -15,11 +15,11 @@ robot deaf forever; an open interval therefore counts as speaking for at most
 
 Pure logic, thread-safe, any clock (seconds) as long as both sides use the same one.
 """
+
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
 
 
 @dataclass
@@ -51,8 +51,8 @@ class SelfSpeechGate:
         self.max_speaking = float(max_speaking_seconds)
         self.history = float(history_seconds)
         self._lock = threading.Lock()
-        self._closed: List[Tuple[float, float]] = []  # (start, end), in time order
-        self._open_start: Optional[float] = None
+        self._closed: list[tuple[float, float]] = []  # (start, end), in time order
+        self._open_start: float | None = None
         self._latest = float("-inf")  # newest time seen, for pruning
         self.ignored = 0
         self.passed = 0
@@ -72,7 +72,7 @@ class SelfSpeechGate:
                 self._open_start = None
             self._prune()
 
-    def should_ignore(self, start: float, end: Optional[float] = None) -> bool:
+    def should_ignore(self, start: float, end: float | None = None) -> bool:
         """True if audio captured over ``[start, end]`` (end defaults to start) may hold the
         robot's own voice. Counts the decision."""
         end = start if end is None else max(end, start)
@@ -93,7 +93,10 @@ class SelfSpeechGate:
 
     def stats(self) -> SelfSpeechStats:
         with self._lock:
-            stuck = self._open_start is not None and self._latest > self._open_start + self.max_speaking
+            stuck = (
+                self._open_start is not None
+                and self._latest > self._open_start + self.max_speaking
+            )
             return SelfSpeechStats(
                 speaking=self._open_start is not None,
                 stuck=stuck,

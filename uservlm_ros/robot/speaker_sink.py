@@ -35,6 +35,7 @@ Outputs (``SpeakerConfig.mode``):
 Timestamps are on the injected ``clock`` (``time.monotonic`` by default; pass the ROS clock for
 header-ready times). Waiting in file mode uses real time.
 """
+
 from __future__ import annotations
 
 import logging
@@ -43,9 +44,10 @@ import queue
 import threading
 import time
 import wave
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any
 
 import numpy as np
 
@@ -96,12 +98,12 @@ class Playback:
     seconds: float
     queued_at: float
     output: str = ""  # "device" or "file"
-    started_at: Optional[float] = None  # first sample out (estimated for a device)
-    ended_at: Optional[float] = None
+    started_at: float | None = None  # first sample out (estimated for a device)
+    ended_at: float | None = None
     path: str = ""  # the WAV written, if any
     completed: bool = False  # False: cancelled or failed
     error: str = ""
-    audio: Optional[np.ndarray] = field(default=None, repr=False)
+    audio: np.ndarray | None = field(default=None, repr=False)
     key: str = ""  # pieces with the same key join this utterance while it is open
     closed: bool = False  # set by the worker once it takes no more pieces
 
@@ -120,8 +122,11 @@ class SpeakerStats:
     seconds_played: float
     last_path: str
 
-    def key_values(self) -> List[Tuple[str, str]]:
-        return [(key, f"{v:.3f}" if isinstance(v, float) else str(v)) for key, v in asdict(self).items()]
+    def key_values(self) -> list[tuple[str, str]]:
+        return [
+            (key, f"{v:.3f}" if isinstance(v, float) else str(v))
+            for key, v in asdict(self).items()
+        ]
 
 
 def _import_sounddevice():
@@ -137,9 +142,9 @@ def _import_sounddevice():
 class SpeakerSink:
     def __init__(
         self,
-        config: Optional[SpeakerConfig] = None,
-        on_start: Optional[Callable[[Playback], None]] = None,
-        on_end: Optional[Callable[[Playback], None]] = None,
+        config: SpeakerConfig | None = None,
+        on_start: Callable[[Playback], None] | None = None,
+        on_end: Callable[[Playback], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         sounddevice: Any = None,
     ):
@@ -148,15 +153,15 @@ class SpeakerSink:
         self.on_end = on_end
         self._clock = clock
         self._sd = sounddevice
-        self._queue: "queue.Queue" = queue.Queue()
+        self._queue: queue.Queue = queue.Queue()
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._cancel = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._thread: threading.Thread | None = None
         self._next_id = 1
         self._pending = 0  # queued + playing
-        self._current: Optional[Playback] = None
-        self._open: Optional[Playback] = None  # the newest keyed utterance, queued or playing
+        self._current: Playback | None = None
+        self._open: Playback | None = None  # the newest keyed utterance, queued or playing
         self.mode = self.config.mode if self.config.mode != "auto" else ""
         self._status = "ok"
         self._last_error = ""
@@ -179,9 +184,7 @@ class SpeakerSink:
                 reason = self._probe_device()
                 self.mode = "file" if reason else "device"
                 if reason:
-                    self._last_error = (
-                        f"no output device, writing WAV files to {self.config.output_dir}: {reason}"
-                    )
+                    self._last_error = f"no output device, writing WAV files to {self.config.output_dir}: {reason}"
                     _LOG.info("%s", self._last_error)
             self._thread = threading.Thread(target=self._run, name="speaker_sink", daemon=True)
             self._thread.start()
@@ -196,11 +199,18 @@ class SpeakerSink:
             if self._thread is None:
                 raise RuntimeError("SpeakerSink.start() has not been called")
             joined = self._open
-            if key and joined is not None and joined.key == key and not joined.closed \
-                    and joined.sample_rate == int(sample_rate):
+            if (
+                key
+                and joined is not None
+                and joined.key == key
+                and not joined.closed
+                and joined.sample_rate == int(sample_rate)
+            ):
                 if joined.seconds + pcm.size / float(sample_rate) > self.config.max_seconds:
                     self.refused += 1
-                    raise ValueError(f"utterance {key!r} would be longer than {self.config.max_seconds} s")
+                    raise ValueError(
+                        f"utterance {key!r} would be longer than {self.config.max_seconds} s"
+                    )
                 joined.audio = np.concatenate([joined.audio, pcm])
                 joined.samples = int(joined.audio.size)
                 joined.seconds = joined.samples / float(joined.sample_rate)
@@ -208,10 +218,17 @@ class SpeakerSink:
             waiting = self._pending - (1 if self._current is not None else 0)
             if waiting >= self.config.max_queue:
                 self.refused += 1
-                raise ValueError(f"speaker queue is full ({self.config.max_queue} utterances waiting)")
+                raise ValueError(
+                    f"speaker queue is full ({self.config.max_queue} utterances waiting)"
+                )
             playback = Playback(
-                id=self._next_id, sample_rate=int(sample_rate), samples=int(pcm.size),
-                seconds=pcm.size / float(sample_rate), queued_at=self._clock(), audio=pcm.copy(), key=key,
+                id=self._next_id,
+                sample_rate=int(sample_rate),
+                samples=int(pcm.size),
+                seconds=pcm.size / float(sample_rate),
+                queued_at=self._clock(),
+                audio=pcm.copy(),
+                key=key,
             )
             self._open = playback if key else None
             self._next_id += 1
@@ -256,7 +273,7 @@ class SpeakerSink:
         with self._lock:
             return self._current is not None and self._current.started_at is not None
 
-    def wait_idle(self, timeout: Optional[float] = None) -> bool:
+    def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until nothing is queued or playing; False on timeout."""
         with self._lock:
             return self._idle.wait_for(lambda: self._pending == 0, timeout)
@@ -338,7 +355,10 @@ class SpeakerSink:
         folder = Path(os.path.expanduser(self.config.output_dir))
         folder.mkdir(parents=True, exist_ok=True)
         wall = time.time()
-        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(wall)) + f"-{int(wall * 1000) % 1000:03d}"
+        stamp = (
+            time.strftime("%Y%m%d-%H%M%S", time.localtime(wall))
+            + f"-{int(wall * 1000) % 1000:03d}"
+        )
         path = folder / f"{stamp}_{item.id}.wav"
         item.path = str(path)
         with self._lock:
@@ -388,7 +408,9 @@ class SpeakerSink:
             stream = sd.OutputStream(samplerate=rate, device=device, channels=1, dtype="int16")
             stream.start()
         except Exception as exc:
-            raise _DeviceError(f"speaker output device {self.config.device!r} unavailable: {exc}") from exc
+            raise _DeviceError(
+                f"speaker output device {self.config.device!r} unavailable: {exc}"
+            ) from exc
         block = max(1, int(rate * _BLOCK_SECONDS))
         completed = True
         try:
@@ -399,21 +421,27 @@ class SpeakerSink:
                     break
                 taken += piece.size
                 if rate != item.sample_rate:  # the device refused the audio's rate
-                    piece = float_to_int16(np.clip(resample(piece, item.sample_rate, rate), -1.0, 1.0))
+                    piece = float_to_int16(
+                        np.clip(resample(piece, item.sample_rate, rate), -1.0, 1.0)
+                    )
                 for offset in range(0, piece.size, block):
                     if self._cancel.is_set():
                         completed = False
                         break
                     if item.started_at is None:
-                        item.started_at = self._clock() + float(getattr(stream, "latency", 0.0) or 0.0)
+                        item.started_at = self._clock() + float(
+                            getattr(stream, "latency", 0.0) or 0.0
+                        )
                         self._emit(self.on_start, item)
-                    stream.write(piece[offset:offset + block].reshape(-1, 1))
+                    stream.write(piece[offset : offset + block].reshape(-1, 1))
             if completed:
                 stream.stop()  # returns once every buffered sample has been played
             else:
                 stream.abort()
         except Exception as exc:
-            raise _DeviceError(f"speaker output device {self.config.device!r} failed: {exc}") from exc
+            raise _DeviceError(
+                f"speaker output device {self.config.device!r} failed: {exc}"
+            ) from exc
         finally:
             try:
                 stream.close()

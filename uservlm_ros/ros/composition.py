@@ -21,6 +21,7 @@ Callbacks reached in-process run outside their node's executor: they must be thr
 must not modify the message. :meth:`Composition.install` patches ``rclpy.node.Node`` for the
 whole process; only a process made of member nodes (``nodes/cloud.py``) installs it.
 """
+
 from __future__ import annotations
 
 import threading
@@ -100,8 +101,12 @@ class SharedSubscription:
 class Composition:
     """The in-process shortcuts of one composed process (see the module docstring)."""
 
-    def __init__(self, handed_over: tuple[str, ...] = HANDED_OVER_TOPICS,
-                 shared: tuple[str, ...] = SHARED_TOPICS, workers: int = 8):
+    def __init__(
+        self,
+        handed_over: tuple[str, ...] = HANDED_OVER_TOPICS,
+        shared: tuple[str, ...] = SHARED_TOPICS,
+        workers: int = 8,
+    ):
         self.handed_over_topics, self.shared_topics = handed_over, shared
         self.calls: Counter = Counter()  # in-process calls made, per service
         self._lock = threading.RLock()
@@ -120,8 +125,14 @@ class Composition:
         """Wrap the entity factories of every node of this process from now on."""
         if self._originals:
             return self
-        for name in ("create_service", "destroy_service", "create_client", "create_publisher",
-                     "create_subscription", "destroy_subscription"):
+        for name in (
+            "create_service",
+            "destroy_service",
+            "create_client",
+            "create_publisher",
+            "create_subscription",
+            "destroy_subscription",
+        ):
             self._originals[name] = getattr(Node, name)
             setattr(Node, name, self._wrapper(name))
         return self
@@ -137,6 +148,7 @@ class Composition:
 
         def wrapped(node, *args, **kwargs):
             return hook(node, *args, **kwargs)
+
         wrapped.__name__ = name
         return wrapped
 
@@ -152,7 +164,9 @@ class Composition:
     def _create_service(self, node, srv_type, srv_name, callback, **kwargs):
         group = kwargs.get("callback_group") or node.default_callback_group
         if isinstance(group, MutuallyExclusiveCallbackGroup):
-            callback = _exclusive(callback, self._group_locks.setdefault(id(group), threading.Lock()))
+            callback = _exclusive(
+                callback, self._group_locks.setdefault(id(group), threading.Lock())
+            )
         service = self._original("create_service", node, srv_type, srv_name, callback, **kwargs)
         key = (service.service_name, srv_type)
         with self._lock:
@@ -184,7 +198,9 @@ class Composition:
                 self.calls[client.service_name] += 1
             if not logged:
                 logged.append(True)
-                node.get_logger().info(f"composed: {client.service_name} is called in-process (no DDS)")
+                node.get_logger().info(
+                    f"composed: {client.service_name} is called in-process (no DDS)"
+                )
             return self._call(callback, srv_type, request)
 
         client.call_async = call_async
@@ -199,6 +215,7 @@ class Composition:
                 future.set_result(callback(request, srv_type.Response()))
             except BaseException as error:  # the caller sees it, as from a DDS call
                 future.set_exception(error)
+
         if threading.current_thread().name.startswith(_WORKER_PREFIX):
             run()  # a served callback calling another service: never wait for a free worker
         else:
@@ -217,21 +234,25 @@ class Composition:
                 for reader in readers:
                     reader.deliver(msg)
                 publish_on_dds(msg)
+
             publisher.publish = publish
         return publisher
 
     def _create_subscription(self, node, msg_type, topic, callback, *args, **kwargs):
         if self._names(node, topic, self.handed_over_topics):
             reader = HandedOver(node.get_name(), callback)
-            subscription = self._original("create_subscription", node, msg_type, topic,
-                                          reader.from_dds, *args, **kwargs)
+            subscription = self._original(
+                "create_subscription", node, msg_type, topic, reader.from_dds, *args, **kwargs
+            )
             with self._lock:
                 self._handed.setdefault(subscription.topic_name, []).append(reader)
                 self._handed_by_subscription[id(subscription)] = (subscription.topic_name, reader)
             return subscription
         if self._names(node, topic, self.shared_topics):
             return self._subscribe_shared(node, msg_type, topic, callback, args, kwargs)
-        return self._original("create_subscription", node, msg_type, topic, callback, *args, **kwargs)
+        return self._original(
+            "create_subscription", node, msg_type, topic, callback, *args, **kwargs
+        )
 
     def _subscribe_shared(self, node, msg_type, topic, callback, args, kwargs):
         key = (node.resolve_topic_name(topic), msg_type, bool(kwargs.get("raw", False)))
@@ -248,8 +269,15 @@ class Composition:
 
     def _receive(self, shared: _SharedTopic, reader: _Reader):
         msg_type, topic, *args = reader.args
-        return self._original("create_subscription", reader.node, msg_type, topic, shared.dispatch,
-                              *args, **reader.kwargs)
+        return self._original(
+            "create_subscription",
+            reader.node,
+            msg_type,
+            topic,
+            shared.dispatch,
+            *args,
+            **reader.kwargs,
+        )
 
     def _destroy_subscription(self, node, subscription):
         with self._lock:
@@ -281,19 +309,24 @@ class Composition:
             for topic, readers in sorted(self._handed.items()):
                 for reader in readers:
                     values[f"handed over {topic} -> {reader.node_name}"] = str(reader.delivered)
-                    values[f"dds copies dropped {topic} -> {reader.node_name}"] = str(reader.duplicates)
+                    values[f"dds copies dropped {topic} -> {reader.node_name}"] = str(
+                        reader.duplicates
+                    )
             for (topic, _, _), shared in sorted(self._shared.items(), key=lambda item: item[0][0]):
                 names = [reader.node.get_name() for reader in shared.readers]
                 if names:
                     values[f"subscribers {topic}"] = f"{names[0]} (on DDS)" + "".join(
-                        f", {name} (fed in-process)" for name in names[1:])
+                        f", {name} (fed in-process)" for name in names[1:]
+                    )
         return values
 
 
 def _exclusive(callback: Callable, lock: threading.Lock) -> Callable:
     """``callback`` under ``lock``: a mutually exclusive callback group's guarantee, kept for
     calls that do not go through the executor."""
+
     def run(request, response):
         with lock:
             return callback(request, response)
+
     return run

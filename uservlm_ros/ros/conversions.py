@@ -3,6 +3,7 @@
 Every reader validates what it gets and raises ValueError with a sentence a caller can put in an
 error response: a malformed message must never crash a node or turn into a silent wrong answer.
 """
+
 from __future__ import annotations
 
 import array
@@ -43,7 +44,8 @@ def check_image(msg: Image) -> Image:
     encoding = msg.encoding.lower()
     if encoding not in _IMAGE_ENCODINGS:
         raise ValueError(
-            f"unsupported image encoding {msg.encoding!r}; supported: {', '.join(SUPPORTED_IMAGE_ENCODINGS)}"
+            f"unsupported image encoding {msg.encoding!r}; supported: "
+            f"{', '.join(SUPPORTED_IMAGE_ENCODINGS)}"
         )
     if msg.width == 0 or msg.height == 0:
         raise ValueError(f"image has zero size ({msg.width}x{msg.height})")
@@ -54,7 +56,8 @@ def check_image(msg: Image) -> Image:
         raise ValueError(f"image step {msg.step} is smaller than width x channels = {row_bytes}")
     if len(msg.data) != msg.height * msg.step:
         raise ValueError(
-            f"image data has {len(msg.data)} bytes, expected height x step = {msg.height} x {msg.step}"
+            f"image data has {len(msg.data)} bytes, expected height x step = {msg.height} x "
+            f"{msg.step}"
             f" = {msg.height * msg.step}"
         )
     return msg
@@ -95,9 +98,11 @@ _IMAGE_SIGNATURES = {"jpeg": b"\xff\xd8\xff", "png": b"\x89PNG\r\n\x1a\n"}
 
 
 def encoded_image_format(data) -> str:
-    """"jpeg" or "png" from the file signature at the start of ``data``; "" for anything else."""
+    """ "jpeg" or "png" from the file signature at the start of ``data``; "" for anything else."""
     head = bytes(data[:8])
-    return next((name for name, signature in _IMAGE_SIGNATURES.items() if head.startswith(signature)), "")
+    return next(
+        (name for name, signature in _IMAGE_SIGNATURES.items() if head.startswith(signature)), ""
+    )
 
 
 def compressed_is_empty(msg: CompressedImage) -> bool:
@@ -129,11 +134,13 @@ def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def rgb_to_compressed(rgb: np.ndarray, quality: int = 80, stamp: Time | None = None,
-                      frame_id: str = "camera") -> CompressedImage:
+def rgb_to_compressed(
+    rgb: np.ndarray, quality: int = 80, stamp: Time | None = None, frame_id: str = "camera"
+) -> CompressedImage:
     """HxWx3 uint8 RGB -> JPEG sensor_msgs/CompressedImage."""
-    ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
-                            [int(cv2.IMWRITE_JPEG_QUALITY), int(quality)])
+    ok, jpeg = cv2.imencode(
+        ".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [int(cv2.IMWRITE_JPEG_QUALITY), int(quality)]
+    )
     if not ok:
         raise ValueError("JPEG encoding failed")
     msg = CompressedImage()
@@ -173,16 +180,21 @@ def audio_to_array(msg) -> np.ndarray:
         raise ValueError(f"audio has {msg.channels} channels")
     if msg.sample_rate == 0:
         raise ValueError("audio sample_rate is 0")
-    samples = np.frombuffer(msg.data, dtype=np.int16) if isinstance(msg.data, (bytes, array.array)) \
+    samples = (
+        np.frombuffer(msg.data, dtype=np.int16)
+        if isinstance(msg.data, (bytes, array.array))
         else np.asarray(msg.data, dtype=np.int16)
+    )
     if samples.size % msg.channels:
         raise ValueError(
-            f"audio has {samples.size} samples, not a multiple of its {msg.channels} channels")
+            f"audio has {samples.size} samples, not a multiple of its {msg.channels} channels"
+        )
     return samples.reshape(-1, msg.channels)
 
 
-def array_to_audio(samples: np.ndarray, sample_rate: int, stamp: Time | None = None,
-                   frame_id: str = "microphone"):
+def array_to_audio(
+    samples: np.ndarray, sample_rate: int, stamp: Time | None = None, frame_id: str = "microphone"
+):
     """int16 array (frames,) or (frames, channels) -> uservlm_ros/AudioChunk."""
     from uservlm_ros.msg import AudioChunk  # generated; imported late so plain tests need no build
 

@@ -9,13 +9,14 @@
 - ``autostart`` (default true) configures and activates the node at start-up, so it works without
   a lifecycle manager (``uservlm up``); set it false to drive the transitions from outside.
 """
+
 from __future__ import annotations
 
 import statistics
 import threading
-from contextlib import contextmanager
 import time
 from collections import deque
+from contextlib import contextmanager
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray
@@ -65,8 +66,15 @@ class EngineNode(LifecycleNode):
         self._served = []
         self._declare(self.config_defaults())
         self._declare({name: value for name, value in self.EXTRA_PARAMETERS.items()})
-        self._declare({"autostart": (True, "Configure and activate this node at start-up "
-                                            "(false: wait for a lifecycle manager)")})
+        self._declare(
+            {
+                "autostart": (
+                    True,
+                    "Configure and activate this node at start-up "
+                    "(false: wait for a lifecycle manager)",
+                )
+            }
+        )
         self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", qos.DIAGNOSTICS)
         self._diagnostics_timer = self.create_timer(1.0, self.publish_diagnostics)
 
@@ -99,8 +107,13 @@ class EngineNode(LifecycleNode):
     def serve(self, srv_type, name: str, callback, callback_group=None):
         """Create a service with the package's service QoS; destroyed on deactivate."""
         group = callback_group or ReentrantCallbackGroup()
-        service = self.create_service(srv_type, name, self._guarded(callback, name),
-                                      qos_profile=qos.SERVICES, callback_group=group)
+        service = self.create_service(
+            srv_type,
+            name,
+            self._guarded(callback, name),
+            qos_profile=qos.SERVICES,
+            callback_group=group,
+        )
         self._served.append(service)
         return service
 
@@ -109,6 +122,7 @@ class EngineNode(LifecycleNode):
         raises, and the client then waits for its whole timeout. An exception that escapes (a
         bug: the callbacks catch their engines' errors) becomes an error response, is logged and
         counted, and the node keeps serving."""
+
         def serve_request(request, response):
             try:
                 return callback(request, response)
@@ -118,6 +132,7 @@ class EngineNode(LifecycleNode):
                 self.get_logger().error(response.error)
                 self.count_request(response.error)
                 return response
+
         return serve_request
 
     def destroy_interfaces(self) -> None:
@@ -136,7 +151,9 @@ class EngineNode(LifecycleNode):
             self.engine = None
             return TransitionCallbackReturn.FAILURE
         self.load_error = ""
-        self.get_logger().info(f"configured in {time.perf_counter() - started:.1f} s: {self.describe_engine()}")
+        self.get_logger().info(
+            f"configured in {time.perf_counter() - started:.1f} s: {self.describe_engine()}"
+        )
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -186,7 +203,10 @@ class EngineNode(LifecycleNode):
         except bad_request as error:
             response.success, response.error = False, f"bad request: {error}"
         except Exception as error:  # engine fault: report it, keep serving
-            response.success, response.error = False, f"{engine} engine failed: {type(error).__name__}: {error}"
+            response.success, response.error = (
+                False,
+                f"{engine} engine failed: {type(error).__name__}: {error}",
+            )
             self.get_logger().error(response.error)
         self.count_request(response.error)
 
@@ -203,7 +223,9 @@ class EngineNode(LifecycleNode):
         return ""
 
     def publish_diagnostics(self) -> None:
-        state = self._state_machine.current_state[1] if hasattr(self, "_state_machine") else "unknown"
+        state = (
+            self._state_machine.current_state[1] if hasattr(self, "_state_machine") else "unknown"
+        )
         if self.load_error:
             level, message = ERROR, f"load failed: {self.load_error}"
         elif self.engine is None:
@@ -212,7 +234,12 @@ class EngineNode(LifecycleNode):
             level, message = ERROR, f"{state}: {problem}"
         else:
             level, message = OK, f"{state}: {self.describe_engine()}"
-        values = {"state": state, "requests": self.requests, "errors": self.errors, "last_error": self.last_error}
+        values = {
+            "state": state,
+            "requests": self.requests,
+            "errors": self.errors,
+            "last_error": self.last_error,
+        }
         values.update({f"median_{k}": f"{v:.4f}" for k, v in self.stage_times.medians().items()})
         values.update(self.diagnostic_values())
         publish_status(self, self._diagnostics, level, message, values)

@@ -13,6 +13,7 @@ while the node's other callbacks (services that wait on an engine for seconds) s
 pool. Inline callbacks must be short and never wait: while one runs, the node's other callbacks
 are not dispatched.
 """
+
 from __future__ import annotations
 
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
@@ -24,7 +25,8 @@ class InlineCallbackGroup(MutuallyExclusiveCallbackGroup):
 
 
 class StreamExecutor(MultiThreadedExecutor):
-    """MultiThreadedExecutor; callbacks of an :class:`InlineCallbackGroup` run in the spin thread."""
+    """MultiThreadedExecutor; callbacks of an :class:`InlineCallbackGroup` run in the spin
+    thread."""
 
     def wait_for_ready_callbacks(self, *args, **kwargs):
         handler, entity, node = super().wait_for_ready_callbacks(*args, **kwargs)
@@ -54,7 +56,8 @@ def single_thread_executor(context=None):
         import rclpy.logging
 
         rclpy.logging.get_logger("uservlm_ros.executors").info(
-            "this rclpy has no events executor (ROS 2 Humble?): using SingleThreadedExecutor")
+            "this rclpy has no events executor (ROS 2 Humble?): using SingleThreadedExecutor"
+        )
         return SingleThreadedExecutor(context=context)
     return EventsSpinner(context=context)
 
@@ -77,8 +80,10 @@ class EventsSpinner:
 
         events_executor = events_executor_class()
         if events_executor is None:
-            raise ImportError("rclpy.experimental.EventsExecutor is not available in this rclpy "
-                              "(use single_thread_executor())")
+            raise ImportError(
+                "rclpy.experimental.EventsExecutor is not available in this rclpy "
+                "(use single_thread_executor())"
+            )
         self.context = context or rclpy.get_default_context()
         self._executor = events_executor(context=self.context)
         self._stopped = False

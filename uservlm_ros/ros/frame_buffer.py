@@ -3,14 +3,16 @@
 Only a short history is kept (the frame nearest the end of an utterance is the user image); an
 overwritten frame that was never used is counted as dropped, for /diagnostics.
 """
+
 from __future__ import annotations
 
 import struct
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 
 @dataclass
@@ -47,10 +49,18 @@ def cdr_header_stamp(data: bytes) -> float:
     return sec + nanosec * 1e-9
 
 
-def serialized_frame(data: bytes, source: str, decode: Callable[[bytes], Any], msg_type=None) -> Frame:
+def serialized_frame(
+    data: bytes, source: str, decode: Callable[[bytes], Any], msg_type=None
+) -> Frame:
     """A Frame from a raw (serialized) camera message: decoded only if a turn uses it."""
-    return Frame(stamp=cdr_header_stamp(data) or time.time(), received=time.monotonic(), message=data,
-                 source=source, decode=decode, msg_type=msg_type)
+    return Frame(
+        stamp=cdr_header_stamp(data) or time.time(),
+        received=time.monotonic(),
+        message=data,
+        source=source,
+        decode=decode,
+        msg_type=msg_type,
+    )
 
 
 class FrameBuffer:
@@ -99,10 +109,20 @@ def subscribe_camera(node, frames: FrameBuffer, callback_group=None) -> list:
     from uservlm_ros.ros import qos
     from uservlm_ros.ros.conversions import serialized_compressed_to_rgb, serialized_image_to_rgb
 
-    topics = (("camera/image_raw", Image, serialized_image_to_rgb),
-              ("camera/image_raw/compressed", CompressedImage, serialized_compressed_to_rgb))
-    return [node.create_subscription(
-                msg_type, topic,
-                lambda data, t=topic, d=decode, m=msg_type: frames.add(serialized_frame(data, t, d, m)),
-                qos.CAMERA, callback_group=callback_group, raw=True)
-            for topic, msg_type, decode in topics]
+    topics = (
+        ("camera/image_raw", Image, serialized_image_to_rgb),
+        ("camera/image_raw/compressed", CompressedImage, serialized_compressed_to_rgb),
+    )
+    return [
+        node.create_subscription(
+            msg_type,
+            topic,
+            lambda data, t=topic, d=decode, m=msg_type: frames.add(
+                serialized_frame(data, t, d, m)
+            ),
+            qos.CAMERA,
+            callback_group=callback_group,
+            raw=True,
+        )
+        for topic, msg_type, decode in topics
+    ]

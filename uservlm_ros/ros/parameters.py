@@ -1,5 +1,6 @@
 """ROS parameters from config dataclasses: the dataclass holds the defaults (one source of truth),
 the node holds a one-line description per exposed field, YAML overrides both."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -9,11 +10,16 @@ from rcl_interfaces.msg import ParameterDescriptor
 
 
 def dataclass_parameters(config_cls, descriptions: dict[str, str]) -> dict[str, tuple[Any, str]]:
-    """{name: (default, description)} for the fields of ``config_cls`` named in ``descriptions``."""
+    """{name: (default, description)} for the fields of ``config_cls`` named in
+    ``descriptions``."""
     parameters = {}
     for field in dataclasses.fields(config_cls):
         if field.name in descriptions:
-            default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+            default = (
+                field.default
+                if field.default is not dataclasses.MISSING
+                else field.default_factory()
+            )
             parameters[field.name] = (default, descriptions[field.name])
     missing = set(descriptions) - set(parameters)
     if missing:

@@ -1,8 +1,10 @@
-"""Every QoS profile of the package, chosen in one place (both ends of a topic import the same one).
+"""Every QoS profile of the package, chosen in one place (both ends of a topic import the same
+one).
 
 A reliable subscriber never matches a best-effort publisher, so publisher and subscriber of each
 stream use the same profile from here.
 """
+
 from rclpy.qos import (
     DurabilityPolicy,
     HistoryPolicy,
@@ -13,6 +15,7 @@ from rclpy.qos import (
 
 # Camera frames: best effort, keep the newest few; a late frame is worth nothing.
 CAMERA = qos_profile_sensor_data
+
 
 # Microphone audio: every chunk matters to ASR. Depth = 5 s of 20 ms chunks, so a stalled
 # subscriber loses nothing for a while (the microphone node sizes it from its chunk length).

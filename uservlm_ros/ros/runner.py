@@ -1,4 +1,5 @@
 """``main()`` for every node executable: init, autostart, spin, clean exit on Ctrl-C / shutdown."""
+
 from __future__ import annotations
 
 import gc
@@ -95,7 +96,9 @@ def run_nodes(members, args=None) -> int:
             spin(executors[0])
         else:
             for node, executor in zip(nodes, executors):
-                spinner = threading.Thread(target=spin, args=(executor,), name=f"spin_{node.get_name()}", daemon=True)
+                spinner = threading.Thread(
+                    target=spin, args=(executor,), name=f"spin_{node.get_name()}", daemon=True
+                )
                 spinner.start()
                 spinners.append(spinner)
             while not stopped.wait(0.5):  # Ctrl-C lands here, in the main thread

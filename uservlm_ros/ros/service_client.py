@@ -3,6 +3,7 @@
 rclpy futures complete on an executor thread; waiting on a threading.Event (instead of spinning)
 is what makes a nested call safe. The caller's callback group must be reentrant.
 """
+
 from __future__ import annotations
 
 import threading

@@ -4,6 +4,7 @@ Conventions: "samples" are a 1-D numpy array, interleaved when there is more tha
 layout of naoqi_bridge_msgs/AudioBuffer); int16 is PCM at full scale 32767, float32 is in [-1, 1].
 No rclpy here.
 """
+
 from __future__ import annotations
 
 import math
@@ -12,7 +13,6 @@ import unicodedata
 import wave
 from fractions import Fraction
 from pathlib import Path
-from typing import Optional, Tuple, Union
 
 import numpy as np
 from scipy.signal import resample_poly
@@ -62,15 +62,18 @@ def validate_audio(
 ) -> float:
     """Check that ``samples`` is usable audio; return its duration in seconds.
 
-    Raises ValueError naming the problem: not an array, wrong dtype or shape, zero samples, a sample
-    count that is not a multiple of ``channels``, NaN or inf, an unsupported rate, or a duration over
+    Raises ValueError naming the problem: not an array, wrong dtype or shape, zero samples, a
+    sample
+    count that is not a multiple of ``channels``, NaN or inf, an unsupported rate, or a duration
+    over
     ``max_seconds``.
     """
     if not isinstance(samples, np.ndarray):
         raise ValueError(f"audio must be a numpy array, got {type(samples).__name__}")
     if samples.dtype not in _ACCEPTED_DTYPES:
         raise ValueError(
-            f"unsupported audio dtype {samples.dtype}; expected int16 PCM or float32/float64 in [-1, 1]"
+            f"unsupported audio dtype {samples.dtype}; expected int16 PCM or float32/float64 in "
+            "[-1, 1]"
         )
     if samples.ndim != 1:
         raise ValueError(
@@ -82,7 +85,8 @@ def validate_audio(
         raise ValueError("audio has zero samples")
     if samples.size % channels:
         raise ValueError(
-            f"{samples.size} samples is not a whole number of frames of {channels} interleaved channels"
+            f"{samples.size} samples is not a whole number of frames of {channels} interleaved "
+            "channels"
         )
     if samples.dtype.kind == "f" and not np.all(np.isfinite(samples)):
         bad = int(np.count_nonzero(~np.isfinite(samples)))
@@ -102,10 +106,11 @@ def validate_audio(
     return seconds
 
 
-def to_mono(samples: np.ndarray, channels: int, channel: Optional[int] = None) -> np.ndarray:
+def to_mono(samples: np.ndarray, channels: int, channel: int | None = None) -> np.ndarray:
     """Interleaved multi-channel samples -> mono.
 
-    ``channel=None`` averages all channels (in float, so int16 input does not overflow; the dtype is
+    ``channel=None`` averages all channels (in float, so int16 input does not overflow; the dtype
+    is
     kept); an index picks that one channel (e.g. one of Pepper's four microphones).
     """
     samples = np.asarray(samples)
@@ -151,12 +156,14 @@ def prepare_for_asr(
     return resample(to_mono(samples, channels), sample_rate, ASR_SAMPLE_RATE)
 
 
-def write_wav(path: Union[str, Path], samples: np.ndarray, sample_rate: int, channels: int = 1) -> None:
+def write_wav(path: str | Path, samples: np.ndarray, sample_rate: int, channels: int = 1) -> None:
     """Write 16-bit PCM WAV; float input is converted with :func:`float_to_int16`."""
     samples = np.asarray(samples)
     pcm = samples if samples.dtype == np.int16 else float_to_int16(samples)
     if pcm.ndim != 1 or pcm.size % channels:
-        raise ValueError(f"expected 1-D interleaved samples for {channels} channel(s), got {pcm.shape}")
+        raise ValueError(
+            f"expected 1-D interleaved samples for {channels} channel(s), got {pcm.shape}"
+        )
     with wave.open(str(path), "wb") as out:
         out.setnchannels(channels)
         out.setsampwidth(2)
@@ -164,7 +171,7 @@ def write_wav(path: Union[str, Path], samples: np.ndarray, sample_rate: int, cha
         out.writeframes(pcm.astype("<i2", copy=False).tobytes())
 
 
-def read_wav(path: Union[str, Path]) -> Tuple[np.ndarray, int, int]:
+def read_wav(path: str | Path) -> tuple[np.ndarray, int, int]:
     """Read a 16-bit PCM WAV: returns (interleaved int16 samples, sample_rate, channels)."""
     with wave.open(str(path), "rb") as wav:
         if wav.getsampwidth() != 2:
@@ -182,7 +189,8 @@ _NON_WORD = re.compile(r"[^\w\s]|_")
 
 
 def normalize_text(text: str) -> list:
-    """Lower case, apostrophes dropped ("don't" -> "dont"), other punctuation -> space; the words."""
+    """Lower case, apostrophes dropped ("don't" -> "dont"), other punctuation -> space; the
+    words."""
     text = unicodedata.normalize("NFKC", text).lower()
     text = _APOSTROPHES.sub("", text)
     return _NON_WORD.sub(" ", text).split()

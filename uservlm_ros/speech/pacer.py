@@ -16,26 +16,30 @@ another turn first sends whatever is still waiting at once (it is older audio: e
 harmless), then its own first piece. :meth:`close` sends everything still waiting before the
 worker stops: no piece is dropped.
 """
+
 from __future__ import annotations
 
 import logging
 import threading
 import time
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
 _LOG = logging.getLogger(__name__)
 
 
-def pieces(samples: np.ndarray, sample_rate: int, first_seconds: float) -> list[tuple[int, np.ndarray]]:
-    """(start sample, piece) pairs: the first ``first_seconds`` long, each next twice as long as the
+def pieces(
+    samples: np.ndarray, sample_rate: int, first_seconds: float
+) -> list[tuple[int, np.ndarray]]:
+    """(start sample, piece) pairs: the first ``first_seconds`` long, each next twice as long as
+    the
     one before; the whole as one piece if ``first_seconds`` <= 0. Always at least one piece."""
     first = int(round(max(0.0, first_seconds) * sample_rate))
     out, start, size = [], 0, first or samples.size
     while not out or start < samples.size:
-        out.append((start, samples[start:start + size]))
+        out.append((start, samples[start : start + size]))
         start, size = start + size, 2 * size
     return out
 
@@ -43,8 +47,13 @@ def pieces(samples: np.ndarray, sample_rate: int, first_seconds: float) -> list[
 class SpeechPacer:
     """``send(piece, sample_rate, turn_id)`` publishes one piece; :meth:`speak` paces a speech."""
 
-    def __init__(self, send: Callable[[np.ndarray, int, str], None], first_seconds: float = 0.5,
-                 lead: float = 0.5, clock: Callable[[], float] = time.perf_counter):
+    def __init__(
+        self,
+        send: Callable[[np.ndarray, int, str], None],
+        first_seconds: float = 0.5,
+        lead: float = 0.5,
+        clock: Callable[[], float] = time.perf_counter,
+    ):
         if not 0.0 <= lead <= 1.0:
             raise ValueError(f"lead must be in [0, 1], got {lead}")
         self._send, self.first_seconds, self.lead, self._clock = send, first_seconds, lead, clock
@@ -56,8 +65,13 @@ class SpeechPacer:
         self._worker = threading.Thread(target=self._run, name="speech_pacer", daemon=True)
         self._worker.start()
 
-    def speak(self, samples: np.ndarray, sample_rate: int, turn_id: str,
-              first_seconds: float | None = None) -> float | None:
+    def speak(
+        self,
+        samples: np.ndarray,
+        sample_rate: int,
+        turn_id: str,
+        first_seconds: float | None = None,
+    ) -> float | None:
         """Send the first piece now (unless it must wait behind this turn's earlier pieces), the
         rest paced. Returns the clock time the first piece went out, or None if it waits.
         ``first_seconds`` overrides the constructor's for this speech. ``send`` errors of the
@@ -76,7 +90,9 @@ class SpeechPacer:
                     self.sent += 1
                     first_at = now
                 else:
-                    self._waiting.append((now + self.lead * start / sample_rate, piece, sample_rate, turn_id))
+                    self._waiting.append(
+                        (now + self.lead * start / sample_rate, piece, sample_rate, turn_id)
+                    )
             self._cond.notify()
             return first_at
 
@@ -104,8 +120,13 @@ class SpeechPacer:
             self.sent += 1
         except Exception as error:  # keep pacing the others; say which piece did not go out
             self.send_errors += 1
-            _LOG.error("speech piece of %r (%.2f s) not sent: %s: %s", turn_id, piece.size / sample_rate,
-                       type(error).__name__, error)
+            _LOG.error(
+                "speech piece of %r (%.2f s) not sent: %s: %s",
+                turn_id,
+                piece.size / sample_rate,
+                type(error).__name__,
+                error,
+            )
 
     def _run(self) -> None:
         with self._cond:

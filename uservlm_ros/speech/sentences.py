@@ -6,30 +6,35 @@ A sentence is cut as soon as it ends (., !, ?, ;, : followed by a space) and is 
 (or at ``max_chars`` if there is none), so a long clause still starts speaking early.
 
 The first piece decides the time to first audio, and synthesis time grows with the length of
-the piece, so it is cut sooner: at the first clause boundary (a comma too) or at ``first_max_chars``. Later pieces are
+the piece, so it is cut sooner: at the first clause boundary (a comma too) or at
+``first_max_chars``. Later pieces are
 synthesized while the earlier ones play, so they keep whole sentences for a natural prosody.
 """
+
 from __future__ import annotations
 
 import queue
 import re
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 _BOUNDARY = re.compile(r"[.!?;:](?=\s)")
 _CLAUSE = re.compile(r"[.!?;:,](?=\s)")
 FIRST_MAX_CHARS = 60
 
 
-def split_ready(text: str, min_chars: int = 20, max_chars: int = 120,
-                first_max_chars: int | None = None) -> tuple[list[str], str]:
+def split_ready(
+    text: str, min_chars: int = 20, max_chars: int = 120, first_max_chars: int | None = None
+) -> tuple[list[str], str]:
     """(finished pieces, remainder) of streamed text. With ``first_max_chars``, the first piece
     is cut like a clause (commas too) and at most that long; the others as sentences."""
     pieces = []
     while True:
         first = first_max_chars is not None and not pieces
-        boundary, limit = (_CLAUSE, min(first_max_chars, max_chars)) if first else (_BOUNDARY, max_chars)
+        boundary, limit = (
+            (_CLAUSE, min(first_max_chars, max_chars)) if first else (_BOUNDARY, max_chars)
+        )
         cut = None
         for match in boundary.finditer(text):
             if match.end() >= min_chars:
@@ -46,11 +51,17 @@ def split_ready(text: str, min_chars: int = 20, max_chars: int = 120,
 
 
 class SentenceSpeaker:
-    """Feed text pieces (``feed``); each finished sentence goes to ``speak(sentence)`` in order on a
+    """Feed text pieces (``feed``); each finished sentence goes to ``speak(sentence)`` in order on
+    a
     worker thread. ``finish()`` speaks the rest and waits; errors are kept, not raised in feed."""
 
-    def __init__(self, speak: Callable[[str], float], min_chars: int = 20, max_chars: int = 120,
-                 first_max_chars: int = FIRST_MAX_CHARS):
+    def __init__(
+        self,
+        speak: Callable[[str], float],
+        min_chars: int = 20,
+        max_chars: int = 120,
+        first_max_chars: int = FIRST_MAX_CHARS,
+    ):
         self._speak = speak  # returns the synthesis seconds of that sentence
         self._min, self._max, self._first_max = min_chars, max_chars, first_max_chars
         self._queued = 0
@@ -67,8 +78,9 @@ class SentenceSpeaker:
     def feed(self, piece: str) -> None:
         self.fed = True
         self._text += piece
-        ready, self._text = split_ready(self._text, self._min, self._max,
-                                        self._first_max if self._queued == 0 else None)
+        ready, self._text = split_ready(
+            self._text, self._min, self._max, self._first_max if self._queued == 0 else None
+        )
         for sentence in ready:
             self._put(sentence)
 

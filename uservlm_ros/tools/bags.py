@@ -7,7 +7,8 @@ two halves of it that the project needs, with rclpy's serialized-message API and
 - :func:`record` subscribes *raw* (the CDR bytes, never deserialized) to the camera and audio
   topics (and any others asked for) and writes a rosbag2 directory in **mcap** storage: a
   ``metadata.yaml`` (format version 8, as ROS 2 Jazzy's rosbag2 writes it), every topic's type,
-  its type hash (RIHS01, identical to rclpy's), the QoS profiles its publishers offered, and the full
+  its type hash (RIHS01, identical to rclpy's), the QoS profiles its publishers offered, and the
+  full
   message definition of every type, custom ones included (``uservlm_ros/msg/AudioChunk``), so
   ``ros2 bag info`` / ``ros2 bag play`` on a ROS 2 install read it (``play`` needs ``uservlm_ros``
   built there, for AudioChunk's type support). Each message is stored with its *receive* time
@@ -29,6 +30,7 @@ recording) is the replay benchmark's default input (:mod:`uservlm_ros.tools.benc
 CLI (wired in ``uservlm``): ``uservlm record OUT [--topics ...] [--duration S] [--namespace NS]``
 and ``uservlm play BAG [--rate R] [--loop N]``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,9 +41,9 @@ import struct
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 # Topic -> type of the streams this package records by default (the robot's sensors).
 CAMERA_RAW = "camera/image_raw"
@@ -82,7 +84,9 @@ def _find_msg_file(msgtype: str) -> Path | None:
 
     package, kind, name = msgtype.split("/")
     candidates = [share_dir() / kind / f"{name}.msg"] if package == PACKAGE else []
-    prefixes = [p for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p] + [sys.prefix]
+    prefixes = [p for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p] + [
+        sys.prefix
+    ]
     candidates += [Path(prefix) / "share" / package / kind / f"{name}.msg" for prefix in prefixes]
     return next((path for path in candidates if path.is_file()), None)
 
@@ -106,8 +110,10 @@ def ensure_type(store, msgtype: str) -> None:
         return
     path = _find_msg_file(msgtype)
     if path is None:
-        raise BagError(f"no message definition found for {msgtype} (looked for {msgtype.split('/')[-1]}.msg "
-                       "in this package and under share/ of AMENT_PREFIX_PATH)")
+        raise BagError(
+            f"no message definition found for {msgtype} (looked for {msgtype.split('/')[-1]}.msg "
+            "in this package and under share/ of AMENT_PREFIX_PATH)"
+        )
     types = get_types_from_msg(path.read_text(), msgtype)
     for _, fields in types.values():
         for _, (kind, detail) in fields:
@@ -129,8 +135,14 @@ def _referenced_types(kind, detail) -> list[str]:
 
 def to_bag_qos(profile):
     """rclpy QoSProfile -> rosbags Qos (what metadata.yaml stores as offered_qos_profiles)."""
-    from rosbags.interfaces import (Qos, QosDurability, QosHistory, QosLiveliness, QosReliability,
-                                    QosTime)
+    from rosbags.interfaces import (
+        Qos,
+        QosDurability,
+        QosHistory,
+        QosLiveliness,
+        QosReliability,
+        QosTime,
+    )
 
     def duration(value) -> QosTime:
         nanoseconds = value.nanoseconds if hasattr(value, "nanoseconds") else 0
@@ -175,7 +187,8 @@ def topic_qos(topic: str, chunk_seconds: float = 0.04):
 
 def use_package_dds_profile() -> None:
     """Load config/fastdds.xml in this process (unless a profile was chosen already), as the node
-    processes do (:func:`uservlm_ros.bringup.graph.dds_environment`): with Fast DDS's built-in 512 KB
+    processes do (:func:`uservlm_ros.bringup.graph.dds_environment`): with Fast DDS's built-in 512
+    KB
     shared-memory segments, 921,600-byte raw frames between processes are mostly lost. Call before
     the first rclpy context of the process is initialised."""
     from uservlm_ros.bringup.graph import dds_environment
@@ -203,12 +216,16 @@ class BagWriter:
     receive time in nanoseconds. ``close`` writes metadata.yaml. Use as a context manager.
     """
 
-    def __init__(self, path: str | Path, custom_data: dict[str, str] | None = None, typestore=None):
+    def __init__(
+        self, path: str | Path, custom_data: dict[str, str] | None = None, typestore=None
+    ):
         from rosbags.rosbag2 import StoragePlugin, Writer
 
         self.path = Path(path)
         if self.path.exists():
-            raise BagError(f"{self.path} exists; rosbag2 writes a new directory (choose another name)")
+            raise BagError(
+                f"{self.path} exists; rosbag2 writes a new directory (choose another name)"
+            )
         self.store = typestore or make_typestore()
         self._writer = Writer(self.path, version=BAG_VERSION, storage_plugin=StoragePlugin.MCAP)
         for key, value in (custom_data or {}).items():
@@ -217,25 +234,30 @@ class BagWriter:
         self.counts: dict[str, int] = {}
         self._open = False
 
-    def open(self) -> "BagWriter":
+    def open(self) -> BagWriter:
         self._writer.open()
         self._open = True
         return self
 
-    def add_topic(self, topic: str, msgtype: str, offered_qos: Sequence = (), rihs01: str | None = None) -> None:
+    def add_topic(
+        self, topic: str, msgtype: str, offered_qos: Sequence = (), rihs01: str | None = None
+    ) -> None:
         if topic in self._connections:
             return
         ensure_type(self.store, msgtype)
         msgdef, _ = self.store.generate_msgdef(msgtype, ros_version=2)
         digest = self.store.hash_rihs01(msgtype)
         if rihs01 and rihs01 != digest:
-            raise BagError(f"{topic}: the publisher's type hash {rihs01} differs from the definition found "
-                           f"for {msgtype} ({digest}); the installed .msg does not match the running nodes")
+            raise BagError(
+                f"{topic}: the publisher's type hash {rihs01} differs from the definition found "
+                f"for {msgtype} ({digest}); the installed .msg does not match the running nodes"
+            )
         from rosbags.interfaces import Qos
 
         qos_list = [q if isinstance(q, Qos) else to_bag_qos(q) for q in offered_qos]
         self._connections[topic] = self._writer.add_connection(
-            topic, msgtype, msgdef=msgdef, rihs01=digest, offered_qos_profiles=qos_list)
+            topic, msgtype, msgdef=msgdef, rihs01=digest, offered_qos_profiles=qos_list
+        )
         self.counts[topic] = 0
 
     def write(self, topic: str, log_time_ns: int, data: bytes) -> None:
@@ -247,7 +269,7 @@ class BagWriter:
             self._writer.close()
             self._open = False
 
-    def __enter__(self) -> "BagWriter":
+    def __enter__(self) -> BagWriter:
         return self.open()
 
     def __exit__(self, exc_type, *exc) -> None:
@@ -332,7 +354,7 @@ def relative_topic(name: str, namespace: str) -> str:
     stripped = name.strip("/")
     prefix = namespace.strip("/")
     if prefix and stripped.startswith(prefix + "/"):
-        return stripped[len(prefix) + 1:]
+        return stripped[len(prefix) + 1 :]
     return stripped
 
 
@@ -349,25 +371,53 @@ def read_bag(path: str | Path, topics: Iterable[str] | None = None) -> Bag:
     store = get_typestore(Stores.EMPTY)
     wanted = None if topics is None else set(topics)
     with Reader(path) as reader:
-        connections = [c for c in reader.connections
-                       if wanted is None or c.topic in wanted or c.topic.strip("/") in wanted]
+        connections = [
+            c
+            for c in reader.connections
+            if wanted is None or c.topic in wanted or c.topic.strip("/") in wanted
+        ]
         found: dict[str, TopicInfo] = {}
         for connection in connections:
             msgdef = connection.msgdef.data if connection.msgdef else ""
             if connection.msgtype not in store.fielddefs:
                 if not msgdef:
-                    raise BagError(f"{path}: topic {connection.topic} ({connection.msgtype}) has no stored "
-                                   "message definition")
-                store.register({k: v for k, v in get_types_from_msg(msgdef, connection.msgtype).items()
-                                if k not in store.fielddefs})
-            topic = found.setdefault(connection.topic, TopicInfo(
-                connection.topic, connection.msgtype, 0, list(connection.ext.offered_qos_profiles),
-                msgdef, connection.digest or ""))
+                    raise BagError(
+                        f"{path}: topic {connection.topic} ({connection.msgtype}) has no stored "
+                        "message definition"
+                    )
+                store.register(
+                    {
+                        k: v
+                        for k, v in get_types_from_msg(msgdef, connection.msgtype).items()
+                        if k not in store.fielddefs
+                    }
+                )
+            topic = found.setdefault(
+                connection.topic,
+                TopicInfo(
+                    connection.topic,
+                    connection.msgtype,
+                    0,
+                    list(connection.ext.offered_qos_profiles),
+                    msgdef,
+                    connection.digest or "",
+                ),
+            )
             topic.count += connection.msgcount
-        messages = [BagMessage(c.topic, int(t), bytes(d)) for c, t, d in reader.messages(connections=connections)]
+        messages = [
+            BagMessage(c.topic, int(t), bytes(d))
+            for c, t, d in reader.messages(connections=connections)
+        ]
     messages.sort(key=lambda m: m.log_time)
-    return Bag(path=path, topics=found, messages=messages, custom_data=dict(info.get("custom_data") or {}),
-               storage=str(info.get("storage_identifier", "")), version=int(info.get("version", 0)), store=store)
+    return Bag(
+        path=path,
+        topics=found,
+        messages=messages,
+        custom_data=dict(info.get("custom_data") or {}),
+        storage=str(info.get("storage_identifier", "")),
+        version=int(info.get("version", 0)),
+        store=store,
+    )
 
 
 # -- header stamps -----------------------------------------------------------------------------
@@ -380,7 +430,8 @@ def header_stamp(data: bytes) -> int:
 
 def with_header_stamp(data: bytes, stamp_ns: int) -> bytes:
     """A copy of ``data`` (a message starting with std_msgs/Header) with its stamp replaced.
-    CDR: a 4-byte encapsulation header (byte 1 odd = little endian), then int32 sec, uint32 nanosec."""
+    CDR: a 4-byte encapsulation header (byte 1 odd = little endian), then int32 sec, uint32
+    nanosec."""
     endian = "<" if data[1] & 1 else ">"
     buffer = bytearray(data)
     struct.pack_into(endian + "iI", buffer, 4, stamp_ns // 1_000_000_000, stamp_ns % 1_000_000_000)
@@ -397,14 +448,25 @@ class RecordSummary:
 
 
 def _resolve(node, topic: str) -> str:
-    return node.resolve_topic_name(topic) if hasattr(node, "resolve_topic_name") else \
-        "/" + "/".join(p for p in (node.get_namespace().strip("/"), topic.strip("/")) if p)
+    return (
+        node.resolve_topic_name(topic)
+        if hasattr(node, "resolve_topic_name")
+        else "/" + "/".join(p for p in (node.get_namespace().strip("/"), topic.strip("/")) if p)
+    )
 
 
-def record(out_dir: str | Path, topics: Sequence[str] = DEFAULT_TOPICS, duration: float | None = None,
-           namespace: str = "", stop: threading.Event | None = None, discovery_timeout: float = 5.0,
-           on_ready: Callable[[], None] | None = None, log: Callable[[str], None] | None = None) -> RecordSummary:
-    """Record ``topics`` (names relative to ``namespace``) into a new rosbag2 directory ``out_dir``.
+def record(
+    out_dir: str | Path,
+    topics: Sequence[str] = DEFAULT_TOPICS,
+    duration: float | None = None,
+    namespace: str = "",
+    stop: threading.Event | None = None,
+    discovery_timeout: float = 5.0,
+    on_ready: Callable[[], None] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> RecordSummary:
+    """Record ``topics`` (names relative to ``namespace``) into a new rosbag2 directory
+    ``out_dir``.
 
     Runs until ``duration`` seconds have passed, ``stop`` is set, or Ctrl-C. Types of the
     package's own topics are known; any other topic's type is taken from the graph (its
@@ -423,8 +485,9 @@ def record(out_dir: str | Path, topics: Sequence[str] = DEFAULT_TOPICS, duration
     use_package_dds_profile()
     context = Context()
     rclpy.init(context=context)
-    node = rclpy.create_node(f"uservlm_recorder_{os.getpid()}", namespace="/" + namespace.strip("/"),
-                             context=context)
+    node = rclpy.create_node(
+        f"uservlm_recorder_{os.getpid()}", namespace="/" + namespace.strip("/"), context=context
+    )
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
     subscriptions = {}
@@ -439,28 +502,41 @@ def record(out_dir: str | Path, topics: Sequence[str] = DEFAULT_TOPICS, duration
             return False
         if publishers:
             msgtype = publishers[0].topic_type
-        reliable = bool(publishers) and all(p.qos_profile.reliability == ReliabilityPolicy.RELIABLE
-                                            for p in publishers)
-        latched = bool(publishers) and all(p.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL
-                                           for p in publishers)
+        reliable = bool(publishers) and all(
+            p.qos_profile.reliability == ReliabilityPolicy.RELIABLE for p in publishers
+        )
+        latched = bool(publishers) and all(
+            p.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL for p in publishers
+        )
         own = topic_qos(topic)
         if not publishers and own is not None:
-            reliable, latched = own.reliability == ReliabilityPolicy.RELIABLE, \
-                own.durability == DurabilityPolicy.TRANSIENT_LOCAL
-        profile = QoSProfile(depth=100,
-                             reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
-                             durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
+            reliable, latched = (
+                own.reliability == ReliabilityPolicy.RELIABLE,
+                own.durability == DurabilityPolicy.TRANSIENT_LOCAL,
+            )
+        profile = QoSProfile(
+            depth=100,
+            reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
+            durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE,
+        )
         offered = [p.qos_profile for p in publishers] or ([own] if own is not None else [])
         writer.add_topic(name, msgtype, [to_bag_qos(p) for p in offered])
 
         def on_message(data: bytes, info) -> None:
-            received = int(info.get("received_timestamp", 0) if isinstance(info, dict) else 0) or time.time_ns()
+            received = (
+                int(info.get("received_timestamp", 0) if isinstance(info, dict) else 0)
+                or time.time_ns()
+            )
             with lock:
                 writer.write(name, received, data)
 
-        subscriptions[topic] = node.create_subscription(message_class(msgtype), name, on_message, profile, raw=True)
-        say(f"recording {name} ({msgtype}, {len(publishers)} publisher(s), "
-            f"{'reliable' if reliable else 'best effort'})")
+        subscriptions[topic] = node.create_subscription(
+            message_class(msgtype), name, on_message, profile, raw=True
+        )
+        say(
+            f"recording {name} ({msgtype}, {len(publishers)} publisher(s), "
+            f"{'reliable' if reliable else 'best effort'})"
+        )
         return True
 
     pending = list(dict.fromkeys(topics))
@@ -472,12 +548,17 @@ def record(out_dir: str | Path, topics: Sequence[str] = DEFAULT_TOPICS, duration
                 executor.spin_once(timeout_sec=0.05)
         missing = list(pending)
         for topic in missing:
-            say(f"no publisher on {_resolve(node, topic)} yet (type unknown); subscribing when one appears")
+            say(
+                f"no publisher on {_resolve(node, topic)} yet (type unknown); subscribing when "
+                "one appears"
+            )
         # Ready = matched with every publisher already in the graph (a best-effort sample sent to a
         # reader that has not yet matched its writer is lost).
         deadline = time.monotonic() + discovery_timeout
         while time.monotonic() < deadline and not all(
-                s.get_publisher_count() >= node.count_publishers(s.topic_name) for s in subscriptions.values()):
+            s.get_publisher_count() >= node.count_publishers(s.topic_name)
+            for s in subscriptions.values()
+        ):
             executor.spin_once(timeout_sec=0.05)
         if on_ready:
             on_ready()
@@ -485,7 +566,9 @@ def record(out_dir: str | Path, topics: Sequence[str] = DEFAULT_TOPICS, duration
         next_check = started + 1.0
         while rclpy.ok(context=context):
             now = time.monotonic()
-            if (duration is not None and now - started >= duration) or (stop is not None and stop.is_set()):
+            if (duration is not None and now - started >= duration) or (
+                stop is not None and stop.is_set()
+            ):
                 break
             if pending and now >= next_check:
                 pending = [t for t in pending if not subscribe(t)]
@@ -502,8 +585,9 @@ def record(out_dir: str | Path, topics: Sequence[str] = DEFAULT_TOPICS, duration
         executor.shutdown()
         node.destroy_node()
         rclpy.try_shutdown(context=context)
-    return RecordSummary(Path(out_dir), dict(writer.counts), time.monotonic() - started,
-                         [t for t in pending])
+    return RecordSummary(
+        Path(out_dir), dict(writer.counts), time.monotonic() - started, [t for t in pending]
+    )
 
 
 # -- replay ------------------------------------------------------------------------------------
@@ -547,15 +631,23 @@ class Replayer:
     period), else the first offered profile stored in the bag, else reliable depth 20.
     """
 
-    def __init__(self, node, bag: Bag, messages: list[BagMessage] | None = None,
-                 topics: Iterable[str] | None = None):
+    def __init__(
+        self,
+        node,
+        bag: Bag,
+        messages: list[BagMessage] | None = None,
+        topics: Iterable[str] | None = None,
+    ):
         from rclpy.qos import QoSProfile
 
         self.node = node
         self.bag = bag
         chosen = None if topics is None else {bag._name(t) for t in topics}
-        self.messages = [m for m in (bag.messages if messages is None else messages)
-                         if chosen is None or m.topic in chosen]
+        self.messages = [
+            m
+            for m in (bag.messages if messages is None else messages)
+            if chosen is None or m.topic in chosen
+        ]
         self.publishers = {}
         self.names = {}
         self.types = {}
@@ -566,29 +658,43 @@ class Replayer:
             profile = topic_qos(relative, _chunk_seconds(bag, topic))
             if profile is None and info and info.offered_qos:
                 stored = info.offered_qos[0]
-                profile = QoSProfile(history=stored.history.value, depth=max(stored.depth, 1),
-                                     reliability=stored.reliability.value, durability=stored.durability.value)
+                profile = QoSProfile(
+                    history=stored.history.value,
+                    depth=max(stored.depth, 1),
+                    reliability=stored.reliability.value,
+                    durability=stored.durability.value,
+                )
             if profile is None:
                 from uservlm_ros.ros import qos
 
                 profile = qos.EVENTS
             self.types[topic] = msgtype
             self.names[topic] = relative
-            self.publishers[topic] = node.create_publisher(message_class(msgtype), relative, profile)
-        self._header = {t: (t in bag.topics and bag.has_header(t)) or
-                        self.types[t] in ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage",
-                                          "uservlm_ros/msg/AudioChunk")
-                        for t in self.publishers}
+            self.publishers[topic] = node.create_publisher(
+                message_class(msgtype), relative, profile
+            )
+        self._header = {
+            t: (t in bag.topics and bag.has_header(t))
+            or self.types[t]
+            in (
+                "sensor_msgs/msg/Image",
+                "sensor_msgs/msg/CompressedImage",
+                "uservlm_ros/msg/AudioChunk",
+            )
+            for t in self.publishers
+        }
 
     def subscriber_counts(self) -> dict[str, int]:
         return {self.names[t]: p.get_subscription_count() for t, p in self.publishers.items()}
 
-    def wait_for_subscribers(self, executor, timeout: float, minimum: dict[str, int] | None = None,
-                             settle: float = 0.25) -> dict[str, int]:
+    def wait_for_subscribers(
+        self, executor, timeout: float, minimum: dict[str, int] | None = None, settle: float = 0.25
+    ) -> dict[str, int]:
         """Spin until every topic (or those in ``minimum``: relative name -> count) has enough
         matched subscriptions, then ``settle`` seconds more. Returns the counts; raises BagError
         naming the topics that did not. The settle: Fast DDS reports the match a little before a
-        new reader accepts best-effort samples from this writer, which would lose the first frame."""
+        new reader accepts best-effort samples from this writer, which would lose the first
+        frame."""
         need = minimum or {name: 1 for name in self.names.values()}
         deadline = time.monotonic() + timeout
         while True:
@@ -600,12 +706,24 @@ class Replayer:
                     executor.spin_once(timeout_sec=max(0.0, settled - time.monotonic()))
                 return counts
             if time.monotonic() >= deadline:
-                raise BagError("no (or too few) subscribers after {:.0f} s: {}".format(
-                    timeout, ", ".join(f"{t} has {counts.get(t, 0)}, needs {n}" for t, n in short.items())))
+                raise BagError(
+                    "no (or too few) subscribers after {:.0f} s: {}".format(
+                        timeout,
+                        ", ".join(
+                            f"{t} has {counts.get(t, 0)}, needs {n}" for t, n in short.items()
+                        ),
+                    )
+                )
             executor.spin_once(timeout_sec=0.05)
 
-    def play(self, executor, rate: float = 1.0, restamp: bool = True, start_delay: float = 0.0,
-             on_published: Callable[[BagMessage, float], None] | None = None) -> ReplayReport:
+    def play(
+        self,
+        executor,
+        rate: float = 1.0,
+        restamp: bool = True,
+        start_delay: float = 0.0,
+        on_published: Callable[[BagMessage, float], None] | None = None,
+    ) -> ReplayReport:
         """Publish every message at its original time offset (divided by ``rate``), spinning
         ``executor`` while waiting. Returns when the last message is out."""
         if rate <= 0:
@@ -631,7 +749,9 @@ class Replayer:
             if restamp and self._header[message.topic]:
                 shift = int((wall0 + offset) * 1e9) - message.log_time
                 data = with_header_stamp(data, header_stamp(data) + shift)
-            sent = time.perf_counter() - perf0  # handed to DDS now (a slow publish() is not lateness)
+            sent = (
+                time.perf_counter() - perf0
+            )  # handed to DDS now (a slow publish() is not lateness)
             self.publishers[message.topic].publish(data)
             counts[message.topic] += 1
             scheduled.append(offset)
@@ -647,9 +767,16 @@ class Replayer:
         self.publishers = {}
 
 
-def replay(bag: Bag | str | Path, rate: float = 1.0, topics: Iterable[str] | None = None, namespace: str = "",
-           loops: int = 1, restamp: bool = True, wait_for_subscribers: float = 0.0,
-           log: Callable[[str], None] | None = None) -> list[ReplayReport]:
+def replay(
+    bag: Bag | str | Path,
+    rate: float = 1.0,
+    topics: Iterable[str] | None = None,
+    namespace: str = "",
+    loops: int = 1,
+    restamp: bool = True,
+    wait_for_subscribers: float = 0.0,
+    log: Callable[[str], None] | None = None,
+) -> list[ReplayReport]:
     """Play a bag ``loops`` times in a node of its own (the pip-only twin of ``ros2 bag play``).
     ``wait_for_subscribers`` > 0: first wait that long for every topic to have a subscriber."""
     import rclpy
@@ -660,8 +787,9 @@ def replay(bag: Bag | str | Path, rate: float = 1.0, topics: Iterable[str] | Non
     use_package_dds_profile()
     context = Context()
     rclpy.init(context=context)
-    node = rclpy.create_node(f"uservlm_player_{os.getpid()}", namespace="/" + namespace.strip("/"),
-                             context=context)
+    node = rclpy.create_node(
+        f"uservlm_player_{os.getpid()}", namespace="/" + namespace.strip("/"), context=context
+    )
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
     reports = []
@@ -673,9 +801,12 @@ def replay(bag: Bag | str | Path, rate: float = 1.0, topics: Iterable[str] | Non
             report = player.play(executor, rate=rate, restamp=restamp)
             reports.append(report)
             if log:
-                log(f"loop {loop + 1}/{loops}: {sum(report.counts.values())} messages in "
-                    f"{report.published[-1] if report.published else 0:.2f} s, timing error median "
-                    f"{report.median_error_ms:.2f} ms, max {report.max_error_ms:.2f} ms")
+                log(
+                    f"loop {loop + 1}/{loops}: {sum(report.counts.values())} messages in "
+                    f"{report.published[-1] if report.published else 0:.2f} s, timing error "
+                    "median "
+                    f"{report.median_error_ms:.2f} ms, max {report.max_error_ms:.2f} ms"
+                )
     except KeyboardInterrupt:
         pass
     finally:
@@ -699,7 +830,12 @@ def camera_uplink(bag: Bag, uplink: str, jpeg_quality: int = 80) -> list[BagMess
     from rclpy.serialization import deserialize_message, serialize_message
     from sensor_msgs.msg import CompressedImage, Image
 
-    from uservlm_ros.ros.conversions import compressed_to_rgb, image_to_rgb, rgb_to_compressed, rgb_to_image
+    from uservlm_ros.ros.conversions import (
+        compressed_to_rgb,
+        image_to_rgb,
+        rgb_to_compressed,
+        rgb_to_image,
+    )
 
     if uplink not in ("jpeg", "raw", "bag"):
         raise ValueError(f"uplink must be jpeg, raw or bag, got {uplink!r}")
@@ -717,12 +853,24 @@ def camera_uplink(bag: Bag, uplink: str, jpeg_quality: int = 80) -> list[BagMess
             out.append(message)
         elif uplink == "raw" and message.topic == jpeg_topic and not has_raw:
             source = deserialize_message(message.data, CompressedImage)
-            frame = rgb_to_image(compressed_to_rgb(source), source.header.stamp, source.header.frame_id)
-            out.append(BagMessage(_sibling(jpeg_topic, CAMERA_RAW), message.log_time, serialize_message(frame)))
+            frame = rgb_to_image(
+                compressed_to_rgb(source), source.header.stamp, source.header.frame_id
+            )
+            out.append(
+                BagMessage(
+                    _sibling(jpeg_topic, CAMERA_RAW), message.log_time, serialize_message(frame)
+                )
+            )
         elif uplink == "jpeg" and message.topic == raw_topic and not has_jpeg:
             source = deserialize_message(message.data, Image)
-            frame = rgb_to_compressed(image_to_rgb(source), jpeg_quality, source.header.stamp, source.header.frame_id)
-            out.append(BagMessage(_sibling(raw_topic, CAMERA_JPEG), message.log_time, serialize_message(frame)))
+            frame = rgb_to_compressed(
+                image_to_rgb(source), jpeg_quality, source.header.stamp, source.header.frame_id
+            )
+            out.append(
+                BagMessage(
+                    _sibling(raw_topic, CAMERA_JPEG), message.log_time, serialize_message(frame)
+                )
+            )
     return out
 
 
@@ -734,8 +882,10 @@ def _sibling(topic: str, relative: str) -> str:
 
 # -- CLI ---------------------------------------------------------------------------------------
 def describe(bag: Bag) -> str:
-    lines = [f"bag {bag.path}: {bag.storage}, version {bag.version}, {len(bag.messages)} messages, "
-             f"{bag.duration:.2f} s"]
+    lines = [
+        f"bag {bag.path}: {bag.storage}, version {bag.version}, {len(bag.messages)} messages, "
+        f"{bag.duration:.2f} s"
+    ]
     for topic in bag.topics.values():
         lines.append(f"  {topic.name}  {topic.msgtype}  {topic.count} msgs")
     return "\n".join(lines)
@@ -746,15 +896,28 @@ def cmd_record(args) -> int:
         print("error: --duration must be positive", file=sys.stderr)
         return 64
     try:
-        summary = record(args.out, topics=args.topics, duration=args.duration, namespace=args.namespace,
-                         discovery_timeout=args.discovery_timeout, log=lambda text: print(text, flush=True),
-                         on_ready=lambda: print("recording (Ctrl-C stops)" if args.duration is None
-                                                else f"recording for {args.duration:g} s", flush=True))
+        summary = record(
+            args.out,
+            topics=args.topics,
+            duration=args.duration,
+            namespace=args.namespace,
+            discovery_timeout=args.discovery_timeout,
+            log=lambda text: print(text, flush=True),
+            on_ready=lambda: print(
+                "recording (Ctrl-C stops)"
+                if args.duration is None
+                else f"recording for {args.duration:g} s",
+                flush=True,
+            ),
+        )
     except BagError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    print(f"wrote {summary.path}: " + ", ".join(f"{t} {n}" for t, n in summary.counts.items())
-          + f" in {summary.seconds:.1f} s")
+    print(
+        f"wrote {summary.path}: "
+        + ", ".join(f"{t} {n}" for t, n in summary.counts.items())
+        + f" in {summary.seconds:.1f} s"
+    )
     for topic in summary.missing:
         print(f"warning: never saw a publisher on {topic}", file=sys.stderr)
     return 0
@@ -764,9 +927,16 @@ def cmd_play(args) -> int:
     try:
         bag = read_bag(args.bag)
         print(describe(bag), flush=True)
-        reports = replay(bag, rate=args.rate, topics=args.topics or None, namespace=args.namespace,
-                         loops=args.loop, restamp=not args.keep_stamps, wait_for_subscribers=args.wait,
-                         log=lambda text: print(text, flush=True))
+        reports = replay(
+            bag,
+            rate=args.rate,
+            topics=args.topics or None,
+            namespace=args.namespace,
+            loops=args.loop,
+            restamp=not args.keep_stamps,
+            wait_for_subscribers=args.wait,
+            log=lambda text: print(text, flush=True),
+        )
     except BagError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -775,29 +945,50 @@ def cmd_play(args) -> int:
 
 def add_record_parser(subparsers) -> argparse.ArgumentParser:
     """``uservlm record``: add it to the CLI with ``bags.add_record_parser(sub)``."""
-    parser = subparsers.add_parser("record", help="record the robot's camera/audio topics into a rosbag2 (mcap) bag")
+    parser = subparsers.add_parser(
+        "record", help="record the robot's camera/audio topics into a rosbag2 (mcap) bag"
+    )
     parser.add_argument("out", help="new bag directory to write")
-    parser.add_argument("--topics", nargs="+", default=list(DEFAULT_TOPICS),
-                        help=f"topics, relative to --namespace (default: {' '.join(DEFAULT_TOPICS)})")
-    parser.add_argument("--duration", type=float, default=None, help="seconds to record (default: until Ctrl-C)")
+    parser.add_argument(
+        "--topics",
+        nargs="+",
+        default=list(DEFAULT_TOPICS),
+        help=f"topics, relative to --namespace (default: {' '.join(DEFAULT_TOPICS)})",
+    )
+    parser.add_argument(
+        "--duration", type=float, default=None, help="seconds to record (default: until Ctrl-C)"
+    )
     parser.add_argument("--namespace", default="", help="robot namespace of the topics")
-    parser.add_argument("--discovery-timeout", type=float, default=5.0,
-                        help="seconds to wait for publishers of topics whose type is not known in advance")
+    parser.add_argument(
+        "--discovery-timeout",
+        type=float,
+        default=5.0,
+        help="seconds to wait for publishers of topics whose type is not known in advance",
+    )
     parser.set_defaults(func=cmd_record)
     return parser
 
 
 def add_play_parser(subparsers) -> argparse.ArgumentParser:
     """``uservlm play``: add it to the CLI with ``bags.add_play_parser(sub)``."""
-    parser = subparsers.add_parser("play", help="replay a bag with its original timing (pip-only `ros2 bag play`)")
+    parser = subparsers.add_parser(
+        "play", help="replay a bag with its original timing (pip-only `ros2 bag play`)"
+    )
     parser.add_argument("bag", help="rosbag2 directory")
     parser.add_argument("--rate", type=float, default=1.0, help="playback speed factor")
     parser.add_argument("--loop", type=int, default=1, help="times to play it")
     parser.add_argument("--topics", nargs="+", help="only these topics")
     parser.add_argument("--namespace", default="", help="robot namespace to publish into")
-    parser.add_argument("--keep-stamps", action="store_true",
-                        help="publish header stamps as recorded (default: shifted to now, like a live sensor)")
-    parser.add_argument("--wait", type=float, default=10.0,
-                        help="seconds to wait for a subscriber on every topic first (0 = do not wait)")
+    parser.add_argument(
+        "--keep-stamps",
+        action="store_true",
+        help="publish header stamps as recorded (default: shifted to now, like a live sensor)",
+    )
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=10.0,
+        help="seconds to wait for a subscriber on every topic first (0 = do not wait)",
+    )
     parser.set_defaults(func=cmd_play)
     return parser

@@ -8,6 +8,7 @@
 Exit codes: 0 success, 1 the service answered with an error, 2 the service was unreachable or
 timed out, 3 a node failed to start.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,8 +17,8 @@ from importlib import resources
 from pathlib import Path
 
 from uservlm_ros.bringup.graph import MODEL_ARGUMENTS
-
 from uservlm_ros.tools.demo import PLACEHOLDER_WARNING  # noqa: E402  (one wording everywhere)
+
 DEMO_QUESTION = "What should I wear to a business meeting?"
 
 
@@ -26,9 +27,12 @@ def bundled_photo() -> Path:
 
 
 def _timings_line(response, round_trip: float) -> str:
-    parts = [("review", response.review_seconds), ("preprocess", response.preprocess_seconds),
-             ("prefill", response.prefill_seconds),
-             ("generation", response.generation_seconds)]
+    parts = [
+        ("review", response.review_seconds),
+        ("preprocess", response.preprocess_seconds),
+        ("prefill", response.prefill_seconds),
+        ("generation", response.generation_seconds),
+    ]
     if response.synthesis_seconds:
         parts.append(("synthesis", response.synthesis_seconds))
     parts += [("server total", response.total_seconds), ("round trip", round_trip)]
@@ -41,13 +45,17 @@ def _play_or_write(audio, wav_path: Path | None) -> str:
 
     from uservlm_ros.speech.audio import write_wav
 
-    samples = np.frombuffer(audio.data, dtype=np.int16) if len(audio.data) else np.zeros(0, np.int16)
+    samples = (
+        np.frombuffer(audio.data, dtype=np.int16) if len(audio.data) else np.zeros(0, np.int16)
+    )
     seconds = len(samples) / max(audio.sample_rate, 1)
     if wav_path is None:
         try:
             import sounddevice
 
-            sounddevice.check_output_settings(samplerate=audio.sample_rate, channels=1, dtype="int16")
+            sounddevice.check_output_settings(
+                samplerate=audio.sample_rate, channels=1, dtype="int16"
+            )
             sounddevice.play(samples, audio.sample_rate, blocking=True)
             return f"audio: played {seconds:.1f} s at {audio.sample_rate} Hz"
         except Exception as error:  # no device (servers, CI): fall back to a file
@@ -74,8 +82,11 @@ def print_ask_response(reply, wav_path: Path | None = None, out=sys.stdout) -> i
         if response.placeholder_model:
             print(PLACEHOLDER_WARNING, file=out)
     review = f"   review: {response.review_decision}" if response.review_decision else ""
-    print(f"model: {response.model}   image: {response.image_source}   "
-          f"tokens: {response.generated_tokens}{review}", file=out)
+    print(
+        f"model: {response.model}   image: {response.image_source}   "
+        f"tokens: {response.generated_tokens}{review}",
+        file=out,
+    )
     print(_timings_line(response, reply.round_trip_seconds), file=out)
     if len(response.audio.data):
         print(_play_or_write(response.audio, wav_path), file=out)
@@ -83,8 +94,8 @@ def print_ask_response(reply, wav_path: Path | None = None, out=sys.stdout) -> i
 
 
 def cmd_ask(args) -> int:
-    from uservlm_ros.tools.client import ServiceError, UserVLMClient
     from uservlm_ros.ros.conversions import encoded_image_format, read_image_file
+    from uservlm_ros.tools.client import ServiceError, UserVLMClient
 
     image = None
     if args.image:
@@ -97,8 +108,13 @@ def cmd_ask(args) -> int:
             return 64
     with UserVLMClient(namespace=args.namespace) as client:
         try:
-            reply = client.ask(args.question, image=image, user_id=args.user_id, speak=args.speak,
-                               timeout=args.timeout)
+            reply = client.ask(
+                args.question,
+                image=image,
+                user_id=args.user_id,
+                speak=args.speak,
+                timeout=args.timeout,
+            )
         except ServiceError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
@@ -106,8 +122,8 @@ def cmd_ask(args) -> int:
 
 
 def cmd_up(args) -> int:
-    from uservlm_ros.tools.cpu_latency import CpuLatencyHold, LatencyError
     from uservlm_ros.bringup.graph import compose_cloud, model_overrides, nodes
+    from uservlm_ros.tools.cpu_latency import CpuLatencyHold, LatencyError
     from uservlm_ros.tools.launcher import GraphProcesses, interrupt_on
 
     side = "cloud" if args.cloud else "robot" if args.robot else "all"
@@ -118,10 +134,14 @@ def cmd_up(args) -> int:
     if args.respawn_delay < 0:
         print("error: --respawn-delay must be >= 0", file=sys.stderr)
         return 64
-    graph = GraphProcesses(specs, params_file=Path(args.params_file) if args.params_file else None,
-                           namespace=args.namespace, overrides=overrides,
-                           respawn=tuple(s.name for s in specs) if args.respawn else (),
-                           respawn_delay=args.respawn_delay)
+    graph = GraphProcesses(
+        specs,
+        params_file=Path(args.params_file) if args.params_file else None,
+        namespace=args.namespace,
+        overrides=overrides,
+        respawn=tuple(s.name for s in specs) if args.respawn else (),
+        respawn_delay=args.respawn_delay,
+    )
     hold = CpuLatencyHold(0)
     if args.low_latency:
         try:
@@ -129,7 +149,10 @@ def cmd_up(args) -> int:
         except LatencyError as error:
             print(f"error: --low-latency: {error}", file=sys.stderr)
             return 2
-    print(f"starting {', '.join(s.name for s in specs)} (Ctrl-C stops them); {hold.describe()}", flush=True)
+    print(
+        f"starting {', '.join(s.name for s in specs)} (Ctrl-C stops them); {hold.describe()}",
+        flush=True,
+    )
     try:
         with interrupt_on():  # SIGTERM, SIGHUP: stop the graph as Ctrl-C does
             graph.start()
@@ -147,8 +170,9 @@ def cmd_demo(args) -> int:
 
     try:
         with interrupt_on():  # SIGTERM, SIGHUP: the demo's graph stops as on Ctrl-C
-            return run_demo(Path(args.out), startup_timeout=args.startup_timeout,
-                            turn_timeout=args.timeout)
+            return run_demo(
+                Path(args.out), startup_timeout=args.startup_timeout, turn_timeout=args.timeout
+            )
     except KeyboardInterrupt:
         print("[demo] interrupted", file=sys.stderr)
         return 130
@@ -160,11 +184,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     ask = sub.add_parser("ask", help="call /uservlm/ask and print the answer and timings")
     ask.add_argument("question")
-    ask.add_argument("--image", help="image file of the person (default: the robot's newest camera frame)")
+    ask.add_argument(
+        "--image", help="image file of the person (default: the robot's newest camera frame)"
+    )
     ask.add_argument("--user-id", default="", help="who is asking (consent memory)")
     ask.add_argument("--speak", action="store_true", help="also synthesize the answer")
-    ask.add_argument("--wav", help="write the spoken answer here (default: play it, or "
-                                   "./uservlm_answer.wav when there is no audio device)")
+    ask.add_argument(
+        "--wav",
+        help="write the spoken answer here (default: play it, or "
+        "./uservlm_answer.wav when there is no audio device)",
+    )
     ask.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the answer")
     ask.add_argument("--namespace", default="", help="robot namespace of the services")
     ask.set_defaults(func=cmd_ask)
@@ -175,31 +204,59 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--robot", action="store_true", help="only the robot side")
     up.add_argument("--params-file", help="parameter YAML applied after config/*.yaml")
     up.add_argument("--namespace", default="", help="namespace for this robot")
-    up.add_argument("--naoqi", action="store_true",
-                    help="a Pepper running naoqi_driver2 supplies camera and microphones")
-    up.add_argument("--naoqi-prefix", default="/naoqi_driver", help="namespace of naoqi_driver2's topics")
-    up.add_argument("--compose", action="store_true",
-                    help="run the cloud nodes in one process (cloud_node), joined by dialogue_node when both "
-                         "sides run here: the ask, review and synthesis calls stay in-process; separate "
-                         "processes (default) isolate crashes")
-    up.add_argument("--low-latency", action="store_true",
-                    help="hold the kernel's CPU wake-up latency at 0 µs while the graph runs "
-                         "(/dev/cpu_dma_latency; needs root or write access): idle CPUs poll instead of sleeping")
-    up.add_argument("--respawn", action="store_true",
-                    help="start a node again when it exits (as launch_ros's respawn=True), "
-                         "until Ctrl-C")
-    up.add_argument("--respawn-delay", type=float, default=2.0,
-                    help="seconds before a node is started again (doubled while it keeps "
-                         "exiting at once)")
+    up.add_argument(
+        "--naoqi",
+        action="store_true",
+        help="a Pepper running naoqi_driver2 supplies camera and microphones",
+    )
+    up.add_argument(
+        "--naoqi-prefix", default="/naoqi_driver", help="namespace of naoqi_driver2's topics"
+    )
+    up.add_argument(
+        "--compose",
+        action="store_true",
+        help="run the cloud nodes in one process (cloud_node), joined by dialogue_node when both "
+        "sides run here: the ask, review and synthesis calls stay in-process; separate "
+        "processes (default) isolate crashes",
+    )
+    up.add_argument(
+        "--low-latency",
+        action="store_true",
+        help="hold the kernel's CPU wake-up latency at 0 µs while the graph runs "
+        "(/dev/cpu_dma_latency; needs root or write access): idle CPUs poll instead of sleeping",
+    )
+    up.add_argument(
+        "--respawn",
+        action="store_true",
+        help="start a node again when it exits (as launch_ros's respawn=True), until Ctrl-C",
+    )
+    up.add_argument(
+        "--respawn-delay",
+        type=float,
+        default=2.0,
+        help="seconds before a node is started again (doubled while it keeps exiting at once)",
+    )
     for argument, (_, _, help_text) in MODEL_ARGUMENTS.items():
-        up.add_argument(f"--{argument.replace('_', '-')}", dest=argument, default="", help=help_text)
+        up.add_argument(
+            f"--{argument.replace('_', '-')}", dest=argument, default="", help=help_text
+        )
     up.set_defaults(func=cmd_up)
 
-    demo = sub.add_parser("demo", help="offline demo: the whole spoken loop on a bundled recording")
-    demo.add_argument("--out", default="out/demo", help="folder for the spoken WAVs, the consent store and the node logs")
+    demo = sub.add_parser(
+        "demo", help="offline demo: the whole spoken loop on a bundled recording"
+    )
+    demo.add_argument(
+        "--out",
+        default="out/demo",
+        help="folder for the spoken WAVs, the consent store and the node logs",
+    )
     demo.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for each turn")
-    demo.add_argument("--startup-timeout", type=float, default=600.0,
-                      help="seconds to wait for the services (the first run builds the tiny model)")
+    demo.add_argument(
+        "--startup-timeout",
+        type=float,
+        default=600.0,
+        help="seconds to wait for the services (the first run builds the tiny model)",
+    )
     demo.set_defaults(func=cmd_demo)
 
     from uservlm_ros.tools.bags import add_play_parser, add_record_parser

@@ -3,6 +3,7 @@
 Owns its rclpy context, so it can live inside a test, a script or the evaluation harness without
 touching anyone else's rclpy state.
 """
+
 from __future__ import annotations
 
 import os
@@ -39,19 +40,27 @@ class UserVLMClient:
     def __init__(self, namespace: str = "", node_name: str | None = None):
         self.context = Context()
         rclpy.init(context=self.context)
-        self.node = rclpy.create_node(node_name or f"uservlm_client_{os.getpid()}", context=self.context)
+        self.node = rclpy.create_node(
+            node_name or f"uservlm_client_{os.getpid()}", context=self.context
+        )
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self.clients = {
-            "ask": self.node.create_client(Ask, _join(namespace, "uservlm/ask"), qos_profile=qos.SERVICES),
-            "transcribe": self.node.create_client(Transcribe, _join(namespace, "uservlm/transcribe"),
-                                                  qos_profile=qos.SERVICES),
-            "synthesize": self.node.create_client(Synthesize, _join(namespace, "uservlm/synthesize"),
-                                                  qos_profile=qos.SERVICES),
-            "review": self.node.create_client(Review, _join(namespace, "uservlm/review"),
-                                              qos_profile=qos.SERVICES),
-            "forget": self.node.create_client(Forget, _join(namespace, "uservlm/forget"),
-                                              qos_profile=qos.SERVICES),
+            "ask": self.node.create_client(
+                Ask, _join(namespace, "uservlm/ask"), qos_profile=qos.SERVICES
+            ),
+            "transcribe": self.node.create_client(
+                Transcribe, _join(namespace, "uservlm/transcribe"), qos_profile=qos.SERVICES
+            ),
+            "synthesize": self.node.create_client(
+                Synthesize, _join(namespace, "uservlm/synthesize"), qos_profile=qos.SERVICES
+            ),
+            "review": self.node.create_client(
+                Review, _join(namespace, "uservlm/review"), qos_profile=qos.SERVICES
+            ),
+            "forget": self.node.create_client(
+                Forget, _join(namespace, "uservlm/forget"), qos_profile=qos.SERVICES
+            ),
         }
 
     def close(self) -> None:
@@ -79,8 +88,10 @@ class UserVLMClient:
         client = self.clients[service]
         started = time.monotonic()
         if not self.wait_for(service, timeout):
-            raise ServiceError(f"service {client.srv_name} is not available after {timeout:.0f} s "
-                               "(is the cloud side up? try `uservlm up --cloud`)")
+            raise ServiceError(
+                f"service {client.srv_name} is not available after {timeout:.0f} s "
+                "(is the cloud side up? try `uservlm up --cloud`)"
+            )
         sent = time.perf_counter()
         future = client.call_async(request)
         deadline, gone_since = started + timeout, None
@@ -99,8 +110,14 @@ class UserVLMClient:
             raise ServiceError(f"service {client.srv_name} did not answer within {timeout:.0f} s")
         return Reply(future.result(), time.perf_counter() - sent)
 
-    def ask(self, question: str, image: np.ndarray | bytes | None = None, user_id: str = "",
-            speak: bool = False, timeout: float = 60.0) -> Reply:
+    def ask(
+        self,
+        question: str,
+        image: np.ndarray | bytes | None = None,
+        user_id: str = "",
+        speak: bool = False,
+        timeout: float = 60.0,
+    ) -> Reply:
         """``image``: an RGB array (sent as rgb8) or the bytes of a JPEG/PNG file (sent as they
         are, in ``compressed_image``)."""
         request = Ask.Request(question=question, user_id=user_id, speak=speak)
@@ -110,8 +127,9 @@ class UserVLMClient:
             request.image = rgb_to_image(image)
         return self.call("ask", request, timeout)
 
-    def transcribe(self, samples: np.ndarray, sample_rate: int, language: str = "",
-                   timeout: float = 60.0) -> Reply:
+    def transcribe(
+        self, samples: np.ndarray, sample_rate: int, language: str = "", timeout: float = 60.0
+    ) -> Reply:
         request = Transcribe.Request(language=language)
         request.audio = array_to_audio(np.asarray(samples, dtype=np.int16), sample_rate)
         return self.call("transcribe", request, timeout)

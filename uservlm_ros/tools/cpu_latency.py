@@ -12,6 +12,7 @@ polling idle state: an idle CPU spins instead of sleeping, which costs power (a 
 a cloud host's CPU time) and nothing else. Writing it needs root or write access to the device
 (a udev rule ``KERNEL=="cpu_dma_latency", GROUP="<group>", MODE="0660"``).
 """
+
 from __future__ import annotations
 
 import os
@@ -27,7 +28,8 @@ class LatencyError(RuntimeError):
 
 def idle_states(sysfs: str = "/sys") -> str:
     """The cpuidle driver and CPU 0's idle states, e.g. ``haltpoll: POLL, haltpoll idle; guest halt
-    polling 0 ns`` ('' if unknown). With the ``haltpoll`` driver, how long an idle vCPU polls before
+    polling 0 ns`` ('' if unknown). With the ``haltpoll`` driver, how long an idle vCPU polls
+    before
     it halts (``haltpoll.guest_halt_poll_ns``; 0 = every idle vCPU halts at once)."""
     root = Path(sysfs)
     try:
@@ -61,22 +63,28 @@ class CpuLatencyHold:
     def held(self) -> bool:
         return self._fd is not None
 
-    def acquire(self) -> "CpuLatencyHold":
+    def acquire(self) -> CpuLatencyHold:
         if self._fd is not None:
             return self
         try:
             fd = os.open(self.device, os.O_WRONLY)
         except FileNotFoundError:
-            raise LatencyError(f"{self.device} does not exist: this kernel has no PM QoS CPU latency "
-                               "interface (--low-latency cannot work here)") from None
+            raise LatencyError(
+                f"{self.device} does not exist: this kernel has no PM QoS CPU latency "
+                "interface (--low-latency cannot work here)"
+            ) from None
         except PermissionError:
-            raise LatencyError(f"no write access to {self.device}: run as root, or let your group write "
-                               f"it (udev rule KERNEL==\"cpu_dma_latency\", GROUP=\"<group>\", MODE=\"0660\")") from None
+            raise LatencyError(
+                f"no write access to {self.device}: run as root, or let your group write "
+                f'it (udev rule KERNEL=="cpu_dma_latency", GROUP="<group>", MODE="0660")'
+            ) from None
         try:
             os.write(fd, struct.pack("i", self.microseconds))
         except OSError as error:
             os.close(fd)
-            raise LatencyError(f"writing {self.microseconds} µs to {self.device} failed: {error}") from None
+            raise LatencyError(
+                f"writing {self.microseconds} µs to {self.device} failed: {error}"
+            ) from None
         self._fd = fd
         return self
 
@@ -89,10 +97,12 @@ class CpuLatencyHold:
         if not self.held:
             states = idle_states()
             return "CPU idle: kernel default" + (f" ({states})" if states else "")
-        return (f"CPU idle: wake-up latency held at {self.microseconds} µs via {self.device} "
-                "(--low-latency: idle CPUs poll instead of sleeping)")
+        return (
+            f"CPU idle: wake-up latency held at {self.microseconds} µs via {self.device} "
+            "(--low-latency: idle CPUs poll instead of sleeping)"
+        )
 
-    def __enter__(self) -> "CpuLatencyHold":
+    def __enter__(self) -> CpuLatencyHold:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:

@@ -8,6 +8,7 @@ the visitor's recorded reply is played on the microphone once the robot has fini
 and the original question is answered and spoken. Each turn prints the transcript, the answer,
 the stage timings and the WAV.
 """
+
 from __future__ import annotations
 
 import os
@@ -16,17 +17,18 @@ import time
 from importlib import resources
 from pathlib import Path
 
-from rclpy.executors import SingleThreadedExecutor
 from std_msgs.msg import Bool
 
 from uservlm_ros.bringup.graph import nodes
-from uservlm_ros.tools.launcher import GraphProcesses
 from uservlm_ros.msg import Interaction, Utterance
 from uservlm_ros.ros import qos
+from uservlm_ros.tools.launcher import GraphProcesses
 
 DEMO_USER = "demo-visitor"
-PLACEHOLDER_WARNING = ("NOTE: answered by a tiny RANDOMLY INITIALISED PaliGemma 2 stand-in - the text "
-                       "is meaningless. Point vlm_node at the real User-VLM weights for real answers.")
+PLACEHOLDER_WARNING = (
+    "NOTE: answered by a tiny RANDOMLY INITIALISED PaliGemma 2 stand-in - the text "
+    "is meaningless. Point vlm_node at the real User-VLM weights for real answers."
+)
 
 
 def demo_file(name: str) -> Path:
@@ -66,7 +68,8 @@ class DemoObserver:
         self.speaking = bool(msg.data)
 
     def quiet(self, seconds: float) -> bool:
-        """The robot has not spoken for ``seconds`` (a streamed answer pauses between sentences)."""
+        """The robot has not spoken for ``seconds`` (a streamed answer pauses between
+        sentences)."""
         return not self.speaking and time.monotonic() - self.changed >= seconds
 
     def spin_until(self, predicate, timeout: float, graph: GraphProcesses | None = None) -> bool:
@@ -94,16 +97,26 @@ def print_turn(record: Interaction, speech_dir: Path, out=sys.stdout) -> None:
     if record.placeholder_model and not record.clarification:
         print(f"  {PLACEHOLDER_WARNING}", file=out)
     print(f"  model: {record.model}   user image: {record.image_source}", file=out)
-    print(f"  timings: ASR {record.asr_seconds:.2f} s | prefill {record.prefill_seconds:.2f} s | "
-          f"generation {record.generation_seconds:.2f} s | synthesis {record.synthesis_seconds:.2f} s", file=out)
-    print(f"  from end of speech: transcript {record.speech_end_to_transcript:.2f} s | answer "
-          f"{record.speech_end_to_answer:.2f} s | first audio out {record.speech_end_to_audio_out:.2f} s",
-          file=out)
+    print(
+        f"  timings: ASR {record.asr_seconds:.2f} s | prefill {record.prefill_seconds:.2f} s | "
+        f"generation {record.generation_seconds:.2f} s | synthesis {record.synthesis_seconds:.2f} "
+        "s",
+        file=out,
+    )
+    print(
+        f"  from end of speech: transcript {record.speech_end_to_transcript:.2f} s | answer "
+        f"{record.speech_end_to_answer:.2f} s | first audio out "
+        f"{record.speech_end_to_audio_out:.2f} s",
+        file=out,
+    )
     wavs = sorted(speech_dir.glob("*.wav"), key=lambda p: p.stat().st_mtime)
     if wavs:
-        print(f"  spoken:   {wavs[-1]} (newest of {len(wavs)} WAVs: an answer is spoken sentence by "
-              "sentence while the model writes; the sentences join one WAV unless synthesis fell "
-              "behind playback)", file=out)
+        print(
+            f"  spoken:   {wavs[-1]} (newest of {len(wavs)} WAVs: an answer is spoken sentence by "
+            "sentence while the model writes; the sentences join one WAV unless synthesis fell "
+            "behind playback)",
+            file=out,
+        )
 
 
 def run_demo(out_dir: Path, startup_timeout: float = 600.0, turn_timeout: float = 300.0) -> int:
@@ -114,31 +127,53 @@ def run_demo(out_dir: Path, startup_timeout: float = 600.0, turn_timeout: float 
     everything = nodes("all")
     microphone = next(spec for spec in everything if spec.name == "microphone_node")
     overrides = demo_overrides(out_dir, demo_file("question.wav"))
-    graph = GraphProcesses([s for s in everything if s is not microphone], log_dir=out_dir / "logs",
-                           overrides=overrides)
+    graph = GraphProcesses(
+        [s for s in everything if s is not microphone],
+        log_dir=out_dir / "logs",
+        overrides=overrides,
+    )
     started = time.monotonic()
-    print(f"[demo] starting {', '.join(s.name for s in everything)} (logs in {out_dir / 'logs'})", flush=True)
+    print(
+        f"[demo] starting {', '.join(s.name for s in everything)} (logs in {out_dir / 'logs'})",
+        flush=True,
+    )
     with graph, UserVLMClient(node_name="uservlm_demo") as client:
         observer = DemoObserver(client)
         for service in ("ask", "transcribe", "synthesize", "review"):
-            if not observer.spin_until(lambda: client.wait_for(service, 0.2), startup_timeout, graph):
-                print(f"[demo] /uservlm/{service} did not come up; see {out_dir / 'logs'}", file=sys.stderr)
+            if not observer.spin_until(
+                lambda: client.wait_for(service, 0.2), startup_timeout, graph
+            ):
+                print(
+                    f"[demo] /uservlm/{service} did not come up; see {out_dir / 'logs'}",
+                    file=sys.stderr,
+                )
                 return 2
         # The microphone starts last, once ASR listens, or the start of the question is lost.
-        if not observer.spin_until(lambda: subscribed(client, "audio") and subscribed(client, "speech", 2),
-                                   startup_timeout, graph):
+        if not observer.spin_until(
+            lambda: subscribed(client, "audio") and subscribed(client, "speech", 2),
+            startup_timeout,
+            graph,
+        ):
             print("[demo] asr_node/dialogue_node did not subscribe", file=sys.stderr)
             return 2
         client.forget(DEMO_USER)  # every demo run starts with a stranger
-        print(f"[demo] graph up after {time.monotonic() - started:.1f} s; playing the recording: "
-              f"{demo_file('person.avi').name} on the camera, {demo_file('question.wav').name} on the microphone",
-              flush=True)
+        print(
+            f"[demo] graph up after {time.monotonic() - started:.1f} s; playing the recording: "
+            f"{demo_file('person.avi').name} on the camera, {demo_file('question.wav').name} on "
+            "the microphone",
+            flush=True,
+        )
         graph.restart(microphone)
         turn = 0
         for reply in (demo_file("reply.wav"), None):
             turn += 1
-            if not observer.spin_until(lambda: len(observer.interactions) >= turn, turn_timeout, graph):
-                print(f"[demo] no turn {turn} within {turn_timeout:.0f} s; see {out_dir / 'logs'}", file=sys.stderr)
+            if not observer.spin_until(
+                lambda: len(observer.interactions) >= turn, turn_timeout, graph
+            ):
+                print(
+                    f"[demo] no turn {turn} within {turn_timeout:.0f} s; see {out_dir / 'logs'}",
+                    file=sys.stderr,
+                )
                 return 2
             record = observer.interactions[turn - 1]
             print(f"\n[demo] turn {turn}", flush=True)
@@ -148,10 +183,14 @@ def run_demo(out_dir: Path, startup_timeout: float = 600.0, turn_timeout: float 
             if not record.clarification or reply is None:
                 break
             # The visitor answers once the robot has finished asking.
-            observer.spin_until(lambda: observer.spoke >= turn and observer.quiet(1.5), turn_timeout, graph)
+            observer.spin_until(
+                lambda: observer.spoke >= turn and observer.quiet(1.5), turn_timeout, graph
+            )
             print(f"\n[demo] the visitor replies ({reply.name})", flush=True)
             graph.stop("microphone_node")
-            graph.overrides["microphone_node"] = dict(overrides["microphone_node"], source=str(reply))
+            graph.overrides["microphone_node"] = dict(
+                overrides["microphone_node"], source=str(reply)
+            )
             graph.restart(microphone)
         observer.spin_until(lambda: observer.quiet(1.5), turn_timeout, graph)
     print(f"\n[demo] done in {time.monotonic() - started:.1f} s; WAVs in {out_dir / 'speech'}")

@@ -3,6 +3,7 @@
 Used by ``uservlm up``, ``uservlm demo`` and the ROS tests; the node list and the parameter files
 come from :mod:`uservlm_ros.bringup.graph`, exactly as in launch/*.launch.py.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -18,22 +19,38 @@ from pathlib import Path
 from uservlm_ros.bringup.graph import NodeSpec, config_path, dds_environment
 
 
-def node_command(spec: NodeSpec, params_file: Path | None = None, namespace: str = "",
-                 overrides: dict | None = None) -> list[str]:
+def node_command(
+    spec: NodeSpec,
+    params_file: Path | None = None,
+    namespace: str = "",
+    overrides: dict | None = None,
+) -> list[str]:
     """The command line of one node: its own config file, then ``params_file`` (overrides).
     A composed process (``spec.members``) takes ``overrides`` per member node:
     ``--set node.parameter:=value`` before ``--ros-args``."""
     if spec.members:
         command = [sys.executable, "-m", spec.python_module, "--members", ",".join(spec.members)]
         for node, values in (overrides or {}).items():
-            command += [item for name, value in values.items() for item in ("--set", f"{node}.{name}:={yaml_value(value)}")]
+            command += [
+                item
+                for name, value in values.items()
+                for item in ("--set", f"{node}.{name}:={yaml_value(value)}")
+            ]
         command += ["--ros-args"]
         for name in (spec.params_file, *spec.more_params_files):
             command += ["--params-file", str(config_path(name))]
         overrides = None
     else:
-        command = [sys.executable, "-m", spec.python_module, "--ros-args",
-                   "-r", f"__node:={spec.name}", "--params-file", str(config_path(spec.params_file))]
+        command = [
+            sys.executable,
+            "-m",
+            spec.python_module,
+            "--ros-args",
+            "-r",
+            f"__node:={spec.name}",
+            "--params-file",
+            str(config_path(spec.params_file)),
+        ]
     if params_file:
         command += ["--params-file", str(params_file)]
     if namespace:
@@ -77,6 +94,7 @@ def die_with_parent(signum: int = signal.SIGTERM):
         _PRCTL(PR_SET_PDEATHSIG, signum, 0, 0, 0)
         if os.getppid() != parent:  # the parent died before prctl: nobody will send it
             os.kill(os.getpid(), signum)
+
     return preexec
 
 
@@ -85,6 +103,7 @@ def interrupt_on(signals=(signal.SIGTERM, signal.SIGHUP)):
     """Inside, ``signals`` (SIGTERM from systemctl / docker stop, SIGHUP from a closed terminal)
     raise KeyboardInterrupt in the main thread, as Ctrl-C does, so a command stops its graph the
     way it does on Ctrl-C. The previous handlers are restored on leaving. Main thread only."""
+
     def interrupt(signum, frame):
         raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
@@ -110,10 +129,19 @@ class GraphProcesses:
     STABLE_SECONDS = 10.0
     RESPAWN_MAX_DELAY = 30.0
 
-    def __init__(self, specs: list[NodeSpec], params_file: Path | None = None, namespace: str = "",
-                 env: dict | None = None, log_dir: Path | None = None,
-                 overrides: dict[str, dict] | None = None, command_prefix: tuple[str, ...] = (),
-                 respawn: tuple[str, ...] = (), respawn_delay: float = 2.0, log=None):
+    def __init__(
+        self,
+        specs: list[NodeSpec],
+        params_file: Path | None = None,
+        namespace: str = "",
+        env: dict | None = None,
+        log_dir: Path | None = None,
+        overrides: dict[str, dict] | None = None,
+        command_prefix: tuple[str, ...] = (),
+        respawn: tuple[str, ...] = (),
+        respawn_delay: float = 2.0,
+        log=None,
+    ):
         self.specs = specs
         self.params_file = params_file
         self.namespace = namespace
@@ -136,7 +164,7 @@ class GraphProcesses:
         self._due: dict[str, float] = {}
         self._log = log or (lambda text: print(text, file=sys.stderr, flush=True))
 
-    def start(self) -> "GraphProcesses":
+    def start(self) -> GraphProcesses:
         if self.log_dir:
             self.log_dir.mkdir(parents=True, exist_ok=True)
         for spec in self.specs:
@@ -148,13 +176,26 @@ class GraphProcesses:
         output = None
         if self.log_dir:
             output = open(self.log_dir / f"{spec.name}.log", "a")
-        command = [*self.command_prefix,
-                   *node_command(spec, self.params_file, self.namespace,
-                                 {member: self.overrides.get(member, {}) for member in spec.members}
-                                 if spec.members else self.overrides.get(spec.name))]
+        command = [
+            *self.command_prefix,
+            *node_command(
+                spec,
+                self.params_file,
+                self.namespace,
+                {member: self.overrides.get(member, {}) for member in spec.members}
+                if spec.members
+                else self.overrides.get(spec.name),
+            ),
+        ]
         self.processes[spec.name] = subprocess.Popen(
-            command, env=self.env, stdout=output, stderr=subprocess.STDOUT if output else None,
-            stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=die_with_parent())
+            command,
+            env=self.env,
+            stdout=output,
+            stderr=subprocess.STDOUT if output else None,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=die_with_parent(),
+        )
         if output is not None:
             output.close()  # the child has its own copy; one kept per (re)start would pile up
         self._started_at[spec.name] = time.monotonic()

@@ -6,6 +6,7 @@ back to capture times. The ASR node transcribes what comes out; with speculation
 utterance about to end (:meth:`StreamListener.speculate`), and the benchmark replays the same
 logic offline to date each utterance.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -13,9 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from uservlm_ros.speech.audio import ASR_SAMPLE_RATE
 from uservlm_ros.engines.asr.vad import VoiceActivitySegmenter
 from uservlm_ros.robot.self_speech import SelfSpeechGate
+from uservlm_ros.speech.audio import ASR_SAMPLE_RATE
 
 
 @dataclass
@@ -24,13 +25,19 @@ class HeardSpeech:
     end: float  # capture time just after the last sample
     samples: np.ndarray  # float32, 16 kHz mono
 
-    def same_as(self, other: "HeardSpeech | None") -> bool:
-        return (other is not None and abs(self.start - other.start) < 1e-6 and abs(self.end - other.end) < 1e-6
-                and self.samples.size == other.samples.size)
+    def same_as(self, other: HeardSpeech | None) -> bool:
+        return (
+            other is not None
+            and abs(self.start - other.start) < 1e-6
+            and abs(self.end - other.end) < 1e-6
+            and self.samples.size == other.samples.size
+        )
 
 
 class StreamListener:
-    def __init__(self, segmenter: VoiceActivitySegmenter | None = None, gate: SelfSpeechGate | None = None):
+    def __init__(
+        self, segmenter: VoiceActivitySegmenter | None = None, gate: SelfSpeechGate | None = None
+    ):
         self.segmenter = segmenter or VoiceActivitySegmenter()
         self.gate = gate or SelfSpeechGate()
         self._offsets: list[int] = []  # stream sample index where each fed chunk starts
@@ -94,8 +101,11 @@ class StreamListener:
         return heard
 
     def _to_speech(self, utterance) -> HeardSpeech:
-        return HeardSpeech(start=self.time_of(utterance.start), end=self.time_of(utterance.end),
-                           samples=utterance.samples)
+        return HeardSpeech(
+            start=self.time_of(utterance.start),
+            end=self.time_of(utterance.end),
+            samples=utterance.samples,
+        )
 
     def _reset_index(self) -> None:
         # The segmenter restarts its sample count at 0 after reset().

@@ -1,19 +1,20 @@
-"""Voice activity: a 16 kHz stream cut into utterances by the Silero VAD bundled with faster-whisper.
+"""Voice activity: a 16 kHz stream cut into utterances by the Silero VAD bundled with
+faster-whisper.
 
 :class:`VadConfig` holds the segmenter's settings once: asr_node declares them as parameters and
 the benchmark reads them back from the node, so both cut the stream alike.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator, List, Optional
 
 import numpy as np
 
 from uservlm_ros.engines.asr.weights import ASRLoadError
 from uservlm_ros.speech.audio import ASR_SAMPLE_RATE, to_float32
-
 
 
 @dataclass
@@ -39,8 +40,10 @@ class VadConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         window_seconds = VoiceActivitySegmenter.WINDOW / ASR_SAMPLE_RATE
         if self.max_utterance_seconds <= window_seconds:
-            raise ValueError(f"max_utterance_seconds must be > {window_seconds}, "
-                             f"got {self.max_utterance_seconds}")
+            raise ValueError(
+                f"max_utterance_seconds must be > {window_seconds}, "
+                f"got {self.max_utterance_seconds}"
+            )
 
 
 @dataclass
@@ -60,7 +63,8 @@ class VoiceActivitySegmenter:
 
     Feed chunks of any length with :meth:`feed`; each finished utterance (speech followed by
     ``min_silence_ms`` of silence, or ``max_utterance_seconds`` long) is yielded once, padded by
-    ``speech_pad_ms`` on both sides. Call :meth:`flush` at the end of the stream. Speech shorter than
+    ``speech_pad_ms`` on both sides. Call :meth:`flush` at the end of the stream. Speech shorter
+    than
     ``min_speech_ms`` is dropped. Not thread-safe: one segmenter per stream.
     """
 
@@ -85,12 +89,12 @@ class VoiceActivitySegmenter:
         self._c = np.zeros((1, 1, 128), dtype=np.float32)
         self._context = np.zeros(self._CONTEXT, dtype=np.float32)
         self._pending = np.zeros(0, dtype=np.float32)  # < WINDOW samples not yet classified
-        self._kept: List[np.ndarray] = []  # audio from _kept_start to the stream's end
+        self._kept: list[np.ndarray] = []  # audio from _kept_start to the stream's end
         self._kept_start = 0
         self._seen = 0  # samples fed
         self._classified = 0  # samples covered by VAD decisions
-        self._speech_start: Optional[int] = None
-        self._silence_start: Optional[int] = None
+        self._speech_start: int | None = None
+        self._silence_start: int | None = None
         self._last_end = 0
         self.last_probability = 0.0
 
@@ -119,11 +123,12 @@ class VoiceActivitySegmenter:
         if self._speech_start is None:
             self._trim(self._seen - self.pad - self.WINDOW)
 
-    def candidate(self) -> Optional[Utterance]:
+    def candidate(self) -> Utterance | None:
         """The utterance this segmenter will emit if the silence that has begun lasts, or None.
 
         Offered once the silence is ``speech_pad_ms`` old, when its audio is exactly what
-        :meth:`feed` will yield ``min_silence_ms`` later (same start, end and samples), so it can be
+        :meth:`feed` will yield ``min_silence_ms`` later (same start, end and samples), so it can
+        be
         transcribed speculatively while the end of speech is being confirmed."""
         if self._speech_start is None or self._silence_start is None:
             return None
@@ -132,7 +137,11 @@ class VoiceActivitySegmenter:
             return None
         start = max(self._speech_start - self.pad, self._last_end, self._kept_start)
         audio = np.concatenate(self._kept) if self._kept else np.zeros(0, np.float32)
-        return Utterance(start=start, end=end, samples=audio[start - self._kept_start : end - self._kept_start].copy())
+        return Utterance(
+            start=start,
+            end=end,
+            samples=audio[start - self._kept_start : end - self._kept_start].copy(),
+        )
 
     def flush(self) -> Iterator[Utterance]:
         """End of stream: yield the utterance still open, if long enough; then reset."""
@@ -152,7 +161,7 @@ class VoiceActivitySegmenter:
         self._context = windows[-1, -self._CONTEXT :].copy()
         return np.asarray(probs).reshape(-1)
 
-    def _step(self, prob: float) -> Optional[Utterance]:
+    def _step(self, prob: float) -> Utterance | None:
         window_start = self._classified
         self._classified += self.WINDOW
         self.last_probability = prob
@@ -165,26 +174,31 @@ class VoiceActivitySegmenter:
             self._silence_start = None
         elif prob < self.neg_threshold and self._silence_start is None:
             self._silence_start = window_start
-        if self._silence_start is not None and self._classified - self._silence_start >= self.min_silence:
+        if (
+            self._silence_start is not None
+            and self._classified - self._silence_start >= self.min_silence
+        ):
             return self._close(self._silence_start + self.pad)
         if self._classified - self._speech_start >= self.max_utterance:
             return self._close(self._classified, split=True)
         return None
 
-    def _close(self, end: int, split: bool = False) -> Optional[Utterance]:
+    def _close(self, end: int, split: bool = False) -> Utterance | None:
         start = self._speech_start
         self._speech_start = self._classified if split else None
         self._silence_start = None
         return self._emit(start, min(end, self._seen))
 
-    def _emit(self, speech_start: int, end: int) -> Optional[Utterance]:
+    def _emit(self, speech_start: int, end: int) -> Utterance | None:
         if end - speech_start < self.min_speech:
             return None
         start = max(speech_start - self.pad, self._last_end, self._kept_start)
         audio = np.concatenate(self._kept) if self._kept else np.zeros(0, np.float32)
         samples = audio[start - self._kept_start : end - self._kept_start].copy()
         self._last_end = end
-        self._trim(min(end, self._speech_start - self.pad) if self._speech_start is not None else end)
+        self._trim(
+            min(end, self._speech_start - self.pad) if self._speech_start is not None else end
+        )
         return Utterance(start=start, end=end, samples=samples)
 
     def _trim(self, keep_from: int) -> None:
@@ -203,9 +217,13 @@ def _silero_session():
 
     path = os.path.join(get_assets_path(), "silero_vad_v6.onnx")
     if not os.path.isfile(path):
-        raise ASRLoadError(f"Silero VAD model not found at {path} (faster-whisper==1.2.1 bundles it)")
+        raise ASRLoadError(
+            f"Silero VAD model not found at {path} (faster-whisper==1.2.1 bundles it)"
+        )
     options = onnxruntime.SessionOptions()
     options.inter_op_num_threads = 1
     options.intra_op_num_threads = 1
     options.log_severity_level = 4
-    return onnxruntime.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
+    return onnxruntime.InferenceSession(
+        path, sess_options=options, providers=["CPUExecutionProvider"]
+    )

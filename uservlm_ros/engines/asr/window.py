@@ -3,6 +3,7 @@
 Whisper pads every request to 30 s and its encoder's cost follows the window, not the speech: a
 window as long as the utterance plus a margin gives the same text sooner on a CPU.
 """
+
 from __future__ import annotations
 
 import math
@@ -15,7 +16,6 @@ WINDOW_MARGIN_SECONDS = 3.0
 #: and the VAD dominate), and 10 s keeps the window fixed for questions up to 7 s.
 #: ``scripts/bench_asr.py`` measures latency and word errors per window.
 WINDOW_SECONDS_DEFAULT = 10.0
-
 
 
 def encoder_window(audio_seconds: float, window_seconds: float) -> int:
@@ -39,7 +39,8 @@ _WINDOWED_MODEL = None
 def windowed_model_class():
     """faster-whisper's WhisperModel, with an encoder input as long as the current window.
 
-    ``WhisperModel.transcribe(chunk_length=n)`` sets the window (``feature_extractor.nb_max_frames``,
+    ``WhisperModel.transcribe(chunk_length=n)`` sets the window
+    (``feature_extractor.nb_max_frames``,
     how much audio one decoding step covers), but faster-whisper 1.2 still pads each window's
     features to 3000 frames (``pad_or_trim`` in ``generate_segments`` and ``detect_language``)
     before ``encode``: the frames past the window are that zero padding, and are dropped here.
@@ -65,9 +66,10 @@ def windowed_model_class():
         _WINDOWED_MODEL = WindowedWhisperModel
     return _WINDOWED_MODEL
 
+
 def repeats_its_tail(text: str, min_words: int = 3) -> bool:
     """True when ``text`` ends with a run of at least ``min_words`` words said twice in a row
     ("... keep it general. I will keep it general.")."""
     words = ["".join(ch for ch in word.lower() if ch.isalnum()) for word in text.split()]
     words = [word for word in words if word]
-    return any(words[-k:] == words[-2 * k:-k] for k in range(min_words, len(words) // 2 + 1))
+    return any(words[-k:] == words[-2 * k : -k] for k in range(min_words, len(words) // 2 + 1))

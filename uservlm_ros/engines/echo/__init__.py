@@ -4,9 +4,23 @@
 ``canceller`` (WebRTC AEC3), and for tests and benchmarks ``room`` / ``recordings`` / ``replay``
 (synthetic echo recordings and playing them through a gate).
 """
-from uservlm_ros.engines.echo.gate import (BargeIn, EchoGate, EchoGateConfig, EchoGateStats,
-                                           GatedAudio, GateResult)
+
+from uservlm_ros.engines.echo.gate import (
+    BargeIn,
+    EchoGate,
+    EchoGateConfig,
+    EchoGateStats,
+    GatedAudio,
+    GateResult,
+)
 from uservlm_ros.engines.echo.reference import ReferenceTimeline
 
-__all__ = ["BargeIn", "EchoGate", "EchoGateConfig", "EchoGateStats", "GateResult", "GatedAudio",
-           "ReferenceTimeline"]
+__all__ = [
+    "BargeIn",
+    "EchoGate",
+    "EchoGateConfig",
+    "EchoGateStats",
+    "GateResult",
+    "GatedAudio",
+    "ReferenceTimeline",
+]

@@ -10,6 +10,7 @@ Blocks are 16 kHz mono float32, :data:`BLOCK` samples (10 ms, WebRTC's frame), a
 block is what the loudspeaker played at the capture time of the microphone block (aligned by
 timestamps), so AEC3 only has to find the acoustic delay.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -28,8 +29,9 @@ class WebRtcEchoCanceller:
             from pywebrtc_audio import EchoCanceller
         except ImportError as exc:
             raise RuntimeError(f"pywebrtc-audio is not installed: {exc}") from exc
-        self._factory = lambda: EchoCanceller(sample_rate=ASR_SAMPLE_RATE, num_channels=1,
-                                              stream_delay_ms=int(delay_hint_ms))
+        self._factory = lambda: EchoCanceller(
+            sample_rate=ASR_SAMPLE_RATE, num_channels=1, stream_delay_ms=int(delay_hint_ms)
+        )
         self.reset()
 
     def reset(self) -> None:

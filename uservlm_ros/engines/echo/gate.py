@@ -39,6 +39,7 @@ a gap, and after audio cancelled without its reference, the echo still comes fro
 canceller did not use for ``echo_delay_max_ms + tail_ms``: no barge-in is taken from that time.
 Thread-safe: references and speaking changes may come from one thread, audio from another.
 """
+
 from __future__ import annotations
 
 import math
@@ -49,8 +50,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from uservlm_ros.speech.audio import ASR_SAMPLE_RATE, to_float32
 from uservlm_ros.engines.echo.reference import ReferenceTimeline
+from uservlm_ros.speech.audio import ASR_SAMPLE_RATE, to_float32
 
 #: Samples per cancellation block (10 ms, WebRTC's frame) and per Silero window (32 ms).
 BLOCK = ASR_SAMPLE_RATE // 100
@@ -105,33 +106,50 @@ class EchoGateConfig:
 
     def __post_init__(self) -> None:
         ranges = {
-            "echo_delay_ms": (0.0, 2000.0), "echo_delay_min_ms": (0.0, 2000.0),
-            "echo_delay_max_ms": (0.0, 2500.0), "echo_level_db": (-40.0, 40.0),
-            "guard_margin_db": (0.0, 40.0), "speech_threshold": (0.05, 0.95),
-            "min_snr_db": (0.0, 80.0), "min_level_dbfs": (-120.0, 0.0),
+            "echo_delay_ms": (0.0, 2000.0),
+            "echo_delay_min_ms": (0.0, 2000.0),
+            "echo_delay_max_ms": (0.0, 2500.0),
+            "echo_level_db": (-40.0, 40.0),
+            "guard_margin_db": (0.0, 40.0),
+            "speech_threshold": (0.05, 0.95),
+            "min_snr_db": (0.0, 80.0),
+            "min_level_dbfs": (-120.0, 0.0),
             "min_speech_ms": (32.0, 2000.0),
-            "pre_roll_ms": (0.0, 5000.0), "release_ms": (100.0, 10000.0),
-            "warmup_ms": (0.0, 10000.0), "tail_ms": (0.0, 5000.0),
+            "pre_roll_ms": (0.0, 5000.0),
+            "release_ms": (100.0, 10000.0),
+            "warmup_ms": (0.0, 10000.0),
+            "tail_ms": (0.0, 5000.0),
             "max_reference_wait_ms": (0.0, 5000.0),
-            "jitter_ms": (0.5, 1000.0), "history_s": (1.0, 3600.0),
+            "jitter_ms": (0.5, 1000.0),
+            "history_s": (1.0, 3600.0),
         }
         for name, (low, high) in ranges.items():
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                    or not math.isfinite(value) or not low <= value <= high:
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)
+                or not low <= value <= high
+            ):
                 raise ValueError(f"{name} must be a number in [{low}, {high}], got {value!r}")
         if not isinstance(self.enabled, bool):
             raise ValueError(f"enabled must be a bool, got {self.enabled!r}")
         if self.echo_delay_max_ms < self.echo_delay_min_ms:
-            raise ValueError(f"echo_delay_max_ms ({self.echo_delay_max_ms}) must be >= "
-                             f"echo_delay_min_ms ({self.echo_delay_min_ms})")
+            raise ValueError(
+                f"echo_delay_max_ms ({self.echo_delay_max_ms}) must be >= "
+                f"echo_delay_min_ms ({self.echo_delay_min_ms})"
+            )
         if self.echo_delay_max_ms - self.echo_delay_min_ms > MAX_DELAY_RANGE_MS:
-            raise ValueError(f"echo_delay_max_ms - echo_delay_min_ms must be <= "
-                             f"{MAX_DELAY_RANGE_MS} ms, got {self.echo_delay_max_ms} - "
-                             f"{self.echo_delay_min_ms}")
+            raise ValueError(
+                f"echo_delay_max_ms - echo_delay_min_ms must be <= "
+                f"{MAX_DELAY_RANGE_MS} ms, got {self.echo_delay_max_ms} - "
+                f"{self.echo_delay_min_ms}"
+            )
         if not self.echo_delay_min_ms <= self.echo_delay_ms <= self.echo_delay_max_ms:
-            raise ValueError(f"echo_delay_ms ({self.echo_delay_ms}) must be within "
-                             f"[echo_delay_min_ms, echo_delay_max_ms]")
+            raise ValueError(
+                f"echo_delay_ms ({self.echo_delay_ms}) must be within "
+                f"[echo_delay_min_ms, echo_delay_max_ms]"
+            )
 
     @property
     def speech_windows(self) -> int:
@@ -256,8 +274,11 @@ class EchoGate:
             raise ValueError(f"microphone chunk must be 1-D mono samples, got shape {audio.shape}")
         if audio.size and not np.all(np.isfinite(audio)):
             raise ValueError("microphone chunk contains NaN or infinite samples")
-        if isinstance(stamp, bool) or not isinstance(stamp, (int, float)) \
-                or not math.isfinite(stamp):
+        if (
+            isinstance(stamp, bool)
+            or not isinstance(stamp, (int, float))
+            or not math.isfinite(stamp)
+        ):
             raise ValueError(f"stamp must be a finite capture time, got {stamp!r}")
         with self._lock:
             result = GateResult()
@@ -269,8 +290,12 @@ class EchoGate:
                 full = self._partial.size // BLOCK * BLOCK
                 start = self._anchor + (self._count - self._partial.size) / ASR_SAMPLE_RATE
                 for offset in range(0, full, BLOCK):
-                    self._pending.append(_Block(self._partial[offset:offset + BLOCK].copy(),
-                                                start + offset / ASR_SAMPLE_RATE))
+                    self._pending.append(
+                        _Block(
+                            self._partial[offset : offset + BLOCK].copy(),
+                            start + offset / ASR_SAMPLE_RATE,
+                        )
+                    )
                 self._partial = self._partial[full:]
             self.timeline.note_time(self._position())
             self._drain(result, force=False)
@@ -287,13 +312,23 @@ class EchoGate:
     def stats(self) -> EchoGateStats:
         with self._lock:
             return EchoGateStats(
-                enabled=self.config.enabled, speaking=self.timeline.speaking,
-                stuck=self.timeline.stuck, listening_through=self._through, chunks=self.chunks,
-                gaps=self.gaps, overlaps=self.overlaps, dropped_overlap_s=self.dropped_overlap_s,
+                enabled=self.config.enabled,
+                speaking=self.timeline.speaking,
+                stuck=self.timeline.stuck,
+                listening_through=self._through,
+                chunks=self.chunks,
+                gaps=self.gaps,
+                overlaps=self.overlaps,
+                dropped_overlap_s=self.dropped_overlap_s,
                 waiting_s=len(self._pending) * BLOCK / ASR_SAMPLE_RATE,
-                unreferenced_blocks=self.unreferenced_blocks, cancelled_s=self.cancelled_s,
-                withheld_s=self.withheld_s, passed_s=self.passed_s, barge_ins=self.barge_ins,
-                cancel_seconds=self.cancel_seconds, vad_seconds=self.vad_seconds)
+                unreferenced_blocks=self.unreferenced_blocks,
+                cancelled_s=self.cancelled_s,
+                withheld_s=self.withheld_s,
+                passed_s=self.passed_s,
+                barge_ins=self.barge_ins,
+                cancel_seconds=self.cancel_seconds,
+                vad_seconds=self.vad_seconds,
+            )
 
     # ------------------------------------------------------------------ stream position
 
@@ -353,8 +388,9 @@ class EchoGate:
 
     def _process(self, block: _Block, far: np.ndarray, complete: bool, result: GateResult) -> None:
         end = block.stamp + BLOCK / ASR_SAMPLE_RATE
-        echo = self.timeline.speaking_between(block.stamp - self._max_delay, end - self._shift,
-                                              tail=self._tail)
+        echo = self.timeline.speaking_between(
+            block.stamp - self._max_delay, end - self._shift, tail=self._tail
+        )
         if not self.config.enabled:
             if echo:
                 self.withheld_s += BLOCK / ASR_SAMPLE_RATE
@@ -379,8 +415,11 @@ class EchoGate:
         self.cancelled_s += BLOCK / ASR_SAMPLE_RATE
         if not complete:
             self._blind_until = max(self._blind_until, end + self._max_delay + self._tail)
-        trusted = (complete and block.stamp >= self._blind_until
-                   and self.cancelled_s > self.config.warmup_ms / 1000.0)
+        trusted = (
+            complete
+            and block.stamp >= self._blind_until
+            and self.cancelled_s > self.config.warmup_ms / 1000.0
+        )
         piece = GatedAudio(cleaned, block.stamp, True)
         if self._through:
             self._emit(piece, result)
@@ -399,8 +438,9 @@ class EchoGate:
             self._canceller = WebRtcEchoCanceller(delay_hint_ms=int(round(hint)))
         return np.asarray(self._canceller.process(near, far), dtype=np.float32)
 
-    def _detect(self, block: _Block, cleaned: np.ndarray, trusted: bool,
-                result: GateResult) -> None:
+    def _detect(
+        self, block: _Block, cleaned: np.ndarray, trusted: bool, result: GateResult
+    ) -> None:
         expected = self._window_stamp + self._window.size / ASR_SAMPLE_RATE
         if not self._window.size or abs(block.stamp - expected) > 0.5 / ASR_SAMPLE_RATE:
             # first block, or a gap: windows restart at this block
@@ -420,8 +460,9 @@ class EchoGate:
             energy = float(np.dot(removed.astype(np.float64), removed))
             self._judge(window, stamp, energy, stamp >= self._untrusted_until, result)
 
-    def _judge(self, window: np.ndarray, stamp: float, removed: float, trusted: bool,
-               result: GateResult) -> None:
+    def _judge(
+        self, window: np.ndarray, stamp: float, removed: float, trusted: bool, result: GateResult
+    ) -> None:
         c = self.config
         began = time.perf_counter()
         probability = self._speech_probability(window)
@@ -448,8 +489,12 @@ class EchoGate:
         if len(self._run) < c.speech_windows:
             return
         onset = self._run[0][0]
-        event = BargeIn(onset=onset, detected=stamp + WINDOW / ASR_SAMPLE_RATE,
-                        probability=probability, level_dbfs=level)
+        event = BargeIn(
+            onset=onset,
+            detected=stamp + WINDOW / ASR_SAMPLE_RATE,
+            probability=probability,
+            level_dbfs=level,
+        )
         self.barge_ins += 1
         result.barge_ins.append(event)
         self._through, self._silent_for, self._run = True, 0.0, []
@@ -497,14 +542,27 @@ class EchoGate:
             piece = GatedAudio(piece.samples[skip:], self._emitted_until, piece.cancelled)
         self._emitted_until = piece.end
         self.passed_s += piece.samples.size / ASR_SAMPLE_RATE
-        if result.audio and result.audio[-1].cancelled == piece.cancelled \
-                and abs(result.audio[-1].end - piece.stamp) < 0.5 / ASR_SAMPLE_RATE:
+        if (
+            result.audio
+            and result.audio[-1].cancelled == piece.cancelled
+            and abs(result.audio[-1].end - piece.stamp) < 0.5 / ASR_SAMPLE_RATE
+        ):
             last = result.audio[-1]
-            result.audio[-1] = GatedAudio(np.concatenate([last.samples, piece.samples]),
-                                          last.stamp, last.cancelled)
+            result.audio[-1] = GatedAudio(
+                np.concatenate([last.samples, piece.samples]), last.stamp, last.cancelled
+            )
         else:
             result.audio.append(piece)
 
 
-__all__ = ["BLOCK", "BargeIn", "EchoGate", "EchoGateConfig", "EchoGateStats", "GateResult",
-           "GatedAudio", "MAX_DELAY_RANGE_MS", "WINDOW"]
+__all__ = [
+    "BLOCK",
+    "BargeIn",
+    "EchoGate",
+    "EchoGateConfig",
+    "EchoGateStats",
+    "GateResult",
+    "GatedAudio",
+    "MAX_DELAY_RANGE_MS",
+    "WINDOW",
+]

@@ -13,18 +13,25 @@ plus ``EchoPath.gain_db``, the microphone's noise ``NOISE_BELOW_PERSON_DB`` unde
 Everything is drawn from one seeded generator and Piper's noise is switched off, so the same
 seed gives the same samples.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
-from typing import Iterator, Sequence
 
 import numpy as np
 from scipy.signal import resample_poly
 
+from uservlm_ros.engines.echo.room import (
+    EchoPath,
+    active_rms,
+    convolve,
+    impulse_response,
+    mic_noise,
+    onset_of,
+)
 from uservlm_ros.speech.audio import ASR_SAMPLE_RATE, float_to_int16, resample, to_float32
-from uservlm_ros.engines.echo.room import (EchoPath, active_rms, convolve, impulse_response,
-                                           mic_noise, onset_of)
 
 PERSON_DBFS = -26.0
 NOISE_BELOW_PERSON_DB = 35.0
@@ -129,7 +136,7 @@ class EchoRecording:
         played = resample(self.played(stop_at), self.reference_rate, ASR_SAMPLE_RATE)
         offset = self.index_of(self.reference_start)
         aligned = np.zeros(self.samples)
-        aligned[offset:offset + played.size] = played[: max(0, self.samples - offset)]
+        aligned[offset : offset + played.size] = played[: max(0, self.samples - offset)]
         return convolve(aligned, self.response, self.samples) * self.echo_scale
 
     def mic(self, stop_at: float | None = None) -> np.ndarray:
@@ -139,18 +146,25 @@ class EchoRecording:
             mixed = mixed + self.person
         return np.clip(mixed, -1.0, 1.0).astype(np.float32)
 
-    def chunks(self, chunk_ms: int = 40, stop_at: float | None = None
-               ) -> Iterator[tuple[np.ndarray, float]]:
+    def chunks(
+        self, chunk_ms: int = 40, stop_at: float | None = None
+    ) -> Iterator[tuple[np.ndarray, float]]:
         """(int16 samples, capture stamp of the first) per ``chunk_ms``, as a microphone sends."""
         pcm = float_to_int16(self.mic(stop_at))
         step = ASR_SAMPLE_RATE * chunk_ms // 1000
         for start in range(0, pcm.size, step):
-            yield pcm[start:start + step], self.time_of(start)
+            yield pcm[start : start + step], self.time_of(start)
 
-    def without_person(self) -> "EchoRecording":
+    def without_person(self) -> EchoRecording:
         """The same answer and room with nobody talking over it."""
-        return replace(self, name=f"{self.name}-echo", person=None, person_text="",
-                       person_onset=None, person_end=None)
+        return replace(
+            self,
+            name=f"{self.name}-echo",
+            person=None,
+            person_text="",
+            person_onset=None,
+            person_end=None,
+        )
 
 
 class RecordingVoices:
@@ -163,8 +177,9 @@ class RecordingVoices:
         self.engine.load()
         backend = getattr(self.engine, "_backend", None)
         if not hasattr(backend, "_syn"):
-            raise RuntimeError("the Piper backend changed: cannot switch its noise off for a "
-                               "repeatable take")
+            raise RuntimeError(
+                "the Piper backend changed: cannot switch its noise off for a repeatable take"
+            )
         from piper import SynthesisConfig
 
         self._config = SynthesisConfig
@@ -173,8 +188,9 @@ class RecordingVoices:
         self.rate = self.engine.sample_rate
 
     def _synthesize(self, text: str, length_scale: float) -> np.ndarray:
-        self._backend._syn = self._config(length_scale=self._base_scale * length_scale,
-                                          noise_scale=0.0, noise_w_scale=0.0)
+        self._backend._syn = self._config(
+            length_scale=self._base_scale * length_scale, noise_scale=0.0, noise_w_scale=0.0
+        )
         return self.engine.synthesize(text).samples
 
     def robot(self, text: str) -> np.ndarray:
@@ -189,16 +205,25 @@ class RecordingVoices:
         return resample_poly(slow, ratio.numerator, ratio.denominator).astype(np.float32)
 
 
-def make_recording(name: str, answer: str, reference: np.ndarray, reference_rate: int,
-                   rng: np.random.Generator, person: np.ndarray | None = None,
-                   person_text: str = "", path: EchoPath | None = None,
-                   onset_fraction: float | None = None) -> EchoRecording:
+def make_recording(
+    name: str,
+    answer: str,
+    reference: np.ndarray,
+    reference_rate: int,
+    rng: np.random.Generator,
+    person: np.ndarray | None = None,
+    person_text: str = "",
+    path: EchoPath | None = None,
+    onset_fraction: float | None = None,
+) -> EchoRecording:
     """Place ``reference`` (int16 at ``reference_rate``) and ``person`` (float 16 kHz) in a room
     drawn from ``rng`` (or ``path``), starting the person at ``onset_fraction`` of the answer."""
     if path is None:
-        path = EchoPath(delay_s=float(rng.uniform(*DELAY_RANGE_S)),
-                        gain_db=float(rng.uniform(*GAIN_RANGE_DB)),
-                        rt60_s=float(rng.uniform(*RT60_RANGE_S)))
+        path = EchoPath(
+            delay_s=float(rng.uniform(*DELAY_RANGE_S)),
+            gain_db=float(rng.uniform(*GAIN_RANGE_DB)),
+            rt60_s=float(rng.uniform(*RT60_RANGE_S)),
+        )
     response = impulse_response(path, rng)
     answer_s = reference.size / reference_rate
     reference_start = MIC_START + LEAD_S
@@ -218,22 +243,36 @@ def make_recording(name: str, answer: str, reference: np.ndarray, reference_rate
     samples = int(round((end + TRAIL_S - MIC_START) * ASR_SAMPLE_RATE))
     if person is not None:
         aligned_person = np.zeros(samples)
-        aligned_person[place:place + person.size] = person
+        aligned_person[place : place + person.size] = person
     # Echo level: the echo's speech RMS is the person's level plus gain_db.
     played = resample(reference, reference_rate, ASR_SAMPLE_RATE)
     raw_echo = convolve(played, response, played.size + response.size)
     echo_scale = person_target * 10.0 ** (path.gain_db / 20.0) / active_rms(raw_echo)
     noise = mic_noise(rng, samples, person_target * 10.0 ** (-NOISE_BELOW_PERSON_DB / 20.0))
-    return EchoRecording(name=name, answer=answer, reference=reference,
-                         reference_rate=reference_rate, reference_start=reference_start,
-                         path=path, response=response, echo_scale=echo_scale, noise=noise,
-                         person=aligned_person, person_text=person_text, person_onset=onset,
-                         person_end=person_end)
+    return EchoRecording(
+        name=name,
+        answer=answer,
+        reference=reference,
+        reference_rate=reference_rate,
+        reference_start=reference_start,
+        path=path,
+        response=response,
+        echo_scale=echo_scale,
+        noise=noise,
+        person=aligned_person,
+        person_text=person_text,
+        person_onset=onset,
+        person_end=person_end,
+    )
 
 
-def make_corpus(count: int = 24, seed: int = 0, voices: RecordingVoices | None = None,
-                answers: Sequence[str] = ANSWERS,
-                interruptions: Sequence[str] = INTERRUPTIONS) -> list[EchoRecording]:
+def make_corpus(
+    count: int = 24,
+    seed: int = 0,
+    voices: RecordingVoices | None = None,
+    answers: Sequence[str] = ANSWERS,
+    interruptions: Sequence[str] = INTERRUPTIONS,
+) -> list[EchoRecording]:
     """``count`` answers (cycling through ``answers``), each in its own room with a person cutting
     in; :meth:`EchoRecording.without_person` gives the echo-only version."""
     if count < 1:
@@ -250,10 +289,25 @@ def make_corpus(count: int = 24, seed: int = 0, voices: RecordingVoices | None =
             robot_cache[answer] = voices.robot(answer)
         if said not in person_cache:
             person_cache[said] = voices.person(said)
-        corpus.append(make_recording(f"answer{index:02d}", answer, robot_cache[answer],
-                                     voices.rate, rng, person_cache[said], said))
+        corpus.append(
+            make_recording(
+                f"answer{index:02d}",
+                answer,
+                robot_cache[answer],
+                voices.rate,
+                rng,
+                person_cache[said],
+                said,
+            )
+        )
     return corpus
 
 
-__all__ = ["ANSWERS", "INTERRUPTIONS", "EchoRecording", "RecordingVoices", "make_corpus",
-           "make_recording"]
+__all__ = [
+    "ANSWERS",
+    "INTERRUPTIONS",
+    "EchoRecording",
+    "RecordingVoices",
+    "make_corpus",
+    "make_recording",
+]

@@ -10,6 +10,7 @@ they are played (early) or after the microphone audio they echo in (late): every
 by its stamp. :meth:`ReferenceTimeline.window` returns the reference for any capture interval and
 whether it is complete there (a missing reference cannot be told from silence otherwise).
 """
+
 from __future__ import annotations
 
 import bisect
@@ -18,8 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from uservlm_ros.speech.audio import ASR_SAMPLE_RATE, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, to_float32
 from uservlm_ros.robot.resampler import StreamingResampler
+from uservlm_ros.speech.audio import ASR_SAMPLE_RATE, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, to_float32
 
 #: A piece starting within this of the previous piece's end continues it, seconds.
 JOIN_TOLERANCE_S = 0.002
@@ -91,10 +92,14 @@ class ReferenceTimeline:
         audio = to_float32(np.asarray(samples))
         if audio.ndim != 1:
             raise ValueError(f"reference must be 1-D mono samples, got shape {audio.shape}")
-        if isinstance(sample_rate, bool) \
-                or not MIN_SAMPLE_RATE <= int(sample_rate) <= MAX_SAMPLE_RATE:
-            raise ValueError(f"reference sample_rate must be in [{MIN_SAMPLE_RATE}, "
-                             f"{MAX_SAMPLE_RATE}] Hz, got {sample_rate!r}")
+        if (
+            isinstance(sample_rate, bool)
+            or not MIN_SAMPLE_RATE <= int(sample_rate) <= MAX_SAMPLE_RATE
+        ):
+            raise ValueError(
+                f"reference sample_rate must be in [{MIN_SAMPLE_RATE}, "
+                f"{MAX_SAMPLE_RATE}] Hz, got {sample_rate!r}"
+            )
         if audio.size and not np.all(np.isfinite(audio)):
             raise ValueError("reference contains NaN or infinite samples")
         if not np.isfinite(start):
@@ -106,8 +111,12 @@ class ReferenceTimeline:
             stream = self._continued(start, rate)
             if stream is None:
                 resampler = StreamingResampler(rate, ASR_SAMPLE_RATE)
-                stream = _Stream(start=start - resampler.delay_seconds, rate=rate,
-                                 input_end=start, resampler=resampler)
+                stream = _Stream(
+                    start=start - resampler.delay_seconds,
+                    rate=rate,
+                    input_end=start,
+                    resampler=resampler,
+                )
                 bisect.insort(self._streams, stream, key=lambda s: s.start)
             stream.append(stream.resampler.process(audio))
             stream.input_end += audio.size / rate
@@ -154,7 +163,7 @@ class ReferenceTimeline:
                 offset = int(round((stream.start - start) * ASR_SAMPLE_RATE))
                 lo, hi = max(0, offset), min(count, offset + samples.size)
                 if hi > lo:
-                    out[lo:hi] = samples[lo - offset:hi - offset]
+                    out[lo:hi] = samples[lo - offset : hi - offset]
                     covered.append((start + lo / ASR_SAMPLE_RATE, start + hi / ASR_SAMPLE_RATE))
             complete = self._covered(start, end, covered)
         return out, complete
@@ -177,8 +186,10 @@ class ReferenceTimeline:
     def stuck(self) -> bool:
         """Speaking for longer than ``max_speaking_s`` without a stop."""
         with self._lock:
-            return (self._open_since is not None
-                    and self._latest > self._open_since + self.max_speaking)
+            return (
+                self._open_since is not None
+                and self._latest > self._open_since + self.max_speaking
+            )
 
     def note_time(self, stamp: float) -> None:
         """The newest capture time seen: old audio is forgotten ``history_s`` behind it."""
@@ -211,15 +222,19 @@ class ReferenceTimeline:
 
     def _continued(self, start: float, rate: int) -> _Stream | None:
         for stream in reversed(self._streams):
-            if stream.open and stream.rate == rate \
-                    and abs(start - stream.input_end) <= JOIN_TOLERANCE_S:
+            if (
+                stream.open
+                and stream.rate == rate
+                and abs(start - stream.input_end) <= JOIN_TOLERANCE_S
+            ):
                 return stream
         return None
 
     def _prune(self) -> None:
         horizon = self._latest - self.history
-        self._streams = [s for s in self._streams
-                         if s.end >= horizon or s.open and s.input_end >= horizon]
+        self._streams = [
+            s for s in self._streams if s.end >= horizon or s.open and s.input_end >= horizon
+        ]
         self._intervals = [(s, e) for s, e in self._intervals if e >= horizon]
 
 

@@ -6,6 +6,7 @@ speaker hands a block to the device ahead of playing it) and ``speaking`` change
 stamps. With ``stop_after_s`` the speaker stops that long after the first barge-in (as the
 node-level loop will make it), and the microphone hears the echo stop then too.
 """
+
 from __future__ import annotations
 
 import time
@@ -13,9 +14,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from uservlm_ros.speech.audio import ASR_SAMPLE_RATE
 from uservlm_ros.engines.echo.gate import BargeIn, EchoGate, GatedAudio
 from uservlm_ros.engines.echo.recordings import EchoRecording
+from uservlm_ros.speech.audio import ASR_SAMPLE_RATE
 
 
 @dataclass
@@ -33,13 +34,20 @@ class Replay:
             offset = int(round((piece.stamp - start) * ASR_SAMPLE_RATE))
             lo, hi = max(0, offset), min(out.size, offset + piece.samples.size)
             if hi > lo:
-                out[lo:hi] = piece.samples[lo - offset:hi - offset]
+                out[lo:hi] = piece.samples[lo - offset : hi - offset]
         return out
 
 
-def replay(recording: EchoRecording, gate: EchoGate, chunk_ms: int = 40, piece_ms: int = 50,
-           reference_lag_s: float = 0.0, stop_after_s: float | None = None,
-           drop_chunks: frozenset[int] = frozenset(), send_reference: bool = True) -> Replay:
+def replay(
+    recording: EchoRecording,
+    gate: EchoGate,
+    chunk_ms: int = 40,
+    piece_ms: int = 50,
+    reference_lag_s: float = 0.0,
+    stop_after_s: float | None = None,
+    drop_chunks: frozenset[int] = frozenset(),
+    send_reference: bool = True,
+) -> Replay:
     """Feed ``recording`` to ``gate``; ``drop_chunks`` are chunk indices lost on the way."""
     result = Replay()
     stop = None
@@ -52,16 +60,27 @@ def replay(recording: EchoRecording, gate: EchoGate, chunk_ms: int = 40, piece_m
     played = recording.played(stop)
     rate = recording.reference_rate
     step = max(1, rate * piece_ms // 1000)
-    pieces = [(played[i:i + step], recording.reference_start + i / rate)
-              for i in range(0, played.size, step)]
+    pieces = [
+        (played[i : i + step], recording.reference_start + i / rate)
+        for i in range(0, played.size, step)
+    ]
     end_of_speech = recording.reference_start + played.size / rate
-    events = [] if not send_reference else (
-        [(start + reference_lag_s, "piece", (samples, start)) for samples, start in pieces]
-        + [(recording.reference_start + max(reference_lag_s, 0.0), "speaking", True),
-           (end_of_speech + max(reference_lag_s, 0.0), "speaking", False)])
+    events = (
+        []
+        if not send_reference
+        else (
+            [(start + reference_lag_s, "piece", (samples, start)) for samples, start in pieces]
+            + [
+                (recording.reference_start + max(reference_lag_s, 0.0), "speaking", True),
+                (end_of_speech + max(reference_lag_s, 0.0), "speaking", False),
+            ]
+        )
+    )
     if not send_reference:  # the speaking state alone, as today
-        events = [(recording.reference_start, "speaking", True),
-                  (end_of_speech, "speaking", False)]
+        events = [
+            (recording.reference_start, "speaking", True),
+            (end_of_speech, "speaking", False),
+        ]
     events.sort(key=lambda e: e[0])
     chunk_s = chunk_ms / 1000.0
     for index, (samples, stamp) in enumerate(recording.chunks(chunk_ms, stop)):

@@ -6,6 +6,7 @@ Used to make test recordings of the robot's own voice coming back as echo: a dir
 small loudspeaker and a robot's microphones pass. Real rooms add early reflections and a
 loudspeaker adds distortion; neither is modelled, which favours a linear echo canceller.
 """
+
 from __future__ import annotations
 
 import math
@@ -44,15 +45,16 @@ class EchoPath:
             raise ValueError(f"drr_db must be in [-20, 40] dB, got {self.drr_db}")
 
 
-def impulse_response(path: EchoPath, rng: np.random.Generator,
-                     rate: int = ASR_SAMPLE_RATE) -> np.ndarray:
+def impulse_response(
+    path: EchoPath, rng: np.random.Generator, rate: int = ASR_SAMPLE_RATE
+) -> np.ndarray:
     """Unit-direct-path impulse response (float64) of ``path``, ``delay + rt60`` long."""
     start = int(round(path.delay_s * rate))
     tail_len = int(round(path.rt60_s * rate))
     t = np.arange(tail_len) / rate
     tail = rng.standard_normal(tail_len) * np.exp(-3.0 * math.log(10.0) * t / path.rt60_s)
     tail[: int(0.001 * rate)] = 0.0  # the diffuse field builds up after the direct sound
-    tail *= math.sqrt(10.0 ** (-path.drr_db / 10.0) / max(float(np.sum(tail ** 2)), 1e-12))
+    tail *= math.sqrt(10.0 ** (-path.drr_db / 10.0) / max(float(np.sum(tail**2)), 1e-12))
     response = np.zeros(start + tail_len)
     response[start] = 1.0
     response[start:] += tail
@@ -84,7 +86,7 @@ def mic_noise(rng: np.random.Generator, length: int, rms: float) -> np.ndarray:
     """Pinkish (first-order low-passed white) noise at ``rms``: a fan and the preamplifier."""
     white = rng.standard_normal(length + 64)
     coloured = sosfilt(butter(1, 1000.0, fs=ASR_SAMPLE_RATE, output="sos"), white)[64:]
-    return coloured * (rms / max(float(np.sqrt(np.mean(coloured ** 2))), 1e-12))
+    return coloured * (rms / max(float(np.sqrt(np.mean(coloured**2))), 1e-12))
 
 
 def onset_of(samples: np.ndarray, rate: int = ASR_SAMPLE_RATE, below_db: float = -20.0) -> int:
@@ -99,5 +101,12 @@ def onset_of(samples: np.ndarray, rate: int = ASR_SAMPLE_RATE, below_db: float =
     return int(loud[0] * frame)
 
 
-__all__ = ["EchoPath", "PATH_BAND_HZ", "active_rms", "convolve", "impulse_response", "mic_noise",
-           "onset_of"]
+__all__ = [
+    "EchoPath",
+    "PATH_BAND_HZ",
+    "active_rms",
+    "convolve",
+    "impulse_response",
+    "mic_noise",
+    "onset_of",
+]

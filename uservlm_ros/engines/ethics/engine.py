@@ -26,25 +26,41 @@ nobody can be remembered either: everyone is reviewed as an anonymous user, ``re
 :attr:`EthicsEngine.store_error` says what failed, and the store is tried again at the next
 request, so the engine recovers by itself once the store works.
 
-Decisions (see :mod:`uservlm_ros.engines.ethics.decision`): ``allow`` answer as usual, leaning only on
+Decisions (see :mod:`uservlm_ros.engines.ethics.decision`): ``allow`` answer as usual, leaning only
+on
 ``inferred_allowed`` and ``user_context``; ``clarify`` say ``clarifying_question`` instead;
 ``generic`` answer without leaning on any protected attribute. ``reason`` says which rule, example
 sentence and similarity fired, and what the person told us. Inferred attribute *values* are
 never stored, logged or spoken; only their names are used.
 """
+
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 from uservlm_ros.engines.ethics.classifier import QuestionClassifier
-from uservlm_ros.engines.ethics.consent import DECLINED, GRANTED, STATED, Consent, ConsentStore, Pending, StoreError
-from uservlm_ros.engines.ethics.decision import ALLOW, CLARIFY, GENERIC, Outcome, from_consents, in_play
+from uservlm_ros.engines.ethics.consent import (
+    DECLINED,
+    GRANTED,
+    STATED,
+    Consent,
+    ConsentStore,
+    Pending,
+    StoreError,
+)
+from uservlm_ros.engines.ethics.decision import (
+    ALLOW,
+    CLARIFY,
+    GENERIC,
+    Outcome,
+    from_consents,
+    in_play,
+)
 from uservlm_ros.engines.ethics.policy import Policy, load_policy
 from uservlm_ros.engines.ethics.replies import NO, STATEMENT, UNCLEAR, YES, read_reply
 from uservlm_ros.engines.ethics.text import clean, clip
@@ -52,8 +68,17 @@ from uservlm_ros.engines.ethics.text import clean, clip
 LOG = logging.getLogger(__name__)
 MAX_USER_ID_CHARS = 1024
 
-__all__ = ["ALLOW", "CLARIFY", "GENERIC", "Consent", "EthicsConfig", "EthicsEngine", "Pending", "Resolution",
-           "Review"]
+__all__ = [
+    "ALLOW",
+    "CLARIFY",
+    "GENERIC",
+    "Consent",
+    "EthicsConfig",
+    "EthicsEngine",
+    "Pending",
+    "Resolution",
+    "Review",
+]
 
 
 @dataclass(frozen=True)
@@ -62,7 +87,8 @@ class EthicsConfig:
     policy_path: str | Path | None = None
     # Directory of the consent store; None = memory only (nothing survives a restart).
     store_dir: str | Path | None = None
-    # False = rules only (keywords pick the topic, no embedding term): less accurate, no model to load.
+    # False = rules only (keywords pick the topic, no embedding term): less accurate, no model to
+    # load.
     use_embeddings: bool = True
     # torch intra-op threads, set process-wide when the model loads; None = leave torch alone. 1 is
     # fastest for one sentence at a time, but only set it when no bigger model shares the process.
@@ -130,25 +156,32 @@ class EthicsEngine:
 
     # --- life cycle -------------------------------------------------------------------------------
 
-    def load(self) -> "EthicsEngine":
+    def load(self) -> EthicsEngine:
         """Read the policy, load the embedding model (once per process), open the consent store."""
         policy = load_policy(self.config.policy_path)
         embedder = self._embedder
         if embedder is None and self.config.use_embeddings:
             from uservlm_ros.engines.ethics.embedding import shared_embedder
+
             embedder = shared_embedder(policy.classifier.model_path, self.config.torch_threads)
         classifier = QuestionClassifier(policy, embedder if self.config.use_embeddings else None)
-        store = ConsentStore(self.config.store_dir, policy.limits.max_events_per_user,
-                             self.config.clock)
+        store = ConsentStore(
+            self.config.store_dir, policy.limits.max_events_per_user, self.config.clock
+        )
         with self._lock:
             self._policy, self._classifier, self._store = policy, classifier, store
             try:
                 self._open_store()
             except StoreError as exc:  # reviews still answer (as for anonymous users) meanwhile
                 self._store_failed(exc)
-        LOG.info("ethics engine ready: policy %s (%s), %d topics, %s, store %s", policy.source, policy.digest,
-                 len(policy.topics), "rules + embeddings" if embedder and self.config.use_embeddings else "rules only",
-                 self.config.store_dir or "in memory")
+        LOG.info(
+            "ethics engine ready: policy %s (%s), %d topics, %s, store %s",
+            policy.source,
+            policy.digest,
+            len(policy.topics),
+            "rules + embeddings" if embedder and self.config.use_embeddings else "rules only",
+            self.config.store_dir or "in memory",
+        )
         return self
 
     @property
@@ -186,8 +219,11 @@ class EthicsEngine:
         error = str(exc)
         self.store_failures += 1
         if error != self._store_error:
-            LOG.error("consent store unavailable: %s; nobody can be remembered, answers that need "
-                      "consent stay generic until it works again", error)
+            LOG.error(
+                "consent store unavailable: %s; nobody can be remembered, answers that need "
+                "consent stay generic until it works again",
+                error,
+            )
         self._store_error = error
         return error
 
@@ -198,9 +234,13 @@ class EthicsEngine:
 
     # --- questions --------------------------------------------------------------------------------
 
-    def review(self, question: str, user_id: str | None, inferred: Mapping | None = None) -> Review:
-        """Decide how to answer ``question`` from ``user_id``. ``inferred``: attribute name -> value as
-        perception estimated it (values are ignored); None = unknown, assume all could be inferred."""
+    def review(
+        self, question: str, user_id: str | None, inferred: Mapping | None = None
+    ) -> Review:
+        """Decide how to answer ``question`` from ``user_id``. ``inferred``: attribute name ->
+        value as
+        perception estimated it (values are ignored); None = unknown, assume all could be
+        inferred."""
         self._ready()
         question = _text(question, "question")
         uid = _user(user_id)
@@ -220,8 +260,10 @@ class EthicsEngine:
             except StoreError as exc:  # fail closed: what cannot be remembered is not asked
                 error = self._store_failed(exc)
                 review = self._review(question, "", inferred_names)
-                why = (f"consent store unavailable ({error}): nothing can be remembered, reviewed "
-                       f"as for an anonymous user; {review.reason}")
+                why = (
+                    f"consent store unavailable ({error}): nothing can be remembered, reviewed "
+                    f"as for an anonymous user; {review.reason}"
+                )
                 review = replace(review, reason=why)
         LOG.debug("review: %s (%s)", review.decision, review.reason)
         return review
@@ -229,73 +271,155 @@ class EthicsEngine:
     def _review(self, question: str, uid: str, inferred: set | None) -> Review:
         policy = self._policy
         current = self._store.current(uid) if uid else {}
-        refused = {s.split(":", 1)[1] for s, c in current.items()
-                   if s.startswith("attribute:") and c.status == DECLINED}
+        refused = {
+            s.split(":", 1)[1]
+            for s, c in current.items()
+            if s.startswith("attribute:") and c.status == DECLINED
+        }
 
         def visible(names) -> tuple[str, ...]:
-            return tuple(a for a in names if (inferred is None or a in inferred) and a not in refused)
+            return tuple(
+                a for a in names if (inferred is None or a in inferred) and a not in refused
+            )
 
-        def result(decision: str, reason: str, topic=None, attributes=(), context="", allowed=None,
-                   clarifying="") -> Review:
+        def result(
+            decision: str,
+            reason: str,
+            topic=None,
+            attributes=(),
+            context="",
+            allowed=None,
+            clarifying="",
+        ) -> Review:
             if allowed is None:
                 allowed = visible(policy.attributes)
             sensitive = tuple(a for a in attributes if policy.attributes[a].sensitive)
-            return Review(decision, clarifying, reason, topic, tuple(attributes), sensitive, context,
-                          decision == CLARIFY, tuple(allowed))
+            return Review(
+                decision,
+                clarifying,
+                reason,
+                topic,
+                tuple(attributes),
+                sensitive,
+                context,
+                decision == CLARIFY,
+                tuple(allowed),
+            )
 
         if not clean(question):
             return result(GENERIC, "empty question: nothing to personalise", allowed=())
         found = self._classifier.assess(question)
-        cut = f" (question cut to {policy.limits.max_question_chars} characters)" if found.truncated else ""
+        cut = (
+            f" (question cut to {policy.limits.max_question_chars} characters)"
+            if found.truncated
+            else ""
+        )
         if found.topic is None:
             return result(ALLOW, f"{found.topic_evidence}: nothing to personalise{cut}")
         topic = found.topic
         attributes = in_play(policy, topic, inferred)
         why = f"topic {found.topic_evidence}; {found.explain_score()}{cut}"
         if not found.personal:
-            return result(ALLOW, f"not a personal request ({why} < 0): answering as usual", topic, attributes)
+            return result(
+                ALLOW, f"not a personal request ({why} < 0): answering as usual", topic, attributes
+            )
         if found.third_party:
-            return result(GENERIC, f"the question is about someone else (rule third_party {found.third_party}): "
-                                   f"not leaning on the asker's appearance; {why}", topic, attributes,
-                          allowed=visible(a for a in attributes if not policy.attributes[a].needs_consent))
+            return result(
+                GENERIC,
+                f"the question is about someone else (rule third_party {found.third_party}): "
+                f"not leaning on the asker's appearance; {why}",
+                topic,
+                attributes,
+                allowed=visible(a for a in attributes if not policy.attributes[a].needs_consent),
+            )
         if found.invites_inference:
-            return result(ALLOW, f"the person asks me to judge from their appearance (rule invites_inference "
-                                 f"{found.invites_inference}); {why}", topic, attributes,
-                          allowed=tuple(a for a in policy.attributes if inferred is None or a in inferred))
+            return result(
+                ALLOW,
+                f"the person asks me to judge from their appearance (rule invites_inference "
+                f"{found.invites_inference}); {why}",
+                topic,
+                attributes,
+                allowed=tuple(a for a in policy.attributes if inferred is None or a in inferred),
+            )
         attention = f"a personal '{topic}' answer would lean on " + (
-            f"{', '.join(attributes)}" if attributes else "nothing inferred here")
+            f"{', '.join(attributes)}" if attributes else "nothing inferred here"
+        )
         outcome = from_consents(policy, topic, attributes, current)  # {} for anonymous users
         protected = policy.consent_attributes(attributes)
         free = tuple(a for a in attributes if a not in protected)
         if found.self_disclosure and protected:
             # What they say now is newer than anything they told me before: their words win, and
             # what I see is used only as far as they already agreed to it.
-            agreed = outcome.inferred_allowed if outcome and outcome.decision == ALLOW else tuple(
-                a for a in protected if (c := current.get(f"attribute:{a}")) and c.status == GRANTED) + free
-            return result(ALLOW, f"{attention}, but the person states it themselves (rule self_disclosure "
-                                 f"{found.self_disclosure}): personalising with their words; {why}",
-                          topic, attributes, allowed=agreed)
+            agreed = (
+                outcome.inferred_allowed
+                if outcome and outcome.decision == ALLOW
+                else tuple(
+                    a
+                    for a in protected
+                    if (c := current.get(f"attribute:{a}")) and c.status == GRANTED
+                )
+                + free
+            )
+            return result(
+                ALLOW,
+                f"{attention}, but the person states it themselves (rule self_disclosure "
+                f"{found.self_disclosure}): personalising with their words; {why}",
+                topic,
+                attributes,
+                allowed=agreed,
+            )
         if outcome:
-            return result(outcome.decision, f"{attention}; {outcome.reason}; {why}", topic, attributes,
-                          outcome.user_context, outcome.inferred_allowed)
+            return result(
+                outcome.decision,
+                f"{attention}; {outcome.reason}; {why}",
+                topic,
+                attributes,
+                outcome.user_context,
+                outcome.inferred_allowed,
+            )
         sensitive = [a for a in protected if policy.attributes[a].sensitive]
         sensitive_note = f" (consent needed for their {policy.labels(protected)}" + (
-            "; all sensitive)" if len(sensitive) == len(protected) else f"; sensitive: {', '.join(sensitive)})")
+            "; all sensitive)"
+            if len(sensitive) == len(protected)
+            else f"; sensitive: {', '.join(sensitive)})"
+        )
         if not uid:
-            return result(GENERIC, f"{attention}{sensitive_note}; anonymous user: nothing can be remembered, so "
-                                   f"no clarifying question, answering without personalisation; {why}",
-                          topic, attributes, allowed=free)
+            return result(
+                GENERIC,
+                f"{attention}{sensitive_note}; anonymous user: nothing can be remembered, so "
+                f"no clarifying question, answering without personalisation; {why}",
+                topic,
+                attributes,
+                allowed=free,
+            )
         template = policy.topics[topic].clarifying_question or policy.default_clarifying_question
         now = self.config.clock()
-        self._store.update(uid, pending=Pending(clip(clean(question), policy.limits.max_question_chars)[0],
-                                                topic, attributes, now, now + policy.expiry.pending_seconds))
-        return result(CLARIFY, f"{attention}{sensitive_note} and this person has not told me yet; {why}",
-                      topic, attributes, allowed=(), clarifying=template.format(attributes=policy.labels(protected)))
+        self._store.update(
+            uid,
+            pending=Pending(
+                clip(clean(question), policy.limits.max_question_chars)[0],
+                topic,
+                attributes,
+                now,
+                now + policy.expiry.pending_seconds,
+            ),
+        )
+        return result(
+            CLARIFY,
+            f"{attention}{sensitive_note} and this person has not told me yet; {why}",
+            topic,
+            attributes,
+            allowed=(),
+            clarifying=template.format(attributes=policy.labels(protected)),
+        )
 
     # --- replies ----------------------------------------------------------------------------------
 
-    def resolve_reply(self, user_id: str | None, reply_text: str, language: str | None = None) -> Resolution | None:
-        """Take ``reply_text`` as the answer to this person's pending clarification, remember it, and say
+    def resolve_reply(
+        self, user_id: str | None, reply_text: str, language: str | None = None
+    ) -> Resolution | None:
+        """Take ``reply_text`` as the answer to this person's pending clarification, remember it,
+        and say
         how to answer the original question. None when nothing is pending for this person."""
         self._ready()
         uid = _user(user_id)
@@ -319,38 +443,72 @@ class EthicsEngine:
             statement = clip(clean(reading.statement), policy.limits.max_statement_chars)[0]
             topic_scope = f"topic:{pending.topic}"
             if reading.kind == YES:
-                events.append(Consent(topic_scope, GRANTED, statement, now, now + policy.expiry.granted_seconds))
+                events.append(
+                    Consent(
+                        topic_scope, GRANTED, statement, now, now + policy.expiry.granted_seconds
+                    )
+                )
             elif reading.kind == STATEMENT:
-                events.append(Consent(topic_scope, STATED, statement, now, now + policy.expiry.granted_seconds))
+                events.append(
+                    Consent(
+                        topic_scope, STATED, statement, now, now + policy.expiry.granted_seconds
+                    )
+                )
             elif reading.kind == NO:
-                events.append(Consent(topic_scope, DECLINED, "", now, now + policy.expiry.declined_seconds))
-            events += [Consent(f"attribute:{a}", DECLINED, "", now, now + policy.expiry.declined_seconds)
-                       for a in reading.declined_attributes]
+                events.append(
+                    Consent(topic_scope, DECLINED, "", now, now + policy.expiry.declined_seconds)
+                )
+            events += [
+                Consent(f"attribute:{a}", DECLINED, "", now, now + policy.expiry.declined_seconds)
+                for a in reading.declined_attributes
+            ]
             try:
                 self._store.update(uid, events, pending=None)
                 current = self._store.current(uid)
                 self._store_worked()
             except StoreError as exc:  # the reply cannot be recorded: no consent to lean on
                 error = self._store_failed(exc)
-                why = (f"reply read as {reading.kind}: {reading.evidence}; consent store "
-                       f"unavailable ({error}): the reply cannot be recorded, answering without "
-                       "personalisation")
-                free = tuple(a for a in pending.attributes
-                             if not policy.attributes[a].needs_consent)
-                return Resolution(pending.question, GENERIC, "", why, pending.topic, reading.kind,
-                                  free)
+                why = (
+                    f"reply read as {reading.kind}: {reading.evidence}; consent store "
+                    f"unavailable ({error}): the reply cannot be recorded, answering without "
+                    "personalisation"
+                )
+                free = tuple(
+                    a for a in pending.attributes if not policy.attributes[a].needs_consent
+                )
+                return Resolution(
+                    pending.question, GENERIC, "", why, pending.topic, reading.kind, free
+                )
         outcome = from_consents(policy, pending.topic, pending.attributes, current)
         if outcome is None:  # unclear, or only attribute refusals: no consent for the rest
-            why = ("unclear reply, not treated as consent" if reading.kind == UNCLEAR
-                   else "no yes for the rest, not treated as consent")
-            outcome = Outcome(GENERIC, f"{why}: answering without personalisation",
-                              inferred_allowed=tuple(a for a in pending.attributes
-                                                     if not policy.attributes[a].needs_consent))
-        cut = f" (reply cut to {policy.limits.max_reply_chars} characters)" if reading.truncated else ""
+            why = (
+                "unclear reply, not treated as consent"
+                if reading.kind == UNCLEAR
+                else "no yes for the rest, not treated as consent"
+            )
+            outcome = Outcome(
+                GENERIC,
+                f"{why}: answering without personalisation",
+                inferred_allowed=tuple(
+                    a for a in pending.attributes if not policy.attributes[a].needs_consent
+                ),
+            )
+        cut = (
+            f" (reply cut to {policy.limits.max_reply_chars} characters)"
+            if reading.truncated
+            else ""
+        )
         reason = f"reply read as {reading.kind}: {reading.evidence}{cut}; {outcome.reason}"
         LOG.debug("resolution: %s (%s)", outcome.decision, reason)
-        return Resolution(pending.question, outcome.decision, outcome.user_context, reason, pending.topic,
-                          reading.kind, outcome.inferred_allowed)
+        return Resolution(
+            pending.question,
+            outcome.decision,
+            outcome.user_context,
+            reason,
+            pending.topic,
+            reading.kind,
+            outcome.inferred_allowed,
+        )
 
     # --- memory -----------------------------------------------------------------------------------
 
@@ -363,7 +521,9 @@ class EthicsEngine:
         """What holds now for this person: the latest unexpired word per scope."""
         self._ready()
         uid = _user(user_id)
-        return tuple(sorted(self._store.current(uid).values(), key=lambda c: c.scope)) if uid else ()
+        return (
+            tuple(sorted(self._store.current(uid).values(), key=lambda c: c.scope)) if uid else ()
+        )
 
     def history(self, user_id: str | None) -> tuple[Consent, ...]:
         """Everything unexpired this person said, oldest first, changes of mind included."""
@@ -372,7 +532,8 @@ class EthicsEngine:
         return self._store.history(uid) if uid else ()
 
     def forget(self, user_id: str | None) -> bool:
-        """Remove the person entirely (consents, history, pending question). True if anything was stored."""
+        """Remove the person entirely (consents, history, pending question). True if anything was
+        stored."""
         self._ready()
         uid = _user(user_id)
         with self._lock:

@@ -1,9 +1,11 @@
 """Evaluate the engine on ethics_data/questions.jsonl, and fit the score weights on the tune split.
 
-Shared by scripts/evaluate_ethics.py and the tests, so both measure the same thing. Each question is
+Shared by scripts/evaluate_ethics.py and the tests, so both measure the same thing. Each question
+is
 asked by a fresh person (nothing remembered) whose face is assumed visible, i.e. every attribute
 could be inferred; a prediction is positive when the decision is ``clarify``.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,7 +20,12 @@ DATA = Path(__file__).resolve().parents[2] / "data" / "ethics" / "questions.json
 SPLITS = ("tune", "heldout")
 LABELS = ("clarify", "no_clarify")
 # What perception reported for the evaluation's (imaginary) face. Only the names matter.
-EVAL_INFERRED = {"age": "estimated", "gender": "estimated", "ethnicity": "estimated", "emotion": "estimated"}
+EVAL_INFERRED = {
+    "age": "estimated",
+    "gender": "estimated",
+    "ethnicity": "estimated",
+    "emotion": "estimated",
+}
 FEATURES = ("request", "first_person", "factual", "margin")
 
 
@@ -63,7 +70,11 @@ def load_questions(path: str | Path = DATA) -> list[Example]:
             continue
         row = json.loads(line)
         example = Example(**{k: row[k] for k in ("question", "label", "topic", "split", "kind")})
-        if example.label not in LABELS or example.split not in SPLITS or not example.question.strip():
+        if (
+            example.label not in LABELS
+            or example.split not in SPLITS
+            or not example.question.strip()
+        ):
             raise ValueError(f"{path}:{number}: bad row {row}")
         examples.append(example)
     return examples
@@ -84,8 +95,13 @@ def evaluate(engine, examples: list[Example], splits=SPLITS) -> dict[str, SplitR
             counts[("t" if predicted == actual else "f") + ("p" if predicted else "n")] += 1
             if predicted != actual:
                 errors.append((example, review))
-        results[split] = SplitResult(split, **counts, median_ms=statistics.median(times),
-                                     p90_ms=float(np.percentile(times, 90)), errors=tuple(errors))
+        results[split] = SplitResult(
+            split,
+            **counts,
+            median_ms=statistics.median(times),
+            p90_ms=float(np.percentile(times, 90)),
+            errors=tuple(errors),
+        )
     return results
 
 
@@ -114,18 +130,29 @@ def _logistic(x: np.ndarray, y: np.ndarray, l2: float, steps: int) -> np.ndarray
     return w
 
 
-def fit_weights(classifier, examples: list[Example], l2_grid=(0.1, 0.03, 0.01, 0.003, 0.001),
-                folds: int = 10, steps: int = 5000) -> dict[str, float]:
-    """Logistic regression of the label on FEATURES over the tune split, for the questions the score
+def fit_weights(
+    classifier,
+    examples: list[Example],
+    l2_grid=(0.1, 0.03, 0.01, 0.003, 0.001),
+    folds: int = 10,
+    steps: int = 5000,
+) -> dict[str, float]:
+    """Logistic regression of the label on FEATURES over the tune split, for the questions the
+    score
     decides (a topic was found and no categorical rule fired). The L2 strength is picked by
-    ``folds``-fold cross-validation on tune (ties go to the stronger one); then refitted on all of tune."""
+    ``folds``-fold cross-validation on tune (ties go to the stronger one); then refitted on all of
+    tune."""
     rows, labels = [], []
     for example in examples:
         if example.split != "tune":
             continue
         x, assessment = score_features(classifier, example.question)
-        if assessment.topic is None or assessment.third_party or assessment.self_disclosure \
-                or assessment.invites_inference:
+        if (
+            assessment.topic is None
+            or assessment.third_party
+            or assessment.self_disclosure
+            or assessment.invites_inference
+        ):
             continue
         rows.append(x)
         labels.append(1.0 if example.label == "clarify" else 0.0)
@@ -142,5 +169,10 @@ def fit_weights(classifier, examples: list[Example], l2_grid=(0.1, 0.03, 0.01, 0
         if best is None or hits > best[1]:
             best = (l2, hits)
     w = _logistic(x, y, best[0], steps * 4)
-    return {"bias": float(w[0]), **{f: float(v) for f, v in zip(FEATURES, w[1:])},
-            "rows": len(y), "l2": best[0], "cv_accuracy": best[1] / len(y)}
+    return {
+        "bias": float(w[0]),
+        **{f: float(v) for f, v in zip(FEATURES, w[1:])},
+        "rows": len(y),
+        "l2": best[0],
+        "cv_accuracy": best[1] / len(y),
+    }

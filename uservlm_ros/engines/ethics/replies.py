@@ -12,6 +12,7 @@ Order of precedence (each step quotes its cue in ``evidence``):
 5. Anything else — empty, "hmm", a language the cues do not cover — is unclear, and unclear is
    never consent.
 """
+
 from __future__ import annotations
 
 import re
@@ -20,7 +21,13 @@ from dataclasses import dataclass
 from uservlm_ros.engines.ethics.policy import ALL_ATTRIBUTES, Policy, Rule
 from uservlm_ros.engines.ethics.text import clean, clip
 
-YES, NO, STATEMENT, UNCLEAR, ATTRIBUTES_ONLY = "yes", "no", "statement", "unclear", "attributes_only"
+YES, NO, STATEMENT, UNCLEAR, ATTRIBUTES_ONLY = (
+    "yes",
+    "no",
+    "statement",
+    "unclear",
+    "attributes_only",
+)
 _CLAUSE = re.compile(r"[,;.!?]+|\bbut\b|\bexcept\b|\bhowever\b")
 _SHORT_PREFERENCE = re.compile(r"^[a-z][a-z' -]{2,40} please\b")
 
@@ -47,8 +54,11 @@ def _blank(text: str, spans) -> str:
     return text
 
 
-def _declined_attributes(policy: Policy, norm: str) -> tuple[list[str], list[str], list[tuple[int, int]]]:
-    """Attributes refused clause by clause, the cues quoted, and the character ranges of those clauses."""
+def _declined_attributes(
+    policy: Policy, norm: str
+) -> tuple[list[str], list[str], list[tuple[int, int]]]:
+    """Attributes refused clause by clause, the cues quoted, and the character ranges of those
+    clauses."""
     declined, cues, ranges = [], [], []
     rules = policy.replies
     start = 0
@@ -62,8 +72,11 @@ def _declined_attributes(policy: Policy, norm: str) -> tuple[list[str], list[str
             for name, words in rules.attribute_words.items():
                 hit = next((m for w in words for m in [w.search(plain)] if m), None)
                 if hit:
-                    targets = [a for a, spec in policy.attributes.items() if spec.needs_consent] \
-                        if name == ALL_ATTRIBUTES else [name]
+                    targets = (
+                        [a for a, spec in policy.attributes.items() if spec.needs_consent]
+                        if name == ALL_ATTRIBUTES
+                        else [name]
+                    )
                     declined += [a for a in targets if a not in declined]
                     cues.append(f"'{refusal.group(0)} … {hit.group(0).strip()}'")
                     ranges.append((start, end))
@@ -85,8 +98,14 @@ def read_reply(policy: Policy, reply: str, language: str | None = None) -> Reply
 
     def reading(kind: str, evidence: str, statement: str = "") -> ReplyReading:
         if attribute_cues:
-            evidence += ("; " if evidence else "") + "refused " + ", ".join(declined) + " (" + \
-                ", ".join(attribute_cues) + ")"
+            evidence += (
+                ("; " if evidence else "")
+                + "refused "
+                + ", ".join(declined)
+                + " ("
+                + ", ".join(attribute_cues)
+                + ")"
+            )
         return ReplyReading(kind, statement, tuple(declined), evidence, truncated)
 
     decline = _spans(rules.decline, rest)
@@ -94,8 +113,10 @@ def read_reply(policy: Policy, reply: str, language: str | None = None) -> Reply
         return reading(NO, f"refusal '{decline[0][2]}'")
 
     yes_spans = _spans(rules.yes, rest)
-    yes_no = sorted([(s, e, w, YES) for s, e, w in yes_spans] +
-                    [(s, e, w, NO) for s, e, w in _spans(rules.no, rest)])
+    yes_no = sorted(
+        [(s, e, w, YES) for s, e, w in yes_spans]
+        + [(s, e, w, NO) for s, e, w in _spans(rules.no, rest)]
+    )
     # a preference is looked for with the yes words removed ("I'd like that" is a yes, not a
     # preference), the short "<x> please" form with the no words removed too ("no please" is a no)
     stated = _spans(rules.statement, _blank(rest, yes_spans))
@@ -108,14 +129,23 @@ def read_reply(policy: Policy, reply: str, language: str | None = None) -> Reply
         _, _, word, kind = yes_no[-1]
         cue = f"last yes/no cue '{word}'" + (f" of {len(yes_no)}" if len(yes_no) > 1 else "")
         if kind == YES:
-            return reading(YES, cue + (f", with a preference ('{stated[0][2].strip()}')" if stated else ""),
-                           statement)
+            return reading(
+                YES,
+                cue + (f", with a preference ('{stated[0][2].strip()}')" if stated else ""),
+                statement,
+            )
         if stated:
-            return reading(STATEMENT, f"'{word}' followed by a preference ('{stated[0][2].strip()}')", statement)
+            return reading(
+                STATEMENT,
+                f"'{word}' followed by a preference ('{stated[0][2].strip()}')",
+                statement,
+            )
         return reading(NO, cue)
     if stated:
         return reading(STATEMENT, f"a stated preference ('{stated[0][2].strip()}')", statement)
     if declined:
         return reading(ATTRIBUTES_ONLY, "")
     where = f" (language '{language}')" if language and language != "en" else ""
-    return ReplyReading(UNCLEAR, "", (), f"no yes, no or stated preference recognised{where}", truncated)
+    return ReplyReading(
+        UNCLEAR, "", (), f"no yes, no or stated preference recognised{where}", truncated
+    )

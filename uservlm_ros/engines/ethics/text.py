@@ -1,9 +1,20 @@
 """Text hygiene shared by the rules, the reply reader and the consent store."""
+
 import re
 import unicodedata
 
-_QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201b": "'", "\u02bc": "'", "\u201c": '"',
-                         "\u201d": '"', "\u2013": "-", "\u2014": "-"})
+_QUOTES = str.maketrans(
+    {
+        "\u2018": "'",
+        "\u2019": "'",
+        "\u201b": "'",
+        "\u02bc": "'",
+        "\u201c": '"',
+        "\u201d": '"',
+        "\u2013": "-",
+        "\u2014": "-",
+    }
+)
 _SPACE = re.compile(r"\s+")
 
 
@@ -20,7 +31,8 @@ def normalize(text: str) -> str:
 
 
 def clip(text: str, limit: int) -> tuple[str, bool]:
-    """``text`` cut to ``limit`` characters at a word boundary when possible, and whether it was cut."""
+    """``text`` cut to ``limit`` characters at a word boundary when possible, and whether it was
+    cut."""
     if len(text) <= limit:
         return text, False
     cut = text[:limit]

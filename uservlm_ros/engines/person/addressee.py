@@ -10,6 +10,7 @@ lip motion, and the landmark models here have no lip points (the 5-point predict
 the 68-point one is licensed for non-commercial use only); sound-source direction would need
 the microphone array's geometry calibrated to the camera, which this engine never sees.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -25,8 +26,10 @@ def choose(faces: Sequence[Face], policy: str, width: int, height: int) -> int |
     if policy == "largest":
         return max(pool, key=lambda i: (faces[i].box.area, -i))
     if policy == "center":
+
         def off_center(i: int) -> tuple[float, float]:
             cx, cy = faces[i].box.center
             return ((cx - width / 2) ** 2 + (cy - height / 2) ** 2, -faces[i].box.area)
+
         return min(pool, key=off_center)
     raise ValueError(f"unknown addressee policy {policy!r}")

@@ -1,4 +1,5 @@
 """Every parameter of person perception, with its default, validated once on construction."""
+
 from __future__ import annotations
 
 import math
@@ -86,48 +87,130 @@ class PersonConfig:
     track_max_embeddings: int = 2
 
     def __post_init__(self) -> None:
-        _check(self.detector in DETECTORS, "detector", f"must be one of {DETECTORS}",
-               self.detector)
-        _check(self.hog_upsample in (0, 1, 2), "hog_upsample", "must be 0, 1 or 2",
-               self.hog_upsample)
-        _check(_number(self.detect_scale) and 0.25 <= self.detect_scale <= 1.0, "detect_scale",
-               "must be in [0.25, 1]", self.detect_scale)
-        _check(isinstance(self.min_face_px, int) and 8 <= self.min_face_px <= 1024,
-               "min_face_px", "must be an int in [8, 1024]", self.min_face_px)
-        _check(_number(self.min_score) and 0.0 <= self.min_score <= 1.0, "min_score",
-               "must be in [0, 1]", self.min_score)
-        _check(isinstance(self.max_faces, int) and 1 <= self.max_faces <= 256, "max_faces",
-               "must be an int in [1, 256]", self.max_faces)
-        _check(_number(self.max_yaw) and 0.0 < self.max_yaw <= 1.0, "max_yaw",
-               "must be in (0, 1]", self.max_yaw)
-        _check(_number(self.match_threshold) and 0.1 <= self.match_threshold <= 1.0,
-               "match_threshold", "must be in [0.1, 1.0]", self.match_threshold)
-        _check(isinstance(self.max_exemplars, int) and 1 <= self.max_exemplars <= 64,
-               "max_exemplars", "must be an int in [1, 64]", self.max_exemplars)
-        _check(_number(self.session_ttl_s) and self.session_ttl_s > 0, "session_ttl_s",
-               "must be > 0 seconds", self.session_ttl_s)
-        _check(self.store_dir is None or (isinstance(self.store_dir, (str, Path))
-                                          and str(self.store_dir) != ""),
-               "store_dir", "must be None or a non-empty path", self.store_dir)
-        _check(self.addressee in ADDRESSEES, "addressee", f"must be one of {ADDRESSEES}",
-               self.addressee)
-        _check(self.user_crop in USER_CROPS, "user_crop", f"must be one of {USER_CROPS}",
-               self.user_crop)
-        _check(_number(self.face_margin) and 0.0 <= self.face_margin <= 2.0, "face_margin",
-               "must be in [0, 2]", self.face_margin)
-        _check(_number(self.upper_body_scale) and 1.0 <= self.upper_body_scale <= 10.0,
-               "upper_body_scale", "must be in [1, 10]", self.upper_body_scale)
-        _check(_number(self.track_rate_hz) and 0.1 <= self.track_rate_hz <= 60.0,
-               "track_rate_hz", "must be in [0.1, 60]", self.track_rate_hz)
-        _check(_number(self.track_iou_min) and 0.0 < self.track_iou_min <= 1.0,
-               "track_iou_min", "must be in (0, 1]", self.track_iou_min)
-        _check(isinstance(self.track_max_missed, int) and 0 <= self.track_max_missed <= 1000,
-               "track_max_missed", "must be an int in [0, 1000]", self.track_max_missed)
-        _check(_number(self.track_signature_min) and -1.0 <= self.track_signature_min <= 1.0,
-               "track_signature_min", "must be in [-1, 1]", self.track_signature_min)
-        _check(_number(self.track_reverify_s) and self.track_reverify_s > 0,
-               "track_reverify_s", "must be > 0 seconds", self.track_reverify_s)
-        _check(isinstance(self.reuse_track_identity, bool), "reuse_track_identity",
-               "must be a bool", self.reuse_track_identity)
-        _check(isinstance(self.track_max_embeddings, int) and 0 <= self.track_max_embeddings <= 64,
-               "track_max_embeddings", "must be an int in [0, 64]", self.track_max_embeddings)
+        _check(
+            self.detector in DETECTORS, "detector", f"must be one of {DETECTORS}", self.detector
+        )
+        _check(
+            self.hog_upsample in (0, 1, 2), "hog_upsample", "must be 0, 1 or 2", self.hog_upsample
+        )
+        _check(
+            _number(self.detect_scale) and 0.25 <= self.detect_scale <= 1.0,
+            "detect_scale",
+            "must be in [0.25, 1]",
+            self.detect_scale,
+        )
+        _check(
+            isinstance(self.min_face_px, int) and 8 <= self.min_face_px <= 1024,
+            "min_face_px",
+            "must be an int in [8, 1024]",
+            self.min_face_px,
+        )
+        _check(
+            _number(self.min_score) and 0.0 <= self.min_score <= 1.0,
+            "min_score",
+            "must be in [0, 1]",
+            self.min_score,
+        )
+        _check(
+            isinstance(self.max_faces, int) and 1 <= self.max_faces <= 256,
+            "max_faces",
+            "must be an int in [1, 256]",
+            self.max_faces,
+        )
+        _check(
+            _number(self.max_yaw) and 0.0 < self.max_yaw <= 1.0,
+            "max_yaw",
+            "must be in (0, 1]",
+            self.max_yaw,
+        )
+        _check(
+            _number(self.match_threshold) and 0.1 <= self.match_threshold <= 1.0,
+            "match_threshold",
+            "must be in [0.1, 1.0]",
+            self.match_threshold,
+        )
+        _check(
+            isinstance(self.max_exemplars, int) and 1 <= self.max_exemplars <= 64,
+            "max_exemplars",
+            "must be an int in [1, 64]",
+            self.max_exemplars,
+        )
+        _check(
+            _number(self.session_ttl_s) and self.session_ttl_s > 0,
+            "session_ttl_s",
+            "must be > 0 seconds",
+            self.session_ttl_s,
+        )
+        _check(
+            self.store_dir is None
+            or (isinstance(self.store_dir, (str, Path)) and str(self.store_dir) != ""),
+            "store_dir",
+            "must be None or a non-empty path",
+            self.store_dir,
+        )
+        _check(
+            self.addressee in ADDRESSEES,
+            "addressee",
+            f"must be one of {ADDRESSEES}",
+            self.addressee,
+        )
+        _check(
+            self.user_crop in USER_CROPS,
+            "user_crop",
+            f"must be one of {USER_CROPS}",
+            self.user_crop,
+        )
+        _check(
+            _number(self.face_margin) and 0.0 <= self.face_margin <= 2.0,
+            "face_margin",
+            "must be in [0, 2]",
+            self.face_margin,
+        )
+        _check(
+            _number(self.upper_body_scale) and 1.0 <= self.upper_body_scale <= 10.0,
+            "upper_body_scale",
+            "must be in [1, 10]",
+            self.upper_body_scale,
+        )
+        _check(
+            _number(self.track_rate_hz) and 0.1 <= self.track_rate_hz <= 60.0,
+            "track_rate_hz",
+            "must be in [0.1, 60]",
+            self.track_rate_hz,
+        )
+        _check(
+            _number(self.track_iou_min) and 0.0 < self.track_iou_min <= 1.0,
+            "track_iou_min",
+            "must be in (0, 1]",
+            self.track_iou_min,
+        )
+        _check(
+            isinstance(self.track_max_missed, int) and 0 <= self.track_max_missed <= 1000,
+            "track_max_missed",
+            "must be an int in [0, 1000]",
+            self.track_max_missed,
+        )
+        _check(
+            _number(self.track_signature_min) and -1.0 <= self.track_signature_min <= 1.0,
+            "track_signature_min",
+            "must be in [-1, 1]",
+            self.track_signature_min,
+        )
+        _check(
+            _number(self.track_reverify_s) and self.track_reverify_s > 0,
+            "track_reverify_s",
+            "must be > 0 seconds",
+            self.track_reverify_s,
+        )
+        _check(
+            isinstance(self.reuse_track_identity, bool),
+            "reuse_track_identity",
+            "must be a bool",
+            self.reuse_track_identity,
+        )
+        _check(
+            isinstance(self.track_max_embeddings, int) and 0 <= self.track_max_embeddings <= 64,
+            "track_max_embeddings",
+            "must be an int in [0, 64]",
+            self.track_max_embeddings,
+        )

@@ -6,6 +6,7 @@ face above it. ``face`` is the face box plus ``face_margin`` on each side; ``ful
 whole frame (also what a frame without a face gives). A crop that would leave the frame is
 shifted back inside, then cut at the border.
 """
+
 from __future__ import annotations
 
 import math
@@ -15,8 +16,9 @@ import numpy as np
 from uservlm_ros.engines.person.geometry import Box
 
 
-def region(face: Box, kind: str, width: int, height: int, face_margin: float,
-           upper_body_scale: float) -> Box:
+def region(
+    face: Box, kind: str, width: int, height: int, face_margin: float, upper_body_scale: float
+) -> Box:
     """The crop box for ``kind`` ("face" | "upper_body" | "full") around ``face``."""
     if kind == "full":
         return Box(0, 0, width, height)

@@ -6,6 +6,7 @@ chip (its "signature", for cheap appearance checks between tracking frames). Pro
 half-occluded faces are still returned, marked ``frontal=False``: they count, they can be
 tracked, but :mod:`identity` never makes a new person from them.
 """
+
 from __future__ import annotations
 
 import threading
@@ -92,12 +93,15 @@ class FaceDetector:
                     continue
                 side = _YUNET_SIDE * (w + h) / 2.0
                 cx, cy = x + w / 2.0, y + _YUNET_CENTER_Y * h
-                found.append((Box(cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2),
-                              score))
+                found.append(
+                    (Box(cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2), score)
+                )
             return found
         rects, scores, _ = self._hog.run(rgb, self.config.hog_upsample, 0.0)
-        return [(Box(r.left(), r.top(), r.right() + 1, r.bottom() + 1), float(s))
-                for r, s in zip(rects, scores, strict=True)]
+        return [
+            (Box(r.left(), r.top(), r.right() + 1, r.bottom() + 1), float(s))
+            for r, s in zip(rects, scores, strict=True)
+        ]
 
     def detect(self, rgb: np.ndarray) -> Detections:
         """Faces in ``rgb`` (H x W x 3 uint8, C-contiguous), largest first."""
@@ -105,16 +109,20 @@ class FaceDetector:
         with self._lock:
             raw = self._raw(rgb)
             raw.sort(key=lambda item: item[0].area, reverse=True)
-            big = [(box, score) for box, score in raw
-                   if min(box.width, box.height) >= self.config.min_face_px]
-            kept = big[:self.config.max_faces]
+            big = [
+                (box, score)
+                for box, score in raw
+                if min(box.width, box.height) >= self.config.min_face_px
+            ]
+            kept = big[: self.config.max_faces]
             faces = tuple(self._describe(rgb, box, score) for box, score in kept)
         return Detections(faces, too_small=len(raw) - len(big), dropped=len(big) - len(kept))
 
     def _describe(self, rgb: np.ndarray, box: Box, score: float) -> Face:
         dlib = self._dlib
-        rect = dlib.rectangle(int(round(box.x0)), int(round(box.y0)),
-                              int(round(box.x1)) - 1, int(round(box.y1)) - 1)
+        rect = dlib.rectangle(
+            int(round(box.x0)), int(round(box.y0)), int(round(box.x1)) - 1, int(round(box.y1)) - 1
+        )
         shape = self._landmarks(rgb, rect)
         points = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
         yaw = yaw_of(points)
@@ -123,6 +131,12 @@ class FaceDetector:
         grey -= grey.mean()
         norm = float(np.linalg.norm(grey))
         signature = grey / norm if norm > 1e-6 else grey
-        return Face(box=box.clip(width=rgb.shape[1], height=rgb.shape[0]), score=score,
-                    landmarks=points, yaw=yaw, frontal=abs(yaw) <= self.config.max_yaw,
-                    signature=signature, shape=shape)
+        return Face(
+            box=box.clip(width=rgb.shape[1], height=rgb.shape[0]),
+            score=score,
+            landmarks=points,
+            yaw=yaw,
+            frontal=abs(yaw) <= self.config.max_yaw,
+            signature=signature,
+            shape=shape,
+        )

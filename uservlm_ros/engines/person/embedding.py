@@ -3,6 +3,7 @@
 The network's buffers are shared, so calls are serialised. The cost per face does not depend on
 its size in the frame: the face is aligned to a 150 x 150 chip first.
 """
+
 from __future__ import annotations
 
 import threading

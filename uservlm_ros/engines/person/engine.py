@@ -23,6 +23,7 @@ disk: the embeddings and id of that person, nothing else. No image is ever writt
 Thread-safety: ``track`` calls are serialised among themselves; ``resolve`` may run at the same
 time from another thread (the models and the gallery have their own locks).
 """
+
 from __future__ import annotations
 
 import logging
@@ -130,21 +131,32 @@ def _stamp(stamp) -> float | None:
     """None (or 0, a ROS header left empty) = no timestamp; else a finite number >= 0."""
     if stamp is None:
         return None
-    if isinstance(stamp, bool) or not isinstance(stamp, (int, float)) or not math.isfinite(stamp) \
-            or stamp < 0:
+    if (
+        isinstance(stamp, bool)
+        or not isinstance(stamp, (int, float))
+        or not math.isfinite(stamp)
+        or stamp < 0
+    ):
         raise ValueError(f"stamp must be None or a finite number of seconds >= 0, got {stamp!r}")
     return float(stamp) or None
 
 
 class PersonEngine:
-    def __init__(self, config: PersonConfig | None = None,
-                 clock: Callable[[], float] = time.monotonic,
-                 on_forgotten: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        config: PersonConfig | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        on_forgotten: Callable[[str], None] | None = None,
+    ):
         self.config = config or PersonConfig()
         self._clock = clock
         self._on_forgotten = on_forgotten
-        self.gallery = Gallery(self.config.match_threshold, self.config.max_exemplars,
-                               self.config.session_ttl_s, clock)
+        self.gallery = Gallery(
+            self.config.match_threshold,
+            self.config.max_exemplars,
+            self.config.session_ttl_s,
+            clock,
+        )
         self.tracker = FaceTracker(self.config, self.gallery, clock)
         self.store = TemplateStore(self.config.store_dir) if self.config.store_dir else None
         self._track_lock = threading.Lock()
@@ -184,8 +196,11 @@ class PersonEngine:
                 for person_id in gone:
                     self.tracker.clear_person(person_id)
         for person_id in gone:
-            LOG.info("session person %s forgotten (not seen for %.0f s)", person_id,
-                     self.config.session_ttl_s)
+            LOG.info(
+                "session person %s forgotten (not seen for %.0f s)",
+                person_id,
+                self.config.session_ttl_s,
+            )
             if self._on_forgotten is not None:
                 try:
                     self._on_forgotten(person_id)
@@ -215,9 +230,25 @@ class PersonEngine:
         if index is None:
             whole = Box(0, 0, width, height)
             timings["total"] = time.perf_counter() - start
-            return Resolution("", NO_FACE, False, "", False, None, None, False, None, 0,
-                              found.too_small, found.dropped, rgb, "full", whole, stamp,
-                              timings)
+            return Resolution(
+                "",
+                NO_FACE,
+                False,
+                "",
+                False,
+                None,
+                None,
+                False,
+                None,
+                0,
+                found.too_small,
+                found.dropped,
+                rgb,
+                "full",
+                whole,
+                stamp,
+                timings,
+            )
         face = found.faces[index]
         track = self._track_of(face)
         if self._reusable(track, face):
@@ -234,18 +265,33 @@ class PersonEngine:
         status = match.status if match.person_id else UNIDENTIFIED
         timings["identify"] = time.perf_counter() - mark
         mark = time.perf_counter()
-        region = crop.region(face.box, cfg.user_crop, width, height, cfg.face_margin,
-                             cfg.upper_body_scale)
+        region = crop.region(
+            face.box, cfg.user_crop, width, height, cfg.face_margin, cfg.upper_body_scale
+        )
         user_image = rgb if cfg.user_crop == "full" else crop.cut(rgb, region)
         timings["crop"] = time.perf_counter() - mark
         timings["total"] = time.perf_counter() - start
         # a track at the same place showing someone else is not this face's track
         same = track is not None and track.person_id in ("", match.person_id)
-        return Resolution(match.person_id, status, match.status == REMEMBERED,
-                          track.face_id if same else "", "embed" not in timings, face.box,
-                          face.box.normalized(width, height), face.frontal, match.distance,
-                          len(found.faces), found.too_small, found.dropped, user_image,
-                          cfg.user_crop, region, stamp, timings)
+        return Resolution(
+            match.person_id,
+            status,
+            match.status == REMEMBERED,
+            track.face_id if same else "",
+            "embed" not in timings,
+            face.box,
+            face.box.normalized(width, height),
+            face.frontal,
+            match.distance,
+            len(found.faces),
+            found.too_small,
+            found.dropped,
+            user_image,
+            cfg.user_crop,
+            region,
+            stamp,
+            timings,
+        )
 
     def _track_of(self, face: Face) -> TrackState | None:
         """The live track whose last box overlaps ``face`` most (at least _SAME_FACE_IOU)."""
@@ -261,12 +307,17 @@ class PersonEngine:
         face in its latest frame, checked the person by embedding within track_reverify_s, and
         the face still sits there and looks the same."""
         cfg = self.config
-        return (cfg.reuse_track_identity and track is not None and track.visible
-                and bool(track.person_id) and track.verified_at is not None
-                and self._clock() - track.verified_at <= cfg.track_reverify_s
-                and track.box.iou(face.box) >= _REUSE_IOU
-                and float(track.signature @ face.signature) >= cfg.track_signature_min
-                and track.person_id in self.gallery)
+        return (
+            cfg.reuse_track_identity
+            and track is not None
+            and track.visible
+            and bool(track.person_id)
+            and track.verified_at is not None
+            and self._clock() - track.verified_at <= cfg.track_reverify_s
+            and track.box.iou(face.box) >= _REUSE_IOU
+            and float(track.signature @ face.signature) >= cfg.track_signature_min
+            and track.person_id in self.gallery
+        )
 
     # --- the stream -------------------------------------------------------------------------
 
@@ -288,18 +339,42 @@ class PersonEngine:
         faces, persons, sizes = [], {}, {}
         for state, _ in update.visible:
             remembered = bool(state.person_id) and self.gallery.is_remembered(state.person_id)
-            faces.append(TrackedFace(state.face_id, state.person_id, remembered, state.box,
-                                     state.box.normalized(width, height), state.frontal,
-                                     state.score, crop.cut(rgb, state.box)))
+            faces.append(
+                TrackedFace(
+                    state.face_id,
+                    state.person_id,
+                    remembered,
+                    state.box,
+                    state.box.normalized(width, height),
+                    state.frontal,
+                    state.score,
+                    crop.cut(rgb, state.box),
+                )
+            )
         for state in [s for s, _ in update.visible] + list(update.coasting):
             if state.person_id and state.box.area > sizes.get(state.person_id, -1.0):
                 persons[state.person_id], sizes[state.person_id] = state.face_id, state.box.area
         tracked = tuple(s.face_id for s, _ in update.visible) + tuple(
-            s.face_id for s in update.coasting)
-        timings = {"detect": detected, "associate": associated,
-                   "total": time.perf_counter() - start}
-        return TrackResult(tuple(faces), tracked, persons, update.ended, found.too_small,
-                           found.dropped, update.embeddings, width, height, stamp, timings)
+            s.face_id for s in update.coasting
+        )
+        timings = {
+            "detect": detected,
+            "associate": associated,
+            "total": time.perf_counter() - start,
+        }
+        return TrackResult(
+            tuple(faces),
+            tracked,
+            persons,
+            update.ended,
+            found.too_small,
+            found.dropped,
+            update.embeddings,
+            width,
+            height,
+            stamp,
+            timings,
+        )
 
     # --- consent ----------------------------------------------------------------------------
 
@@ -345,5 +420,8 @@ class PersonEngine:
     def counts(self) -> dict[str, int]:
         """Sizes for diagnostics: session persons, remembered persons, live tracks."""
         session, remembered = self.gallery.counts()
-        return {"session_persons": session, "remembered_persons": remembered,
-                "tracks": len(self.tracker.snapshot())}
+        return {
+            "session_persons": session,
+            "remembered_persons": remembered,
+            "tracks": len(self.tracker.snapshot()),
+        }

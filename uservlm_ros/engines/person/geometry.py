@@ -1,4 +1,5 @@
 """Axis-aligned boxes in pixel coordinates, their overlap, and REP-155's normalised ROI."""
+
 from __future__ import annotations
 
 import math

@@ -10,6 +10,7 @@ may match a known person but never create one: a profile embedding is too unreli
 All methods are atomic (one lock), so a tracker thread and a turn thread never enrol the same
 face twice.
 """
+
 from __future__ import annotations
 
 import re
@@ -57,8 +58,13 @@ class _Person:
 
 
 class Gallery:
-    def __init__(self, threshold: float, max_exemplars: int, ttl_s: float,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        threshold: float,
+        max_exemplars: int,
+        ttl_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.threshold = threshold
         self.max_exemplars = max_exemplars
         self.ttl_s = ttl_s
@@ -139,8 +145,9 @@ class Gallery:
         """Forget session persons not seen for ``ttl_s``; their ids."""
         with self._lock:
             limit = self._clock() - self.ttl_s
-            gone = [pid for pid, p in self._people.items()
-                    if not p.remembered and p.last_seen <= limit]
+            gone = [
+                pid for pid, p in self._people.items() if not p.remembered and p.last_seen <= limit
+            ]
             for person_id in gone:
                 del self._people[person_id]
             return gone
@@ -151,8 +158,10 @@ class Gallery:
             raise ValueError(f"invalid remembered person {person_id!r}")
         with self._lock:
             self._people[person_id] = _Person(
-                [np.asarray(e, np.float32) for e in exemplars][-self.max_exemplars:],
-                self._clock(), remembered=True)
+                [np.asarray(e, np.float32) for e in exemplars][-self.max_exemplars :],
+                self._clock(),
+                remembered=True,
+            )
 
     def remember(self, person_id: str) -> list[np.ndarray] | None:
         """Mark a known person remembered; their exemplars (copies), or None if unknown."""

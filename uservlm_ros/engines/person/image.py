@@ -4,6 +4,7 @@ Grey (``H x W`` or ``H x W x 1``) is replicated to three channels, RGBA drops it
 mono is scaled to 8 bits. Anything else is refused with a ValueError saying what was wrong, so
 a bad frame never reaches the models.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -24,8 +25,9 @@ def as_rgb(image: np.ndarray) -> np.ndarray:
         raise ValueError(f"image must have 1, 3 or 4 channels, got {image.shape[2]}")
     height, width = image.shape[:2]
     if min(height, width) < MIN_SIDE or max(height, width) > MAX_SIDE:
-        raise ValueError(f"image is {width}x{height}; each side must be in "
-                         f"[{MIN_SIDE}, {MAX_SIDE}]")
+        raise ValueError(
+            f"image is {width}x{height}; each side must be in [{MIN_SIDE}, {MAX_SIDE}]"
+        )
     if image.dtype == np.uint16:
         image = (image >> 8).astype(np.uint8)
     elif image.dtype != np.uint8:

@@ -20,6 +20,7 @@ trained on iBUG 300-W, whose licence excludes commercial use (the dlib-models RE
 The package's own ``__init__`` is not imported either (it needs the deprecated pkg_resources);
 its files are located with importlib.
 """
+
 from __future__ import annotations
 
 import hashlib

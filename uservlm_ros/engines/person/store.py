@@ -10,6 +10,7 @@ or validate is moved aside as ``<name>.corrupt-<UTC time>`` and logged; every ot
 loads. ``delete`` removes a person's template, its moved-aside copies and any half-written
 temporary. One engine process per directory.
 """
+
 from __future__ import annotations
 
 import json
@@ -55,9 +56,14 @@ def _problem(record, person_id: str) -> str | None:
     if not isinstance(exemplars, list) or not 1 <= len(exemplars) <= 64:
         return "needs 1 to 64 exemplars"
     for vector in exemplars:
-        if (not isinstance(vector, list) or len(vector) != DIMENSIONS
-                or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                           and math.isfinite(v) for v in vector)):
+        if (
+            not isinstance(vector, list)
+            or len(vector) != DIMENSIONS
+            or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                for v in vector
+            )
+        ):
             return f"an exemplar is not {DIMENSIONS} finite numbers"
     return None
 
@@ -93,11 +99,14 @@ class TemplateStore:
             for path in sorted(self.directory.glob(f"*{SUFFIX}")):
                 if stat.S_IMODE(path.stat().st_mode) != 0o600:
                     os.chmod(path, 0o600)
-                person_id = path.name[:-len(SUFFIX)]
+                person_id = path.name[: -len(SUFFIX)]
                 try:
                     record = json.loads(path.read_bytes().decode("utf-8"))
-                    problem = (_problem(record, person_id) if valid_person_id(person_id)
-                               else "file name is not a person id")
+                    problem = (
+                        _problem(record, person_id)
+                        if valid_person_id(person_id)
+                        else "file name is not a person id"
+                    )
                 except (OSError, UnicodeDecodeError, ValueError) as exc:
                     problem = f"unreadable ({type(exc).__name__}: {exc})"
                 if problem:
@@ -116,15 +125,24 @@ class TemplateStore:
             n += 1
         os.replace(path, target)
         self.moved_aside.append(target)
-        LOG.warning("face template %s is corrupt (%s); moved aside to %s, others untouched",
-                    path, problem, target.name)
+        LOG.warning(
+            "face template %s is corrupt (%s); moved aside to %s, others untouched",
+            path,
+            problem,
+            target.name,
+        )
 
     def save(self, person_id: str, exemplars: list[np.ndarray]) -> None:
         """Write (or replace) ``person_id``'s template atomically, mode 0600."""
         path = self._path(person_id)
-        record = {"format": FORMAT, "kind": KIND, "person_id": person_id,
-                  "model_sha256": models.SHA256[models.EMBEDDING], "saved_at": self._clock(),
-                  "exemplars": [[round(float(v), 7) for v in e] for e in exemplars]}
+        record = {
+            "format": FORMAT,
+            "kind": KIND,
+            "person_id": person_id,
+            "model_sha256": models.SHA256[models.EMBEDDING],
+            "saved_at": self._clock(),
+            "exemplars": [[round(float(v), 7) for v in e] for e in exemplars],
+        }
         problem = _problem(record, person_id)
         if problem:
             raise ValueError(f"refusing to write an invalid template: {problem}")
@@ -154,8 +172,11 @@ class TemplateStore:
             return False
         path = self._path(person_id)
         with self._lock:
-            doomed = [path, *self.directory.glob(f"{path.name}.corrupt-*"),
-                      *self.directory.glob(f".{path.name}.*")]
+            doomed = [
+                path,
+                *self.directory.glob(f"{path.name}.corrupt-*"),
+                *self.directory.glob(f".{path.name}.*"),
+            ]
             removed = False
             for victim in doomed:
                 try:

@@ -19,6 +19,7 @@ Face ids are ``f`` + 8 random hex digits, never reused while live; a track carri
 id of :mod:`identity` once known. Calls must not overlap (the engine serialises them);
 ``snapshot`` may be read from any thread.
 """
+
 from __future__ import annotations
 
 import secrets
@@ -67,9 +68,18 @@ class _Track:
         self.hits += 1
 
     def state(self, visible: bool) -> TrackState:
-        return TrackState(self.face_id, self.person_id, self.face.box, visible,
-                          self.face.frontal, self.face.score, self.hits, self.missed,
-                          self.verified_at, self.face.signature)
+        return TrackState(
+            self.face_id,
+            self.person_id,
+            self.face.box,
+            visible,
+            self.face.frontal,
+            self.face.score,
+            self.hits,
+            self.missed,
+            self.verified_at,
+            self.face.signature,
+        )
 
 
 @dataclass(frozen=True)
@@ -81,8 +91,9 @@ class TrackUpdate:
 
 
 class FaceTracker:
-    def __init__(self, config: PersonConfig, gallery: Gallery,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self, config: PersonConfig, gallery: Gallery, clock: Callable[[], float] = time.monotonic
+    ):
         self.config = config
         self.gallery = gallery
         self._clock = clock
@@ -100,8 +111,7 @@ class FaceTracker:
             face_id = "f" + secrets.token_hex(4)
         return face_id
 
-    def update(self, faces: tuple[Face, ...],
-               embed: Callable[[Face], np.ndarray]) -> TrackUpdate:
+    def update(self, faces: tuple[Face, ...], embed: Callable[[Face], np.ndarray]) -> TrackUpdate:
         """Associate this frame's ``faces`` (largest first) with the live tracks."""
         cfg = self.config
         now = self._clock()
@@ -122,13 +132,18 @@ class FaceTracker:
         if tracks and faces:
             overlap = np.array([[t.face.box.iou(f.box) for f in faces] for t in tracks])
             rows, cols = linear_sum_assignment(-overlap)
-            pairs = [(r, c) for r, c in zip(rows, cols, strict=True)
-                     if overlap[r, c] >= cfg.track_iou_min]
+            pairs = [
+                (r, c)
+                for r, c in zip(rows, cols, strict=True)
+                if overlap[r, c] >= cfg.track_iou_min
+            ]
 
         def urgency(pair: tuple[int, int]) -> int:
             track, face = tracks[pair[0]], faces[pair[1]]
-            if track.suspect or float(track.face.signature @ face.signature) < \
-                    cfg.track_signature_min:
+            if (
+                track.suspect
+                or float(track.face.signature @ face.signature) < cfg.track_signature_min
+            ):
                 return 0  # maybe not the same person any more
             if not track.person_id:
                 return 1 if face.frontal else 3  # a turned face cannot found a person
@@ -175,8 +190,9 @@ class FaceTracker:
                 tracks[heir].suspect = False
                 matched[heir] = f
             else:
-                tracks.append(_Track(self._new_face_id(), faces[f], person_id,
-                                     now if person_id else None))
+                tracks.append(
+                    _Track(self._new_face_id(), faces[f], person_id, now if person_id else None)
+                )
                 matched[len(tracks) - 1] = f
 
         ended, survivors, visible, coasting = [], [], [], []

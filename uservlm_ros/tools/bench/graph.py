@@ -1,18 +1,26 @@
 """The graph the bench starts: the cloud side and the robot side without camera and microphone
 (the bag replaces them), with the bench's overrides."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
-from uservlm_ros.tools.bench.config import (PIPELINES, ROBOT_NODES, BenchError, BenchOptions,
-                                            SessionConfig)
+from uservlm_ros.tools.bench.config import (
+    PIPELINES,
+    ROBOT_NODES,
+    BenchError,
+    BenchOptions,
+    SessionConfig,
+)
 
 
 def graph_overrides(options: BenchOptions, out_dir: Path) -> dict:
     overrides = {
         "speaker_node": {"mode": "file", "output_dir": str(out_dir / "speech"), "realtime": True},
-        "dialogue_node": {"user_id": "" if options.consent == "anonymous" else options.user_id,
-                          "stream_audio": options.stream_audio},
+        "dialogue_node": {
+            "user_id": "" if options.consent == "anonymous" else options.user_id,
+            "stream_audio": options.stream_audio,
+        },
         "ethics_node": {"store_dir": str(out_dir / "consent")},
     }
     for node, values in options.overrides.items():
@@ -35,14 +43,23 @@ def bench_specs(side: str, compose: bool = False):
 
 
 def session_config(options: BenchOptions, link=None) -> SessionConfig:
-    return SessionConfig(bag=str(Path(options.bag).resolve()), turns=options.turns, warmup=options.warmup,
-                         uplinks=list(options.uplinks), speed=options.speed, namespace=options.namespace,
-                         user_id=options.user_id, consent=options.consent, attach=options.attach,
-                         startup_timeout=options.startup_timeout, turn_timeout=options.turn_timeout,
-                         min_camera_subscribers=1 if options.attach or options.compose else 2,
-                         stream_audio=options.stream_audio,
-                         pipelines=list(PIPELINES) if options.compare else [""],
-                         link={"token": link.token, "rate": link.rate} if link is not None else None)
+    return SessionConfig(
+        bag=str(Path(options.bag).resolve()),
+        turns=options.turns,
+        warmup=options.warmup,
+        uplinks=list(options.uplinks),
+        speed=options.speed,
+        namespace=options.namespace,
+        user_id=options.user_id,
+        consent=options.consent,
+        attach=options.attach,
+        startup_timeout=options.startup_timeout,
+        turn_timeout=options.turn_timeout,
+        min_camera_subscribers=1 if options.attach or options.compose else 2,
+        stream_audio=options.stream_audio,
+        pipelines=list(PIPELINES) if options.compare else [""],
+        link={"token": link.token, "rate": link.rate} if link is not None else None,
+    )
 
 
 def watch(graphs):
@@ -50,4 +67,5 @@ def watch(graphs):
         for graph in graphs:
             if graph.exited():
                 raise BenchError(f"a node exited: {graph.exited()} (logs in {graph.log_dir})")
+
     return alive

@@ -1,7 +1,8 @@
 """Per-turn figures and their summary: the end-to-end times, the engines' compute and the ROS
 middleware share, split into hops.
 
-Per turn, from the ``interactions`` record dialogue_node publishes (all seconds; "speech end" is the
+Per turn, from the ``interactions`` record dialogue_node publishes (all seconds; "speech end" is
+the
 end of the utterance as the VAD placed it, in the audio's capture clock):
 
 - ``speech_end_to_transcript`` / ``_to_answer`` / ``_to_audio_out``: the utterance published by
@@ -26,18 +27,23 @@ the review and synthesis round trips inside the cloud; the ``speech_audio`` topi
 With ``--stream-audio`` the middleware and the last two hops are not defined (synthesis overlaps
 generation).
 """
+
 from __future__ import annotations
 
 import math
 
 from uservlm_ros.tools import bags
 
-
 COMPUTE_STAGES = ("vad", "asr", "review", "preprocess", "prefill", "generation", "synthesis")
 
 
-HOPS = ("hop_audio_to_transcript", "hop_transcript_to_ask", "hop_ask_transport", "hop_cloud_internal",
-        "hop_answer_to_audio_out")
+HOPS = (
+    "hop_audio_to_transcript",
+    "hop_transcript_to_ask",
+    "hop_ask_transport",
+    "hop_cloud_internal",
+    "hop_answer_to_audio_out",
+)
 
 
 # (column, label) of the summary table, in order.
@@ -75,30 +81,43 @@ def summarize(rows: list[dict]) -> dict[str, dict]:
     measured = [r for r in rows if not r.get("warmup") and r.get("success")]
     out = {}
     for column, _ in SUMMARY:
-        values = [r[column] for r in measured if isinstance(r.get(column), (int, float)) and not math.isnan(r[column])]
-        out[column] = {"median": percentile(values, 50), "p95": percentile(values, 95), "n": len(values)}
+        values = [
+            r[column]
+            for r in measured
+            if isinstance(r.get(column), (int, float)) and not math.isnan(r[column])
+        ]
+        out[column] = {
+            "median": percentile(values, 50),
+            "p95": percentile(values, 95),
+            "n": len(values),
+        }
     return out
 
 
 def audio_lateness(report: bags.ReplayReport, names: dict) -> list[float]:
     """Seconds each audio chunk of one replay went out after its due time (the replay's own
     timing error: a busy bench process publishes a chunk late), in bag order."""
-    return [published - scheduled
-            for published, scheduled, topic in zip(report.published, report.scheduled, report.topics)
-            if names[topic].endswith(bags.AUDIO)]
+    return [
+        published - scheduled
+        for published, scheduled, topic in zip(report.published, report.scheduled, report.topics)
+        if names[topic].endswith(bags.AUDIO)
+    ]
 
 
 def vad_times(utterance: dict, late: list[float]) -> dict:
     """``vad_wait`` and ``asr_start`` of one utterance (:class:`VadTrack`), each moved to when the
     replay actually published its chunk, and that lateness as ``replay_late`` (seconds): the
     audio was not there yet, so the wait is the microphone's, not the middleware's."""
+
     def lateness(key: str) -> float:
         index = utterance.get(key)
         return max(late[index], 0.0) if index is not None and index < len(late) else 0.0
 
-    return {"vad_wait": utterance["vad_wait"] + lateness("chunk"),
-            "asr_start": utterance["asr_start"] + lateness("start_chunk"),
-            "replay_late": lateness("chunk")}
+    return {
+        "vad_wait": utterance["vad_wait"] + lateness("chunk"),
+        "asr_start": utterance["asr_start"] + lateness("start_chunk"),
+        "replay_late": lateness("chunk"),
+    }
 
 
 def fill_derived(row: dict) -> dict:
@@ -114,21 +133,29 @@ def fill_derived(row: dict) -> dict:
             row[name] = math.nan
         return row
     row["middleware"] = row["speech_end_to_audio_out"] - row["vad_exposed"] - compute
-    row["hop_audio_to_transcript"] = (row["speech_end_to_transcript"] - row["vad_exposed"] - row["vad"]
-                                      - row["asr"])
-    row["hop_transcript_to_ask"] = (row["speech_end_to_answer"] - row["speech_end_to_transcript"]
-                                    - row["ask_round_trip"])
-    if row.get("first_audio", 0) > 0 and not math.isnan(row.get("speech_end_to_speech_audio", math.nan)):
+    row["hop_audio_to_transcript"] = (
+        row["speech_end_to_transcript"] - row["vad_exposed"] - row["vad"] - row["asr"]
+    )
+    row["hop_transcript_to_ask"] = (
+        row["speech_end_to_answer"] - row["speech_end_to_transcript"] - row["ask_round_trip"]
+    )
+    if row.get("first_audio", 0) > 0 and not math.isnan(
+        row.get("speech_end_to_speech_audio", math.nan)
+    ):
         # publish_audio: vlm_node published the audio for the speaker itself; the spoken path is
         # request -> cloud -> speech_audio -> speaker, the response travels back beside it.
         sent = row["speech_end_to_answer"] - row["ask_round_trip"]
         row["hop_ask_transport"] = row["speech_end_to_speech_audio"] - sent - row["first_audio"]
         row["hop_cloud_internal"] = row["first_audio"] - cloud_compute
-        row["hop_answer_to_audio_out"] = row["speech_end_to_audio_out"] - row["speech_end_to_speech_audio"]
+        row["hop_answer_to_audio_out"] = (
+            row["speech_end_to_audio_out"] - row["speech_end_to_speech_audio"]
+        )
     else:  # the audio came back in the response and dialogue_node published it
         row["hop_ask_transport"] = row["ask_round_trip"] - row["server"]
         row["hop_cloud_internal"] = row["server"] - cloud_compute
-        row["hop_answer_to_audio_out"] = row["speech_end_to_audio_out"] - row["speech_end_to_answer"]
+        row["hop_answer_to_audio_out"] = (
+            row["speech_end_to_audio_out"] - row["speech_end_to_answer"]
+        )
     if row.get("streamed"):
         # Sentences were spoken while the answer was still being written: synthesis overlaps
         # generation and the first audio precedes the response, so these are not defined.
@@ -139,8 +166,16 @@ def fill_derived(row: dict) -> dict:
 
 def losses(rows: list[dict]) -> dict:
     measured = [r for r in rows]
-    total = {k: 0 for k in ("frames_published", "frames_received_vlm", "frames_received_dialogue",
-                            "chunks_published", "chunks_received_asr")}
+    total = {
+        k: 0
+        for k in (
+            "frames_published",
+            "frames_received_vlm",
+            "frames_received_dialogue",
+            "chunks_published",
+            "chunks_received_asr",
+        )
+    }
     unknown = set()
     for row in measured:
         for key in total:

@@ -1,4 +1,5 @@
 """``uservlm bench``: start the graph, run the session, write the report (the command line)."""
+
 from __future__ import annotations
 
 import argparse
@@ -28,13 +29,21 @@ def run_bench(options: BenchOptions, log=print) -> tuple[dict, str]:
     if options.link not in ("loopback", "netns"):
         raise BenchError(f"--link must be loopback or netns, got {options.link!r}")
     if options.link == "netns" and options.attach:
-        raise BenchError("--attach uses a running graph; --link netns starts its own in two namespaces")
+        raise BenchError(
+            "--attach uses a running graph; --link netns starts its own in two namespaces"
+        )
     bags.read_bag(options.bag)  # fail early on a bad bag
-    meta = {"hardware": hardware(), "started": time.strftime("%Y-%m-%d %H:%M:%S"), "options": {
-        k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()}}
-    meta["cloud_processes"] = ("one process (cloud_node, --compose) with dialogue_node: ask, review and "
-                               "synthesis called in-process, each node on its own executor thread"
-                               if options.compose else "one process per node")
+    meta = {
+        "hardware": hardware(),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()},
+    }
+    meta["cloud_processes"] = (
+        "one process (cloud_node, --compose) with dialogue_node: ask, review and "
+        "synthesis called in-process, each node on its own executor thread"
+        if options.compose
+        else "one process per node"
+    )
     hold = CpuLatencyHold(0)
     if options.low_latency:
         try:
@@ -54,16 +63,24 @@ def _run_bench(options: BenchOptions, out_dir: Path, meta: dict, log) -> tuple[d
     started = time.monotonic()
     if options.link == "loopback":
         os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-        meta["link_text"] = ("loopback: all processes on this host, Fast DDS shared memory + UDPv4 "
-                             "(config/fastdds.xml)" + (", attached to a running graph" if options.attach else ""))
+        meta["link_text"] = (
+            "loopback: all processes on this host, Fast DDS shared memory + UDPv4 "
+            "(config/fastdds.xml)" + (", attached to a running graph" if options.attach else "")
+        )
         graphs = []
         if not options.attach:
-            specs = (bench_specs("cloud", options.compose)
-                     + bench_specs("robot", options.compose))
-            graph = GraphProcesses(specs, params_file=options.params_file,
-                                   namespace=options.namespace, log_dir=out_dir / "logs",
-                                   overrides=graph_overrides(options, out_dir))
-            log(f"[bench] starting {', '.join(s.name for s in graph.specs)} (logs in {out_dir / 'logs'})")
+            specs = bench_specs("cloud", options.compose) + bench_specs("robot", options.compose)
+            graph = GraphProcesses(
+                specs,
+                params_file=options.params_file,
+                namespace=options.namespace,
+                log_dir=out_dir / "logs",
+                overrides=graph_overrides(options, out_dir),
+            )
+            log(
+                f"[bench] starting {', '.join(s.name for s in graph.specs)} (logs in "
+                f"{out_dir / 'logs'})"
+            )
             graphs.append(graph.start())
         try:
             session = run_session(session_config(options), alive=watch(graphs), log=log)
@@ -80,16 +97,35 @@ def _run_bench(options: BenchOptions, out_dir: Path, meta: dict, log) -> tuple[d
 def options_from_args(args) -> BenchOptions:
     from uservlm_ros.bringup.graph import MODEL_ARGUMENTS, model_overrides
 
-    uplinks = tuple(args.uplink) if args.uplink else (("jpeg", "raw") if args.link == "netns" else ("jpeg",))
+    uplinks = (
+        tuple(args.uplink)
+        if args.uplink
+        else (("jpeg", "raw") if args.link == "netns" else ("jpeg",))
+    )
     overrides = model_overrides({name: getattr(args, name, "") for name in MODEL_ARGUMENTS})
-    return BenchOptions(bag=Path(args.bag) if args.bag else bags.default_bag(), turns=args.turns, warmup=args.warmup,
-                        uplinks=uplinks, speed=args.speed, attach=args.attach, namespace=args.namespace,
-                        out=Path(args.out), link=args.link, link_rate=args.rate,
-                        params_file=Path(args.params_file) if args.params_file else None, overrides=overrides,
-                        consent=args.consent, user_id=args.user_id, startup_timeout=args.startup_timeout,
-                        turn_timeout=args.turn_timeout, stream_audio=args.stream_audio, compare=args.compare,
-                        compose=args.compose, low_latency=args.low_latency,
-                        label=args.label or (args.link if args.link != "loopback" else ""))
+    return BenchOptions(
+        bag=Path(args.bag) if args.bag else bags.default_bag(),
+        turns=args.turns,
+        warmup=args.warmup,
+        uplinks=uplinks,
+        speed=args.speed,
+        attach=args.attach,
+        namespace=args.namespace,
+        out=Path(args.out),
+        link=args.link,
+        link_rate=args.rate,
+        params_file=Path(args.params_file) if args.params_file else None,
+        overrides=overrides,
+        consent=args.consent,
+        user_id=args.user_id,
+        startup_timeout=args.startup_timeout,
+        turn_timeout=args.turn_timeout,
+        stream_audio=args.stream_audio,
+        compare=args.compare,
+        compose=args.compose,
+        low_latency=args.low_latency,
+        label=args.label or (args.link if args.link != "loopback" else ""),
+    )
 
 
 def cmd_bench(args) -> int:
@@ -102,8 +138,9 @@ def cmd_bench(args) -> int:
 
     try:
         with interrupt_on():  # SIGTERM, SIGHUP: the graph stops as on Ctrl-C
-            _, report = run_bench(options_from_args(args),
-                                  log=lambda text: print(text, flush=True))
+            _, report = run_bench(
+                options_from_args(args), log=lambda text: print(text, flush=True)
+            )
     except (BenchError, bags.BagError, LinkError) as error:
         print(f"[bench] error: {error}", file=sys.stderr)
         return 2
@@ -119,47 +156,95 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     from uservlm_ros.bringup.graph import MODEL_ARGUMENTS
 
     parser = subparsers.add_parser(
-        "bench", help="replay a bag through the graph N times; latency per stage and the ROS middleware share")
+        "bench",
+        help="replay a bag through the graph N times; latency per stage and the ROS middleware "
+        "share",
+    )
     parser.add_argument("bag", nargs="?", help="rosbag2 directory (default: the bundled demo bag)")
     parser.add_argument("--turns", type=int, default=10, help="measured replays of the bag")
-    parser.add_argument("--warmup", type=int, default=1, help="unmeasured replays first (model warm-up)")
-    parser.add_argument("--uplink", nargs="+", choices=("jpeg", "raw", "bag"),
-                        help="camera stream(s) to feed: JPEG (camera/image_raw/compressed), raw rgb8 "
-                             "(camera/image_raw) or both as recorded; several = one phase each "
-                             "(default: jpeg; with --link netns: jpeg raw)")
-    parser.add_argument("--speed", type=float, default=1.0, help="replay speed factor (1 = original timing)")
-    parser.add_argument("--link", choices=("loopback", "netns"), default="loopback",
-                        help="loopback: one host; netns: robot and cloud in two network namespaces over a shaped veth")
-    parser.add_argument("--rate", default="100mbit", help="netns link rate each way, tc syntax (e.g. 20mbit)")
-    parser.add_argument("--attach", action="store_true",
-                        help="use a running graph (uservlm up, without camera/microphone) instead of starting one")
+    parser.add_argument(
+        "--warmup", type=int, default=1, help="unmeasured replays first (model warm-up)"
+    )
+    parser.add_argument(
+        "--uplink",
+        nargs="+",
+        choices=("jpeg", "raw", "bag"),
+        help="camera stream(s) to feed: JPEG (camera/image_raw/compressed), raw rgb8 "
+        "(camera/image_raw) or both as recorded; several = one phase each "
+        "(default: jpeg; with --link netns: jpeg raw)",
+    )
+    parser.add_argument(
+        "--speed", type=float, default=1.0, help="replay speed factor (1 = original timing)"
+    )
+    parser.add_argument(
+        "--link",
+        choices=("loopback", "netns"),
+        default="loopback",
+        help="loopback: one host; netns: robot and cloud in two network namespaces over a shaped "
+        "veth",
+    )
+    parser.add_argument(
+        "--rate", default="100mbit", help="netns link rate each way, tc syntax (e.g. 20mbit)"
+    )
+    parser.add_argument(
+        "--attach",
+        action="store_true",
+        help="use a running graph (uservlm up, without camera/microphone) instead of starting one",
+    )
     parser.add_argument("--namespace", default="", help="robot namespace of the graph")
-    parser.add_argument("--consent", choices=("grant", "anonymous"), default="grant",
-                        help="grant: a pre-consented bench user (full personalised path); anonymous: empty user id "
-                             "(the review answers generically, the face is withheld)")
-    parser.add_argument("--user-id", default=DEFAULT_USER, help="the bench's user (forgotten at the end)")
-    parser.add_argument("--stream-audio", action="store_true",
-                        help="speak each sentence as soon as it is synthesized (dialogue_node stream_audio); "
-                             "default off: the answer is spoken whole, which keeps the stage decomposition exact")
-    parser.add_argument("--compare", action="store_true",
-                        help="three phases in one run: sequential (Whisper's standard 30 s window once the end "
-                             "of speech is confirmed, whole answer, then speech), short-window (the same with "
-                             "asr_node's shorter encoder window) and streamed (short window, speculative "
-                             "transcription, each sentence spoken as soon as it is synthesized); prints each "
-                             "one's time to first audio and its ratio to sequential")
-    parser.add_argument("--compose", action="store_true",
-                        help="run the cloud nodes and dialogue_node in one process (cloud_node): the ask, the "
-                             "ethics review and TTS are called in-process instead of over DDS")
-    parser.add_argument("--low-latency", action="store_true",
-                        help="hold the kernel's CPU wake-up latency at 0 µs for the run (/dev/cpu_dma_latency; "
-                             "needs root or write access): idle CPUs poll instead of sleeping")
+    parser.add_argument(
+        "--consent",
+        choices=("grant", "anonymous"),
+        default="grant",
+        help="grant: a pre-consented bench user (full personalised path); anonymous: empty user "
+        "id "
+        "(the review answers generically, the face is withheld)",
+    )
+    parser.add_argument(
+        "--user-id", default=DEFAULT_USER, help="the bench's user (forgotten at the end)"
+    )
+    parser.add_argument(
+        "--stream-audio",
+        action="store_true",
+        help="speak each sentence as soon as it is synthesized (dialogue_node stream_audio); "
+        "default off: the answer is spoken whole, which keeps the stage decomposition exact",
+    )
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="three phases in one run: sequential (Whisper's standard 30 s window once the end "
+        "of speech is confirmed, whole answer, then speech), short-window (the same with "
+        "asr_node's shorter encoder window) and streamed (short window, speculative "
+        "transcription, each sentence spoken as soon as it is synthesized); prints each "
+        "one's time to first audio and its ratio to sequential",
+    )
+    parser.add_argument(
+        "--compose",
+        action="store_true",
+        help="run the cloud nodes and dialogue_node in one process (cloud_node): the ask, the "
+        "ethics review and TTS are called in-process instead of over DDS",
+    )
+    parser.add_argument(
+        "--low-latency",
+        action="store_true",
+        help="hold the kernel's CPU wake-up latency at 0 µs for the run (/dev/cpu_dma_latency; "
+        "needs root or write access): idle CPUs poll instead of sleeping",
+    )
     parser.add_argument("--params-file", help="parameter YAML applied after config/*.yaml")
-    parser.add_argument("--out", default="out/bench", help="folder for CSV, PNG, JSON, logs and spoken WAVs")
+    parser.add_argument(
+        "--out", default="out/bench", help="folder for CSV, PNG, JSON, logs and spoken WAVs"
+    )
     parser.add_argument("--label", default="", help="suffix of the output file names")
-    parser.add_argument("--startup-timeout", type=float, default=600.0, help="seconds to wait for the graph")
-    parser.add_argument("--turn-timeout", type=float, default=180.0, help="seconds to wait for each turn")
+    parser.add_argument(
+        "--startup-timeout", type=float, default=600.0, help="seconds to wait for the graph"
+    )
+    parser.add_argument(
+        "--turn-timeout", type=float, default=180.0, help="seconds to wait for each turn"
+    )
     for argument, (_, _, help_text) in MODEL_ARGUMENTS.items():
-        parser.add_argument(f"--{argument.replace('_', '-')}", dest=argument, default="", help=help_text)
+        parser.add_argument(
+            f"--{argument.replace('_', '-')}", dest=argument, default="", help=help_text
+        )
     parser.set_defaults(func=cmd_bench)
     return parser
 

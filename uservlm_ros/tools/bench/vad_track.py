@@ -1,4 +1,5 @@
 """asr_node's listening replayed offline over a bag: when each utterance's end is confirmed."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,7 +17,8 @@ def vad_config(params: dict) -> VadConfig:
 
 
 class VadTrack:
-    """asr_node's listening, replayed offline: the utterances it closes in each replay of the bag and,
+    """asr_node's listening, replayed offline: the utterances it closes in each replay of the bag
+    and,
     for each (seconds after its speech end, from the bag's clock):
 
     - ``vad_wait``: until the receive time of the audio chunk that completes the utterance;
@@ -28,7 +30,8 @@ class VadTrack:
     those times to when the replay actually published the chunk (:func:`.metrics.vad_times`).
 
     The same listener, segmenter and settings as asr_node (:func:`vad_config` of its parameters,
-    and its ``speculative``), fed the same chunk sequence. asr_node's segmenter keeps its state from
+    and its ``speculative``), fed the same chunk sequence. asr_node's segmenter keeps its state
+    from
     one replay to the next, so :meth:`next_replay` is called once per replay, warm-ups included, in
     order. Exact for a graph the bench started (asr_node heard nothing else); an approximation with
     ``--attach``."""
@@ -43,7 +46,9 @@ class VadTrack:
         self.chunks = []
         for message in bag.of(bags.AUDIO):
             chunk = bag.deserialize(message)
-            samples = to_mono(np.asarray(chunk.data, dtype=np.int16).reshape(-1), int(chunk.channels))
+            samples = to_mono(
+                np.asarray(chunk.data, dtype=np.int16).reshape(-1), int(chunk.channels)
+            )
             if int(chunk.sample_rate) != ASR_SAMPLE_RATE:
                 samples = resample(samples, int(chunk.sample_rate), ASR_SAMPLE_RATE)
             stamp = chunk.header.stamp.sec + chunk.header.stamp.nanosec * 1e-9
@@ -58,10 +63,16 @@ class VadTrack:
             for heard in self.listener.feed(samples, stamp + self._shift):
                 end = heard.end - self._shift
                 early = self._offered if self.listener.settle(heard) else None
-                found.append({"end": end, "vad_wait": received - end,
-                              "asr_start": (early[0] if early else received) - end,
-                              "speculative": bool(early), "chunk": index,
-                              "start_chunk": early[1] if early else index})
+                found.append(
+                    {
+                        "end": end,
+                        "vad_wait": received - end,
+                        "asr_start": (early[0] if early else received) - end,
+                        "speculative": bool(early),
+                        "chunk": index,
+                        "start_chunk": early[1] if early else index,
+                    }
+                )
                 self._offered = None
             if self.speculative and self.listener.speculate() is not None:  # as asr_node does
                 self._offered = (received, index)
