@@ -108,7 +108,10 @@ INTERFACES = {
         ],
     },
 }
-EVERY_NODE = "Every node also publishes `/diagnostics` (diagnostic_msgs/DiagnosticArray, DIAGNOSTICS) once a second."
+EVERY_NODE = (
+    "Every node also publishes `/diagnostics` (diagnostic_msgs/DiagnosticArray, "
+    "DIAGNOSTICS) once a second."
+)
 QOS = """QoS profiles (`uservlm_ros/ros/qos.py`; both ends of a topic use the same one):
 
 | name | reliability | durability | history |

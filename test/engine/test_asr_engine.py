@@ -86,7 +86,8 @@ def test_short_window_transcribes_like_the_standard_window(engine, speech):
 
 def test_window_grows_to_cover_a_long_utterance(engine, tts):
     last = "Finally, which restaurant near the station serves vegetarian food?"
-    text = f"{SENTENCE} {OTHER_SENTENCE} I would also like to visit the old harbour this afternoon. {last}"
+    harbour = "I would also like to visit the old harbour this afternoon."
+    text = f"{SENTENCE} {OTHER_SENTENCE} {harbour} {last}"
     spoken = tts.synthesize(text)
     assert spoken.seconds > 9, spoken.seconds
     result = sharing(engine, window_seconds=5).transcribe(spoken.samples, spoken.sample_rate)

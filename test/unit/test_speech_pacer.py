@@ -53,7 +53,7 @@ class Recorder:
         return False
 
 
-def test_first_piece_goes_out_in_the_callers_thread_and_the_rest_when_half_the_audio_before_has_played():
+def test_first_piece_goes_at_once_and_the_rest_when_half_the_audio_before_has_played():
     sent = Recorder()
     pacer = SpeechPacer(sent, first_seconds=0.2)
     try:

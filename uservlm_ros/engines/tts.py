@@ -47,7 +47,9 @@ DEFAULT_COQUI_MODEL = "tts_models/en/ljspeech/tacotron2-DDC"
 #: Published SHA-256 of rhasspy/piper-voices en_US-joe-medium.
 PIPER_VOICE_SHA256 = {
     "en_US-joe-medium.onnx": "58afce0321b8d9c46d7cdf9c16500cc55a793b4220212dba6b70fb788b3baf06",
-    "en_US-joe-medium.onnx.json": "3d6d5410b3795cb1950595247ef8f06190719e6fdbfa3a2356d8ec368e1aad33",
+    "en_US-joe-medium.onnx.json": (
+        "3d6d5410b3795cb1950595247ef8f06190719e6fdbfa3a2356d8ec368e1aad33"
+    ),
 }
 _BACKENDS = ("auto", "piper", "coqui", "espeak")
 _ALLOWED_CONTROL = {"\n", "\r", "\t"}

@@ -235,7 +235,8 @@ class ASRNode(EngineNode):
             msg.header.stamp = self.get_clock().now().to_msg()
             msg.header.frame_id = "microphone"
             self._speech_pub.publish(msg)
-            heard_line = f"heard ({heard.end - heard.start:.1f} s{', speculative' if speculation else ''}): {msg.text!r}"
+            how = ", speculative" if speculation else ""
+            heard_line = f"heard ({heard.end - heard.start:.1f} s{how}): {msg.text!r}"
 
     def diagnostic_values(self) -> dict[str, str]:
         if self._listener is None:

@@ -575,6 +575,7 @@ def record(
                 next_check = now + 1.0
             timeout = 0.1 if duration is None else max(0.0, min(0.1, duration - (now - started)))
             executor.spin_once(timeout_sec=timeout)
+        _drain(executor, writer, lock)
     except KeyboardInterrupt:
         pass
     finally:

@@ -139,7 +139,7 @@ class ConsentStore:
         self._memory: dict[str, dict] = {}
         self.moved_aside: list[Path] = []
 
-    # --- start-up ---------------------------------------------------------------------------------
+    # --- start-up ---
 
     def open(self) -> ConsentStore:
         """Create the directory, drop half-written temporaries, move corrupt records aside."""
@@ -196,7 +196,7 @@ class ConsentStore:
             target.name,
         )
 
-    # --- records ----------------------------------------------------------------------------------
+    # --- records ---
 
     def _path(self, user_id: str) -> Path:
         return self.directory / f"{user_key(user_id)}.json"
@@ -273,7 +273,7 @@ class ConsentStore:
                 )
             self._write(user_id, record)
 
-    # --- queries ----------------------------------------------------------------------------------
+    # --- queries ---
 
     def history(self, user_id: str) -> tuple[Consent, ...]:
         """Every retained event, oldest first, expired ones included (their ``expires_at`` says

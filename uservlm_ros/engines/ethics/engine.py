@@ -154,7 +154,7 @@ class EthicsEngine:
         self.store_failures = 0  # store operations that failed since load
         self._lock = threading.RLock()
 
-    # --- life cycle -------------------------------------------------------------------------------
+    # --- life cycle ---
 
     def load(self) -> EthicsEngine:
         """Read the policy, load the embedding model (once per process), open the consent store."""
@@ -413,7 +413,7 @@ class EthicsEngine:
             clarifying=template.format(attributes=policy.labels(protected)),
         )
 
-    # --- replies ----------------------------------------------------------------------------------
+    # --- replies ---
 
     def resolve_reply(
         self, user_id: str | None, reply_text: str, language: str | None = None
@@ -510,7 +510,7 @@ class EthicsEngine:
             outcome.inferred_allowed,
         )
 
-    # --- memory -----------------------------------------------------------------------------------
+    # --- memory ---
 
     def pending(self, user_id: str | None) -> Pending | None:
         self._ready()
