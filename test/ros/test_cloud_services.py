@@ -344,9 +344,10 @@ def test_streamed_speech_has_the_same_content_as_whole_speech(client, person):
     published = ok(client.call("ask", request, 120))
     assert published.answer == whole.answer and len(published.audio.data) == 0
     assert 0 < published.first_audio_seconds <= published.total_seconds
-    published_chunks = lambda: [
-        chunk for chunk in chunks if chunk.header.frame_id == "turn-publish"
-    ]  # noqa: E731
+
+    def published_chunks():
+        return [chunk for chunk in chunks if chunk.header.frame_id == "turn-publish"]
+
     # The pieces after the first are paced: each goes out when the audio before it has half played.
     spin_until(
         lambda: sum(len(chunk.data) for chunk in published_chunks()) >= 0.9 * len(whole.audio.data)

@@ -209,9 +209,11 @@ def test_a_shared_topic_is_received_once_and_passes_to_the_next_member_when_the_
     fed = second.create_subscription(
         Image, "camera/image_raw", lambda data: seen["second"].append(data), qos.CAMERA, raw=True
     )
-    readers = lambda: sorted(
-        i.node_name for i in camera.get_subscriptions_info_by_topic("/unit/camera/image_raw")
-    )  # noqa: E731
+
+    def readers():
+        infos = camera.get_subscriptions_info_by_topic("/unit/camera/image_raw")
+        return sorted(info.node_name for info in infos)
+
     assert readers() == ["first_reader"]
     assert (
         composition.status()["subscribers /unit/camera/image_raw"]

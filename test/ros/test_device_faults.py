@@ -60,10 +60,10 @@ def test_camera_unplugged_mid_stream_is_reported_and_picked_up_again(tmp_path, r
             CompressedImage, "camera/image_raw/compressed", frames.append, qos.CAMERA
         )
         log = lambda: (tmp_path / "camera_node.log").read_text()  # noqa: E731
-        streaming = lambda count: (
-            len(frames) >= count  # noqa: E731
-            and probe.latest_level("camera_node", OK)
-        )
+
+        def streaming(count):
+            return len(frames) >= count and probe.latest_level("camera_node", OK)
+
         assert probe.until(lambda: streaming(5), 60), log()
 
         video.write_bytes(b"")  # unplugged: the stream stops and the source cannot be opened
@@ -191,10 +191,10 @@ def test_a_microphone_device_raising_mid_stream_is_reported_and_recovered(rclpy_
     try:
         chunks: list[AudioChunk] = []
         probe.node.create_subscription(AudioChunk, "audio", chunks.append, qos.AUDIO)
-        streaming = lambda count: (
-            len(chunks) >= count  # noqa: E731
-            and probe.latest_level("microphone_node", OK)
-        )
+
+        def streaming(count):
+            return len(chunks) >= count and probe.latest_level("microphone_node", OK)
+
         assert probe.until(lambda: streaming(10), 30)
 
         device.plugged = False

@@ -142,11 +142,12 @@ class Loop:
         outcome = "utterance cut: no turn"
         if in_flight is not None:
             end = stamp_to_seconds(in_flight.end)
-            mine = lambda: [
-                r
-                for _, r in self.records  # noqa: E731
-                if abs(stamp_to_seconds(r.speech_end) - end) < 1e-3
-            ]
+
+            def mine(end=end):
+                return [
+                    r for _, r in self.records if abs(stamp_to_seconds(r.speech_end) - end) < 1e-3
+                ]
+
             if self.until(lambda: mine(), ASK_TIMEOUT + 15):
                 record = mine()[0]
                 if record.success and record.speech_end_to_audio_out > 0:

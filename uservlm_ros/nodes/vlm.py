@@ -315,13 +315,13 @@ class VLMNode(EngineNode):
                     lambda sentence: self.speak_sentence(sentence, request.turn_id)
                 )
                 synthesize_fn = lambda text: self.finish_stream(speaker, text)  # noqa: E731
-            answer = lambda q, i, c: self.answer(
-                q,
-                i,
-                c,
-                person_key=request.user_id,  # noqa: E731
-                on_token=speaker.feed if speaker else None,
-            )
+            on_token = speaker.feed if speaker else None
+
+            def answer(question, image, context):
+                return self.answer(
+                    question, image, context, person_key=request.user_id, on_token=on_token
+                )
+
             try:
                 result = turn.run_turn(
                     request.question,

@@ -184,7 +184,8 @@ class SpeakerSink:
                 reason = self._probe_device()
                 self.mode = "file" if reason else "device"
                 if reason:
-                    self._last_error = f"no output device, writing WAV files to {self.config.output_dir}: {reason}"
+                    folder = self.config.output_dir
+                    self._last_error = f"no output device, writing WAV files to {folder}: {reason}"
                     _LOG.info("%s", self._last_error)
             self._thread = threading.Thread(target=self._run, name="speaker_sink", daemon=True)
             self._thread.start()

@@ -591,6 +591,22 @@ def record(
     )
 
 
+def _drain(
+    executor, writer: BagWriter, lock: threading.Lock, quiet: float = 0.2, longest: float = 5.0
+) -> None:
+    """After the stop, take what DDS already delivered to the subscriptions: spin until nothing
+    new has been written for ``quiet`` seconds (at most ``longest``), so a busy recorder does not
+    lose the messages queued when it was told to stop."""
+    deadline = time.monotonic() + longest
+    last_change, last_total = time.monotonic(), -1
+    while time.monotonic() < deadline and time.monotonic() - last_change < quiet:
+        executor.spin_once(timeout_sec=0.02)
+        with lock:
+            total = sum(writer.counts.values())
+        if total != last_total:
+            last_change, last_total = time.monotonic(), total
+
+
 # -- replay ------------------------------------------------------------------------------------
 @dataclass
 class ReplayReport:

@@ -232,7 +232,7 @@ class EthicsEngine:
             LOG.warning("consent store works again (%d failed operations)", self.store_failures)
         self._store_error = ""
 
-    # --- questions --------------------------------------------------------------------------------
+    # --- questions ---
 
     def review(
         self, question: str, user_id: str | None, inferred: Mapping | None = None

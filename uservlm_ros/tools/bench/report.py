@@ -30,9 +30,9 @@ def hardware() -> dict:
     try:
         kib = int(
             next(
-                l
-                for l in Path("/proc/meminfo").read_text().splitlines()
-                if l.startswith("MemTotal")
+                line
+                for line in Path("/proc/meminfo").read_text().splitlines()
+                if line.startswith("MemTotal")
             ).split()[1]
         )
         memory = f"{kib / 1024 / 1024:.0f} GiB"
@@ -279,25 +279,26 @@ def format_report(result: dict) -> str:
         if before and after and "error" not in before and "error" not in after:
             up = after["robot"]["bytes"] - before["robot"]["bytes"]
             down = after["cloud"]["bytes"] - before["cloud"]["bytes"]
+            rcvbuf = {
+                side: after[side].get("udp_rcvbuf_errors", 0)
+                - before[side].get("udp_rcvbuf_errors", 0)
+                for side in ("cloud", "robot")
+            }
             lines.append(
                 f"  link: uplink {up / 1e6:.1f} MB ({up * 8 / phase['seconds'] / 1e6:.1f} Mbit/s "
-                "average), "
-                f"downlink {down / 1e6:.1f} MB in {phase['seconds']:.0f} s; shaper drops up "
-                f"{after['robot']['dropped'] - before['robot']['dropped']}, down "
+                f"average), downlink {down / 1e6:.1f} MB in {phase['seconds']:.0f} s; shaper "
+                f"drops up {after['robot']['dropped'] - before['robot']['dropped']}, down "
                 f"{after['cloud']['dropped'] - before['cloud']['dropped']}; UDP datagrams dropped "
-                "for "
-                f"a full socket receive buffer: cloud side "
-                f"{after['cloud'].get('udp_rcvbuf_errors', 0) - before['cloud'].get('udp_rcvbuf_errors', 0)}, "
-                f"robot side "
-                f"{after['robot'].get('udp_rcvbuf_errors', 0) - before['robot'].get('udp_rcvbuf_errors', 0)}"
+                f"for a full socket receive buffer: cloud side {rcvbuf['cloud']}, robot side "
+                f"{rcvbuf['robot']}"
             )
     lines += compare_pipelines(session["phases"])
     if meta.get("placeholder"):
         lines.append("")
         lines.append(
             "NOTE: the VLM is the tiny RANDOMLY INITIALISED PaliGemma 2 stand-in (meaningless "
-            "answers, "
-            "about 0.3 M parameters): its prefill/generation times say nothing about User-VLM 3B."
+            "answers, about 0.3 M parameters): its prefill/generation times say nothing about "
+            "User-VLM 3B."
         )
     return "\n".join(lines)
 

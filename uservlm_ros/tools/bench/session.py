@@ -99,7 +99,8 @@ class Session:
             name: node.create_client(SetParameters, f"{name}/set_parameters")
             for name in ("asr_node", "dialogue_node")
         }
-        self._restore: dict = {}  # {(node, parameter): value before the run} (attach mode, --compare)
+        # {(node, parameter): value before the run} (attach mode, --compare)
+        self._restore: dict = {}
         self.streaming = False
         self.pipeline = ""
 
