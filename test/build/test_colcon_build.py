@@ -54,6 +54,9 @@ def test_colcon_build_and_test(tmp_path):
     install = workspace / "install" / "uservlm_ros"
     for executable in ("asr_node", "tts_node", "vlm_node"):
         assert os.access(install / "lib" / "uservlm_ros" / executable, os.X_OK), executable
+        # the interpreter colcon built with (this venv's), not `/usr/bin/env python3`
+        shebang = (install / "lib" / "uservlm_ros" / executable).read_text().splitlines()[0]
+        assert Path(shebang[2:]).parent.resolve() == VENV_BIN.resolve(), shebang
     assert (install / "share" / "uservlm_ros" / "launch" / "cloud.launch.py").is_file()
     assert (
         install / "share" / "ament_index" / "resource_index" / "packages" / "uservlm_ros"

@@ -9,9 +9,9 @@ import stat
 
 import pytest
 
-from uservlm_ros.engines.ethics import consent as consent_module
 from uservlm_ros.engines.ethics.consent import Consent, ConsentStore, StoreError, user_key
-from uservlm_ros.engines.ethics.engine import ALLOW, CLARIFY, EthicsConfig, EthicsEngine
+from uservlm_ros.engines.ethics.engine import ALLOW, CLARIFY, GENERIC, EthicsConfig, EthicsEngine
+from uservlm_ros.engines.ethics import consent as consent_module
 
 FACE = {"age": "60-69", "gender": "female", "ethnicity": "latino", "emotion": "sad"}
 RECORD = re.compile(r"^[0-9a-f]{64}\.json$")
@@ -158,7 +158,10 @@ def test_a_crash_mid_write_keeps_the_old_record(start, store_dir, monkeypatch):
 
     monkeypatch.setattr(consent_module.os, "replace", power_cut)
     with pytest.raises(StoreError):
-        engine.review("What should I wear to a wedding?", "lea", FACE)
+        engine._store.update("lea", pending=None)
+    # the review itself answers: nothing can be recorded, so nothing is asked (generic)
+    review = engine.review("What should I wear to a wedding?", "lea", FACE)
+    assert review.decision == GENERIC and "consent store unavailable" in review.reason
     monkeypatch.undo()
     assert (store_dir / f"{user_key('lea')}.json").read_bytes() == before
     assert [p.name for p in store_dir.iterdir()] == [

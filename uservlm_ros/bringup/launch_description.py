@@ -24,6 +24,8 @@ ARGUMENTS = {
         "camera_node and microphone_node",
     ),
     "naoqi_prefix": ("/naoqi_driver", "Namespace of naoqi_driver2's topics"),
+    "respawn": ("false", "true: start each node again when it exits (a crash, kill -9)"),
+    "respawn_delay": ("2.0", "Seconds before a node that exited starts again (respawn:=true)"),
     **{
         name: ("", f"{help_text} (empty = config file)")
         for name, (_, _, help_text) in MODEL_ARGUMENTS.items()
@@ -54,6 +56,13 @@ def generate(side: str):
             if side in (s, "all") and value.get(s, "true").lower() == "true"
         ]
         overrides = model_overrides(value)
+        respawn = value["respawn"].lower() == "true"
+        try:
+            respawn_delay = float(value["respawn_delay"])
+        except ValueError:
+            raise ValueError(
+                f"respawn_delay must be a number of seconds, got {value['respawn_delay']!r}"
+            ) from None
         actions = []
         for chosen in sides:
             for spec in nodes(
@@ -73,6 +82,8 @@ def generate(side: str):
                         parameters=parameters,
                         remappings=list(spec.remaps),
                         output="screen",
+                        respawn=respawn,
+                        respawn_delay=respawn_delay,
                     )
                 )
         return actions

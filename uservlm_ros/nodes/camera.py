@@ -76,11 +76,14 @@ class CameraNode(Node):
     def report(self) -> None:
         stats = self.source.stats()
         if stats.status != self._last_status:
-            log = self.get_logger().info if stats.status == "ok" else self.get_logger().error
-            log(
-                f"camera {self.param('source')!r}: {stats.status}"
-                + (f" ({stats.last_error})" if stats.status != "ok" else "")
-            )
+            problem = stats.last_error if stats.status != "ok" else ""
+            message = f"camera {self.param('source')!r}: {stats.status}"
+            message += f" ({problem})" if problem else ""
+            # One call site per severity: rclpy refuses a call site whose severity changes.
+            if stats.status == "error":
+                self.get_logger().error(message)
+            else:
+                self.get_logger().info(message)
             self._last_status = stats.status
         values = dict(stats.key_values())
         values["published"] = self.published

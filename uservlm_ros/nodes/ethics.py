@@ -99,6 +99,7 @@ class EthicsNode(EngineNode):
             callback_group=MutuallyExclusiveCallbackGroup(),
         )
         self.sessions_dropped = 0
+        self._store_error_said = ""
 
     def engine_config(self) -> EthicsConfig:
         return EthicsConfig(
@@ -113,19 +114,47 @@ class EthicsNode(EngineNode):
         engine = EthicsEngine(config).load()
         for moved in getattr(engine, "moved_aside", ()) or ():
             self.get_logger().warning(f"corrupt consent record moved aside: {moved}")
+        self._report_store(engine)
         return engine
 
     def describe_engine(self) -> str:
         return f"ethics policy, store {self.param('store_dir') or default_store_dir()}"
+
+    def health_problem(self) -> str:
+        error = self.engine.store_error if self.engine is not None else ""
+        if not error:
+            return ""
+        return f"consent store unavailable, answers that need consent are generic: {error}"
+
+    def diagnostic_values(self) -> dict[str, str]:
+        if self.engine is None:
+            return {"session_persons_dropped": str(self.sessions_dropped)}
+        return {
+            "session_persons_dropped": str(self.sessions_dropped),
+            "consent_store": "error" if self.engine.store_error else "ok",
+            "consent_store_error": self.engine.store_error,
+            "consent_store_failures": str(self.engine.store_failures),
+        }
+
+    def _report_store(self, engine: EthicsEngine | None) -> None:
+        """Log the consent store failing and recovering, once each time."""
+        error = engine.store_error if engine is not None else ""
+        if error == self._store_error_said:
+            return
+        if error:
+            self.get_logger().error(
+                f"consent store unavailable ({error}): answers that need "
+                "consent are generic until it works again"
+            )
+        else:
+            self.get_logger().info("consent store works again")
+        self._store_error_said = error
 
     def create_interfaces(self) -> None:
         # One at a time: the engine's consent store is single-writer.
         group = MutuallyExclusiveCallbackGroup()
         self.serve(Review, "uservlm/review", self.on_review, group)
         self.serve(Forget, "uservlm/forget", self.on_forget, group)
-
-    def diagnostic_values(self) -> dict[str, str]:
-        return {"session_persons_dropped": str(self.sessions_dropped)}
 
     def on_review(self, request: Review.Request, response: Review.Response):
         started = time.perf_counter()
@@ -136,6 +165,7 @@ class EthicsNode(EngineNode):
         response.review_seconds = time.perf_counter() - started
         if response.success:
             self.stage_times.add(review=response.review_seconds)
+        self._report_store(self.engine)
         return response
 
     def _review(self, request: Review.Request, response: Review.Response) -> None:

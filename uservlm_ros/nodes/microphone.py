@@ -90,11 +90,14 @@ class MicrophoneNode(Node):
     def report(self) -> None:
         stats = self.source.stats()
         if stats.status != self._last_status:
-            log = self.get_logger().error if stats.status == "error" else self.get_logger().info
-            log(
-                f"microphone {self.get_parameter('source').value!r}: {stats.status}"
-                + (f" ({stats.last_error})" if stats.status == "error" else "")
+            message = f"microphone {self.get_parameter('source').value!r}: {stats.status}" + (
+                f" ({stats.last_error})" if stats.status == "error" else ""
             )
+            # One call site per severity: rclpy refuses a call site whose severity changes.
+            if stats.status == "error":
+                self.get_logger().error(message)
+            else:
+                self.get_logger().info(message)
             self._last_status = stats.status
         values = dict(stats.key_values()) if hasattr(stats, "key_values") else {}
         values["published"] = self.published

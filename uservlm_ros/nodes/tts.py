@@ -30,6 +30,8 @@ class TTSNode(EngineNode):
         "length_scale": "Speaking-rate factor relative to the voice's default (>1 slower)",
         "sentence_silence": "Seconds of silence between sentences",
         "use_cuda": "Run the Coqui model on the GPU (Piper runs on onnxruntime CPU)",
+        "piper_release_memory": "Give each Piper synthesis' memory back to the system "
+        "(false: keep the memory of the longest sentence so far)",
     }
 
     def __init__(self, **kwargs):

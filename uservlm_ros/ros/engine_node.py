@@ -217,6 +217,11 @@ class EngineNode(LifecycleNode):
         """Extra key/values for /diagnostics; subclasses extend."""
         return {}
 
+    def health_problem(self) -> str:
+        """A fault of the loaded engine that /diagnostics reports at ERROR level while it lasts
+        (the node keeps serving); "" when there is none. Subclasses extend."""
+        return ""
+
     def publish_diagnostics(self) -> None:
         state = (
             self._state_machine.current_state[1] if hasattr(self, "_state_machine") else "unknown"
@@ -225,6 +230,8 @@ class EngineNode(LifecycleNode):
             level, message = ERROR, f"load failed: {self.load_error}"
         elif self.engine is None:
             level, message = WARN, f"{state}: no engine loaded"
+        elif problem := self.health_problem():
+            level, message = ERROR, f"{state}: {problem}"
         else:
             level, message = OK, f"{state}: {self.describe_engine()}"
         values = {

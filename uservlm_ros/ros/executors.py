@@ -17,7 +17,7 @@ are not dispatched.
 from __future__ import annotations
 
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import MultiThreadedExecutor, TimeoutException
+from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor, TimeoutException
 
 
 class InlineCallbackGroup(MutuallyExclusiveCallbackGroup):
@@ -38,6 +38,30 @@ class StreamExecutor(MultiThreadedExecutor):
         raise TimeoutException()
 
 
+def events_executor_class():
+    """rclpy's ``EventsExecutor``, or None where this rclpy has none: ROS 2 Humble (rclpy 3.3)
+    and Jazzy before rclpy 7.1.4, where it was backported."""
+    try:
+        from rclpy.experimental import EventsExecutor
+    except ImportError:
+        return None
+    return EventsExecutor
+
+
+def single_thread_executor(context=None):
+    """The executor for a node whose callbacks are short and never wait: :class:`EventsSpinner`
+    where rclpy has the events executor, else rclpy's ``SingleThreadedExecutor`` (the same
+    callbacks on one thread; it rebuilds its wait set in Python before each one)."""
+    if events_executor_class() is None:
+        import rclpy.logging
+
+        rclpy.logging.get_logger("uservlm_ros.executors").info(
+            "this rclpy has no events executor (ROS 2 Humble?): using SingleThreadedExecutor"
+        )
+        return SingleThreadedExecutor(context=context)
+    return EventsSpinner(context=context)
+
+
 class EventsSpinner:
     """rclpy's experimental ``EventsExecutor`` (C++ event queue), for a node whose callbacks are
     all short and never wait: a message wakes the spin thread straight into its callback, with no
@@ -53,10 +77,15 @@ class EventsSpinner:
 
     def __init__(self, context=None):
         import rclpy
-        from rclpy.experimental import EventsExecutor
 
+        events_executor = events_executor_class()
+        if events_executor is None:
+            raise ImportError(
+                "rclpy.experimental.EventsExecutor is not available in this rclpy "
+                "(use single_thread_executor())"
+            )
         self.context = context or rclpy.get_default_context()
-        self._executor = EventsExecutor(context=self.context)
+        self._executor = events_executor(context=self.context)
         self._stopped = False
 
     def add_node(self, node) -> None:

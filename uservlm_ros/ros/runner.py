@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import gc
+import signal
 import threading
 import traceback
 
 import rclpy
 from rclpy.executors import ExternalShutdownException
 
-from uservlm_ros.ros.executors import EventsSpinner, StreamExecutor
+from uservlm_ros.ros.executors import StreamExecutor, single_thread_executor
 
 SHUTDOWN_SECONDS = 5.0
 DEFAULT_THREADS = 8
-EVENTS = 0  # threads=EVENTS: rclpy's events executor, one thread (see executors.EventsSpinner)
+# threads=EVENTS: rclpy's events executor, one thread (executors.EventsSpinner; where rclpy has
+# none, as on Humble, its SingleThreadedExecutor: see executors.single_thread_executor)
+EVENTS = 0
 
 
 def run_node(node_factory, args=None, threads: int = DEFAULT_THREADS) -> int:
@@ -24,8 +27,26 @@ def run_node(node_factory, args=None, threads: int = DEFAULT_THREADS) -> int:
     return run_nodes([(node_factory, threads)], args)
 
 
+def _interrupt_on_sigterm() -> None:
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt("SIGTERM")
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)
+
+
+def _no_interrupt_while_stopping() -> None:
+    """A terminal's Ctrl-C reaches every process of its group, and ``ros2 launch`` then sends each
+    node SIGINT again: that second interrupt must not cut the clean-up short (a traceback and
+    "process has died"); the clean-up is bounded (SHUTDOWN_SECONDS). SIGTERM, what launch and
+    ``uservlm up`` escalate to when a node does not end, ends it at once."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _executor(threads: int):
-    return EventsSpinner() if threads == EVENTS else StreamExecutor(num_threads=threads)
+    return single_thread_executor() if threads == EVENTS else StreamExecutor(num_threads=threads)
 
 
 def run_nodes(members, args=None) -> int:
@@ -36,7 +57,12 @@ def run_nodes(members, args=None) -> int:
     its wait set in Python from every entity of its nodes before each callback, so one executor
     over every member would pay that per camera frame, holding the GIL, and a message for one
     node would wait behind another node's frames. If one executor stops (shutdown or an escaped
-    error) they all stop."""
+    error) they all stop.
+
+    SIGTERM (``systemctl stop``, a dying ``uservlm up``) stops the process as Ctrl-C does, even
+    while a model loads: rclpy shuts its context down on SIGTERM and then calls the handler set
+    here, which raises KeyboardInterrupt in the main thread."""
+    _interrupt_on_sigterm()
     rclpy.init(args=args)
     nodes, executors, spinners, failures = [], [], [], []
     stopped = threading.Event()
@@ -80,6 +106,7 @@ def run_nodes(members, args=None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        _no_interrupt_while_stopping()
         for executor in executors:
             executor.shutdown(timeout_sec=SHUTDOWN_SECONDS)
         for spinner in spinners:

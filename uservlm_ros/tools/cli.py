@@ -127,18 +127,23 @@ def cmd_ask(args) -> int:
 def cmd_up(args) -> int:
     from uservlm_ros.bringup.graph import compose_cloud, model_overrides, nodes
     from uservlm_ros.tools.cpu_latency import CpuLatencyHold, LatencyError
-    from uservlm_ros.tools.launcher import GraphProcesses
+    from uservlm_ros.tools.launcher import GraphProcesses, interrupt_on
 
     side = "cloud" if args.cloud else "robot" if args.robot else "all"
     specs = nodes(side, naoqi=args.naoqi, naoqi_prefix=args.naoqi_prefix)
     if args.compose:
         specs = compose_cloud(specs)
     overrides = model_overrides({name: getattr(args, name) for name in MODEL_ARGUMENTS})
+    if args.respawn_delay < 0:
+        print("error: --respawn-delay must be >= 0", file=sys.stderr)
+        return 64
     graph = GraphProcesses(
         specs,
         params_file=Path(args.params_file) if args.params_file else None,
         namespace=args.namespace,
         overrides=overrides,
+        respawn=tuple(s.name for s in specs) if args.respawn else (),
+        respawn_delay=args.respawn_delay,
     )
     hold = CpuLatencyHold(0)
     if args.low_latency:
@@ -152,18 +157,28 @@ def cmd_up(args) -> int:
         flush=True,
     )
     try:
-        graph.start()
-        return graph.wait()
+        with interrupt_on():  # SIGTERM, SIGHUP: stop the graph as Ctrl-C does
+            graph.start()
+            return graph.wait()
+    except KeyboardInterrupt:  # a signal during start-up: start() has not returned
+        graph.stop()
+        return 130
     finally:
         hold.release()
 
 
 def cmd_demo(args) -> int:
     from uservlm_ros.tools.demo import run_demo
+    from uservlm_ros.tools.launcher import interrupt_on
 
-    return run_demo(
-        Path(args.out), startup_timeout=args.startup_timeout, turn_timeout=args.timeout
-    )
+    try:
+        with interrupt_on():  # SIGTERM, SIGHUP: the demo's graph stops as on Ctrl-C
+            return run_demo(
+                Path(args.out), startup_timeout=args.startup_timeout, turn_timeout=args.timeout
+            )
+    except KeyboardInterrupt:
+        print("[demo] interrupted", file=sys.stderr)
+        return 130
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -212,6 +227,17 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="hold the kernel's CPU wake-up latency at 0 µs while the graph runs "
         "(/dev/cpu_dma_latency; needs root or write access): idle CPUs poll instead of sleeping",
+    )
+    up.add_argument(
+        "--respawn",
+        action="store_true",
+        help="start a node again when it exits (as launch_ros's respawn=True), until Ctrl-C",
+    )
+    up.add_argument(
+        "--respawn-delay",
+        type=float,
+        default=2.0,
+        help="seconds before a node is started again (doubled while it keeps exiting at once)",
     )
     for argument, (_, _, help_text) in MODEL_ARGUMENTS.items():
         up.add_argument(

@@ -17,6 +17,7 @@ from rclpy.executors import SingleThreadedExecutor
 
 from uservlm_ros.ros import qos
 from uservlm_ros.ros.conversions import array_to_audio, encoded_image_message, rgb_to_image
+from uservlm_ros.ros.service_client import GONE_POLL_SECONDS, SERVER_GONE_SECONDS
 from uservlm_ros.srv import Ask, Forget, Identify, Review, Synthesize, Transcribe
 
 
@@ -96,8 +97,17 @@ class UserVLMClient:
             )
         sent = time.perf_counter()
         future = client.call_async(request)
-        remaining = max(0.0, timeout - (time.monotonic() - started))
-        self.executor.spin_until_future_complete(future, timeout_sec=remaining)
+        deadline, gone_since = started + timeout, None
+        while not future.done() and time.monotonic() < deadline:
+            step = min(GONE_POLL_SECONDS, max(0.0, deadline - time.monotonic()))
+            self.executor.spin_until_future_complete(future, timeout_sec=step)
+            if future.done() or client.service_is_ready():
+                gone_since = None
+            elif gone_since is None:
+                gone_since = time.monotonic()
+            elif time.monotonic() - gone_since >= SERVER_GONE_SECONDS:
+                client.remove_pending_request(future)
+                raise ServiceError(f"service {client.srv_name} went away during the call")
         if not future.done():
             client.remove_pending_request(future)
             raise ServiceError(f"service {client.srv_name} did not answer within {timeout:.0f} s")

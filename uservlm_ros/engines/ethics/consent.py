@@ -74,7 +74,8 @@ class Pending:
 
 
 class StoreError(RuntimeError):
-    """The store directory cannot be created or written."""
+    """The store cannot be created, read or written (permissions, a full disk, a path in the way);
+    every OSError of the store reaches callers as this."""
 
 
 def user_key(user_id: str) -> str:
@@ -158,6 +159,14 @@ class ConsentStore:
         if self.directory is None:
             LOG.info("consent store in memory only: consents are lost when the process exits")
             return self
+        try:
+            return self._open()
+        except StoreError:
+            raise
+        except OSError as exc:
+            raise StoreError(f"cannot open consent store {self.directory}: {exc}") from exc
+
+    def _open(self) -> ConsentStore:
         with self._lock:
             if self.directory.exists() and not self.directory.is_dir():
                 self._move_aside(self.directory, "the consent store path is not a directory")
@@ -283,7 +292,10 @@ class ConsentStore:
         except (UnicodeDecodeError, ValueError) as exc:
             problem = f"unreadable ({type(exc).__name__}: {exc})"
         if problem:
-            self._move_aside(path, problem)
+            try:
+                self._move_aside(path, problem)
+            except OSError as exc:
+                raise StoreError(f"cannot move a corrupt consent record aside: {exc}") from exc
             return self._empty(user_id)
         return record
 

@@ -21,6 +21,10 @@ the utterance is a new question for ``review``.
 
 Anonymous users (empty user id) are never remembered. Asking them is pointless — their reply could
 not be tied to them, nor kept — so questions that would need a clarification get ``generic``.
+While the consent store cannot be read or written (a full disk, no permission, a path in the way)
+nobody can be remembered either: everyone is reviewed as an anonymous user, ``reason`` says why,
+:attr:`EthicsEngine.store_error` says what failed, and the store is tried again at the next
+request, so the engine recovers by itself once the store works.
 
 Persons the camera sees (ids from the person engine, ``p`` + 16 hex digits) are *session persons*
 until they agree to be remembered: what they say is held in memory only and dropped when they
@@ -43,7 +47,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from uservlm_ros.engines.ethics.classifier import QuestionClassifier
@@ -54,6 +58,7 @@ from uservlm_ros.engines.ethics.consent import (
     Consent,
     ConsentStore,
     Pending,
+    StoreError,
 )
 from uservlm_ros.engines.ethics.decision import (
     ALLOW,
@@ -166,6 +171,9 @@ class EthicsEngine:
         self._policy: Policy | None = None
         self._classifier: QuestionClassifier | None = None
         self._store: ConsentStore | None = None
+        self._store_open = False
+        self._store_error = ""
+        self.store_failures = 0  # store operations that failed since load
         self._lock = threading.RLock()
         self._offers: dict[str, float] = {}  # session person -> when "remember you?" lapses
         self._declined: set[str] = set()  # session persons who said no to being remembered
@@ -187,9 +195,13 @@ class EthicsEngine:
             self.config.clock,
             volatile=valid_person_id,
             volatile_ttl_s=self.config.session_ttl_s,
-        ).open()
+        )
         with self._lock:
             self._policy, self._classifier, self._store = policy, classifier, store
+            try:
+                self._open_store()
+            except StoreError as exc:  # reviews still answer (as for anonymous users) meanwhile
+                self._store_failed(exc)
         LOG.info(
             "ethics engine ready: policy %s (%s), %d topics, %s, store %s",
             policy.source,
@@ -220,6 +232,34 @@ class EthicsEngine:
         if self._policy is None:
             raise RuntimeError("EthicsEngine.load() has not been called")
 
+    @property
+    def store_error(self) -> str:
+        """Why the consent store failed at its last use ("" while it works)."""
+        return self._store_error
+
+    def _open_store(self) -> None:
+        """Open the store if it is not open yet (again at each use after a failed open)."""
+        if not self._store_open:
+            self._store.open()
+            self._store_open = True
+
+    def _store_failed(self, exc: StoreError) -> str:
+        error = str(exc)
+        self.store_failures += 1
+        if error != self._store_error:
+            LOG.error(
+                "consent store unavailable: %s; nobody can be remembered, answers that need "
+                "consent stay generic until it works again",
+                error,
+            )
+        self._store_error = error
+        return error
+
+    def _store_worked(self) -> None:
+        if self._store_error:
+            LOG.warning("consent store works again (%d failed operations)", self.store_failures)
+        self._store_error = ""
+
     # --- questions ---
 
     def review(
@@ -236,11 +276,24 @@ class EthicsEngine:
             raise TypeError(f"inferred must be a mapping or None, got {type(inferred).__name__}")
         inferred_names = None if inferred is None else {k for k in inferred if isinstance(k, str)}
         with self._lock:
-            self._expire_sessions()
-            if uid and self._store.pending(uid):
-                self._store.update(uid, pending=None)
-                LOG.debug("a new question from %s drops the unanswered clarification", uid)
-            review = self._review(question, uid, inferred_names)
+            try:
+                if uid:
+                    self._open_store()
+                    self._expire_sessions()
+                    if self._store.pending(uid):
+                        self._store.update(uid, pending=None)
+                        LOG.debug("a new question from %s drops the unanswered clarification", uid)
+                review = self._review(question, uid, inferred_names)
+                if uid:
+                    self._store_worked()
+            except StoreError as exc:  # fail closed: what cannot be remembered is not asked
+                error = self._store_failed(exc)
+                review = self._review(question, "", inferred_names)
+                why = (
+                    f"consent store unavailable ({error}): nothing can be remembered, reviewed "
+                    f"as for an anonymous user; {review.reason}"
+                )
+                review = replace(review, reason=why)
         LOG.debug("review: %s (%s)", review.decision, review.reason)
         return review
 
@@ -404,9 +457,15 @@ class EthicsEngine:
             return None
         policy = self._policy
         with self._lock:
-            self._expire_sessions()
-            pending = self._store.pending(uid)
+            try:
+                self._open_store()
+                self._expire_sessions()
+                pending = self._store.pending(uid)
+            except StoreError as exc:  # nothing known to be pending: a new question, then
+                self._store_failed(exc)
+                return None
             if pending is None:
+                self._store_worked()
                 return None
             reading = read_reply(policy, reply, language)
             now = self.config.clock()
@@ -433,8 +492,23 @@ class EthicsEngine:
                 Consent(f"attribute:{a}", DECLINED, "", now, now + policy.expiry.declined_seconds)
                 for a in reading.declined_attributes
             ]
-            self._store.update(uid, events, pending=None)
-            current = self._store.current(uid)
+            try:
+                self._store.update(uid, events, pending=None)
+                current = self._store.current(uid)
+                self._store_worked()
+            except StoreError as exc:  # the reply cannot be recorded: no consent to lean on
+                error = self._store_failed(exc)
+                why = (
+                    f"reply read as {reading.kind}: {reading.evidence}; consent store "
+                    f"unavailable ({error}): the reply cannot be recorded, answering without "
+                    "personalisation"
+                )
+                free = tuple(
+                    a for a in pending.attributes if not policy.attributes[a].needs_consent
+                )
+                return Resolution(
+                    pending.question, GENERIC, "", why, pending.topic, reading.kind, free
+                )
         outcome = from_consents(policy, pending.topic, pending.attributes, current)
         if outcome is None:  # unclear, or only attribute refusals: no consent for the rest
             why = (

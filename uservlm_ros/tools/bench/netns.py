@@ -24,7 +24,7 @@ from uservlm_ros.tools.bench.graph import bench_specs, graph_overrides, session_
 
 
 def run_netns(options: BenchOptions, out_dir: Path, meta: dict, log) -> dict:
-    from uservlm_ros.tools.launcher import GraphProcesses
+    from uservlm_ros.tools.launcher import GraphProcesses, die_with_parent
     from uservlm_ros.tools.netlink import shaped_link
 
     with shaped_link(options.link_rate) as link:
@@ -84,6 +84,7 @@ def run_netns(options: BenchOptions, out_dir: Path, meta: dict, log) -> dict:
                 env=env,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                preexec_fn=die_with_parent(),
             )
             alive = watch(graphs)
             while worker.poll() is None:

@@ -135,8 +135,13 @@ def cmd_bench(args) -> int:
     if args.turns < 1 or args.warmup < 0:
         print("error: --turns must be >= 1 and --warmup >= 0", file=sys.stderr)
         return 64
+    from uservlm_ros.tools.launcher import interrupt_on
+
     try:
-        _, report = run_bench(options_from_args(args), log=lambda text: print(text, flush=True))
+        with interrupt_on():  # SIGTERM, SIGHUP: the graph stops as on Ctrl-C
+            _, report = run_bench(
+                options_from_args(args), log=lambda text: print(text, flush=True)
+            )
     except (BenchError, bags.BagError, LinkError) as error:
         print(f"[bench] error: {error}", file=sys.stderr)
         return 2
