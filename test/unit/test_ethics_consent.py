@@ -9,9 +9,9 @@ import stat
 
 import pytest
 
+from uservlm_ros.engines import files as files_module
 from uservlm_ros.engines.ethics.consent import Consent, ConsentStore, StoreError, user_key
 from uservlm_ros.engines.ethics.engine import ALLOW, CLARIFY, GENERIC, EthicsConfig, EthicsEngine
-from uservlm_ros.engines.ethics import consent as consent_module
 
 FACE = {"age": "60-69", "gender": "female", "ethnicity": "latino", "emotion": "sad"}
 RECORD = re.compile(r"^[0-9a-f]{64}\.json$")
@@ -156,7 +156,7 @@ def test_a_crash_mid_write_keeps_the_old_record(start, store_dir, monkeypatch):
     def power_cut(*_):
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(consent_module.os, "replace", power_cut)
+    monkeypatch.setattr(files_module.os, "replace", power_cut)
     with pytest.raises(StoreError):
         engine._store.update("lea", pending=None)
     # the review itself answers: nothing can be recorded, so nothing is asked (generic)

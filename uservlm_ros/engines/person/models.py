@@ -23,11 +23,12 @@ its files are located with importlib.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
 import os
 from pathlib import Path
+
+from uservlm_ros.engines.files import sha256_file
 
 LOG = logging.getLogger(__name__)
 
@@ -51,14 +52,6 @@ class ModelError(RuntimeError):
     """A model is missing, or its file does not match the pinned digest."""
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def verified(path: Path) -> Path:
     """``path`` if its SHA-256 is the one pinned for its file name, else ModelError."""
     expected = SHA256.get(path.name)
@@ -66,7 +59,7 @@ def verified(path: Path) -> Path:
         raise ModelError(f"no pinned SHA-256 for {path.name}: only the pinned builds are accepted")
     if not path.is_file():
         raise ModelError(f"model file {path} is missing")
-    actual = sha256(path)
+    actual = sha256_file(path)
     if actual != expected:
         raise ModelError(f"{path} has SHA-256 {actual}, expected {expected} (corrupt or replaced)")
     return path

@@ -25,6 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
+from uservlm_ros.engines.files import (
+    fsync_dir,
+    move_aside,
+    record_files,
+    remove_leftovers,
+    write_private,
+)
 from uservlm_ros.engines.person import models
 from uservlm_ros.engines.person.embedding import DIMENSIONS
 from uservlm_ros.engines.person.identity import valid_person_id
@@ -34,7 +41,6 @@ LOG = logging.getLogger(__name__)
 FORMAT = 1
 KIND = "uservlm_ros/face-template"
 SUFFIX = ".face.json"
-_TMP = ".tmp"
 _KEYS = {"format", "kind", "person_id", "model_sha256", "saved_at", "exemplars"}
 
 
@@ -92,9 +98,8 @@ class TemplateStore:
                     os.chmod(self.directory, 0o700)
             except OSError as exc:
                 raise StoreError(f"cannot create template store {self.directory}: {exc}") from exc
-            for leftover in self.directory.glob(f".*{_TMP}"):
-                LOG.info("removing %s, left by an interrupted write", leftover.name)
-                leftover.unlink(missing_ok=True)
+            for leftover in remove_leftovers(self.directory):
+                LOG.info("removed %s, left by an interrupted write", leftover.name)
             loaded: dict[str, list[np.ndarray]] = {}
             for path in sorted(self.directory.glob(f"*{SUFFIX}")):
                 if stat.S_IMODE(path.stat().st_mode) != 0o600:
@@ -117,13 +122,7 @@ class TemplateStore:
             return loaded
 
     def _move_aside(self, path: Path, problem: str) -> None:
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self._clock()))
-        target = path.with_name(f"{path.name}.corrupt-{stamp}")
-        n = 1
-        while target.exists():
-            target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
-            n += 1
-        os.replace(path, target)
+        target = move_aside(path, self._clock())
         self.moved_aside.append(target)
         LOG.warning(
             "face template %s is corrupt (%s); moved aside to %s, others untouched",
@@ -147,22 +146,10 @@ class TemplateStore:
         if problem:
             raise ValueError(f"refusing to write an invalid template: {problem}")
         data = json.dumps(record, ensure_ascii=True).encode("ascii")
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}{_TMP}")
         with self._lock:
             try:
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_EXCL, 0o600)
-                try:
-                    os.write(fd, data)
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-                os.replace(tmp, path)
-                _fsync_dir(self.directory)
+                write_private(path, data)
             except OSError as exc:
-                try:
-                    tmp.unlink(missing_ok=True)
-                except OSError:
-                    pass  # the directory itself is gone or unusable: nothing was written
                 raise StoreError(f"cannot write face template: {exc}") from exc
 
     def delete(self, person_id: str) -> bool:
@@ -170,32 +157,18 @@ class TemplateStore:
         invalid id names no file: False."""
         if not valid_person_id(person_id):
             return False
-        path = self._path(person_id)
         with self._lock:
-            doomed = [
-                path,
-                *self.directory.glob(f"{path.name}.corrupt-*"),
-                *self.directory.glob(f".{path.name}.*"),
-            ]
             removed = False
-            for victim in doomed:
+            for victim in record_files(self._path(person_id)):
                 try:
                     victim.unlink()
                     removed = True
                 except FileNotFoundError:
                     pass
             if removed:
-                _fsync_dir(self.directory)
+                fsync_dir(self.directory)
             return removed
 
     def files(self) -> list[Path]:
         """Every file in the directory (for audits and tests)."""
         return sorted(p for p in self.directory.iterdir() if p.is_file())
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
