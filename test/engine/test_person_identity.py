@@ -11,6 +11,7 @@ import stat
 import numpy as np
 import pytest
 
+from settable_clock import Clock
 from uservlm_ros.engines.person.identity import (
     KNOWN,
     NEW,
@@ -33,14 +34,6 @@ def person_vector():
 def near(v, d=0.2):
     noise = RNG.normal(size=128).astype(np.float32)
     return (v + noise / np.linalg.norm(noise) * d).astype(np.float32)
-
-
-class Clock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self):
-        return self.now
 
 
 def test_person_ids_are_random_and_valid_ros_names():

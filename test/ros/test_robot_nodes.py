@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import time
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from rclpy.executors import SingleThreadedExecutor
+from diagnostic_msgs.msg import DiagnosticStatus
 
-from ros_helpers import spin_until
+from graph_probe import Probe
 from uservlm_ros.bringup.graph import GRAPH
 from uservlm_ros.msg import AudioChunk, BargeIn, Interaction, SpeakingState, Utterance
 from uservlm_ros.ros import qos
@@ -20,30 +19,6 @@ from uservlm_ros.tools.demo import demo_file
 from uservlm_ros.tools.launcher import GraphProcesses
 
 SPECS = {spec.name: spec for spec in GRAPH}
-
-
-class Probe:
-    """A test node in the test's own context, with deadline-based waiting."""
-
-    def __init__(self, context, namespace: str):
-        import rclpy
-
-        self.node = rclpy.create_node("probe", namespace=namespace, context=context)
-        self.executor = SingleThreadedExecutor(context=context)
-        self.executor.add_node(self.node)
-        self.diagnostics: list[DiagnosticStatus] = []
-        self.node.create_subscription(
-            DiagnosticArray,
-            "/diagnostics",
-            lambda m: self.diagnostics.extend(m.status),
-            qos.DIAGNOSTICS,
-        )
-
-    def until(self, predicate, timeout: float) -> bool:
-        return spin_until(self.executor, predicate, timeout)
-
-    def status_of(self, name: str) -> list[DiagnosticStatus]:
-        return [s for s in self.diagnostics if s.name.endswith(f"/{name}")]
 
 
 def graph(tmp_path, names, namespace, overrides=None) -> GraphProcesses:

@@ -9,6 +9,7 @@ import stat
 
 import pytest
 
+from settable_clock import Clock
 from uservlm_ros.engines.ethics.consent import ConsentStore, StoreError
 from uservlm_ros.engines.ethics.engine import (
     ALLOW,
@@ -25,17 +26,9 @@ ANNA, BEN = "p0123456789abcdef", "pfedcba9876543210"  # person ids as person_nod
 QUESTION = "What should I eat tonight?"
 
 
-class Clock:
-    def __init__(self):
-        self.now = 1_750_000_000.0
-
-    def __call__(self):
-        return self.now
-
-
 @pytest.fixture
 def clock():
-    return Clock()
+    return Clock(1_750_000_000.0)
 
 
 @pytest.fixture

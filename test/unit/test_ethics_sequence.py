@@ -3,23 +3,16 @@ expiry."""
 
 import pytest
 
+from settable_clock import Clock
 from uservlm_ros.engines.ethics.engine import ALLOW, CLARIFY, GENERIC, EthicsConfig, EthicsEngine
 
 FACE = {"age": "30-39", "gender": "male", "ethnicity": "middle eastern", "emotion": "neutral"}
 DAY = 86400.0
 
 
-class Clock:
-    def __init__(self):
-        self.now = 1_750_000_000.0
-
-    def __call__(self):
-        return self.now
-
-
 @pytest.fixture
 def clock():
-    return Clock()
+    return Clock(1_750_000_000.0)
 
 
 @pytest.fixture
