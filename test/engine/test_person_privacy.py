@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import person_scenes as ps
-from person_engines import Clock
 from person_engines import engine as make_engine
+from settable_clock import Clock
 from uservlm_ros.engines.person import StoreError
 from uservlm_ros.engines.person.identity import new_person_id
 from uservlm_ros.engines.person.store import SUFFIX
