@@ -64,11 +64,12 @@ INTERFACES = {
     },
     "dialogue_node": {
         "about": "Robot side. The spoken loop: each utterance with the camera frame nearest its "
-        "end goes to the /uservlm/ask action; a barge-in cancels the turn being spoken; one "
-        "interaction record per turn.",
+        "end goes to the /uservlm/ask action; a turn lasts until its answer has been spoken, "
+        "and a barge-in cancels the turn being spoken; one interaction record per turn.",
         "subscribes": [
             ("speech", "uservlm_ros/Utterance", "EVENTS"),
             ("speech_started", "std_msgs/Header", "EVENTS"),
+            ("robot_speaking", "uservlm_ros/SpeakingState", "LATCHED"),
             ("barge_in", "uservlm_ros/BargeIn", "EVENTS"),
             ("camera/image_raw", "sensor_msgs/Image", "CAMERA"),
             ("camera/image_raw/compressed", "sensor_msgs/CompressedImage", "CAMERA"),
@@ -76,6 +77,7 @@ INTERFACES = {
         "publishes": [
             ("interactions", "uservlm_ros/Interaction", "EVENTS"),
             ("speech_audio", "uservlm_ros/AudioChunk", "SPEECH_AUDIO"),
+            ("stop_speaking", "std_msgs/Header", "EVENTS"),
         ],
         "action_clients": [("uservlm/ask", "uservlm_ros/action/Ask")],
     },

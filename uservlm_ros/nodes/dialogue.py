@@ -5,8 +5,12 @@ locally, so one frame per turn crosses the uplink instead of a 30 Hz stream; a J
 as it came, undecoded), sends it as a goal of the ``uservlm/ask`` action with ``speak: true`` (the
 same turn as the Ask service, ethics review included), has the cloud publish the answer's audio
 on ``speech_audio`` for the speaker (``publish_audio``: it does not come back through this node),
-and, once the speaker reports the first sample out on ``speech_started``, publishes one
-``interactions`` record with every stage's time. A barge-in cancels the turn in flight.
+and times speech end -> first sample out from the speaker's ``speech_started``. A turn lasts
+until its answer has been spoken (the speaker reports its end on ``robot_speaking``); then one
+``interactions`` record with every stage's time is published. A barge-in over the turn being
+spoken (``barge_in``, or :meth:`DialogueNode.cancel_turn`) ends it there: its goal is cancelled
+if it still runs, the speaker stops, and the record ends with a ``cancelled`` error; the
+person's words come next on ``speech``, as the next turn.
 
 The cloud side may be down or restarted at any time: the node keeps running, says so in its log
 and on /diagnostics, and a turn in flight ends with an error as soon as its server is seen gone
@@ -26,7 +30,7 @@ from rclpy.node import Node
 from std_msgs.msg import Header
 
 from uservlm_ros.action import Ask as AskAction
-from uservlm_ros.msg import AudioChunk, BargeIn, Interaction, Utterance
+from uservlm_ros.msg import AudioChunk, BargeIn, Interaction, SpeakingState, Utterance
 from uservlm_ros.ros import qos
 from uservlm_ros.ros.ask_client import AskActionClient
 from uservlm_ros.ros.conversions import check_compressed, check_image, stamp_to_seconds
@@ -50,6 +54,11 @@ PARAMETERS = {
     ),
     "ask_timeout": (60.0, "Seconds to wait for /uservlm/ask before the turn ends with an error"),
     "audio_out_timeout": (10.0, "Seconds to wait for the speaker to report the first sample out"),
+    "max_speaking_seconds": (
+        300.0,
+        "A turn ends at the latest this long after its first sample out, if the speaker never "
+        "reports the end of its answer on robot_speaking",
+    ),
     "max_frame_skew": (
         2.0,
         "A camera frame further than this (seconds) from the end of speech is not used",
@@ -88,7 +97,12 @@ class DialogueNode(Node):
         self._started_event = threading.Condition()
         self._counter = itertools.count(1)
         self.turns_done = self.turns_failed = self.turns_dropped = self.turns_interrupted = 0
-        self._in_flight = ""  # the turn whose goal runs
+        # The turn in flight (its goal runs or its answer is being spoken), why it was cancelled
+        # ("" while it was not), and the speaker's latest state (speaking, turn, stamp).
+        self._turn = threading.Condition()
+        self._current = ""
+        self._cancel_reason = ""
+        self._speaker: tuple[bool, str, float] | None = None
         self.cloud_up: bool | None = None
         self.last_error = ""
 
@@ -97,6 +111,7 @@ class DialogueNode(Node):
         self._ask = AskActionClient(self, callback_group=services)
         self._audio_out = self.create_publisher(AudioChunk, "speech_audio", qos.SPEECH_AUDIO)
         self._interactions = self.create_publisher(Interaction, "interactions", qos.EVENTS)
+        self._stop_speaking = self.create_publisher(Header, "stop_speaking", qos.EVENTS)
         self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", qos.DIAGNOSTICS)
         self.create_subscription(
             Utterance, "speech", self.on_speech, qos.EVENTS, callback_group=events
@@ -106,6 +121,13 @@ class DialogueNode(Node):
         )
         self.create_subscription(
             BargeIn, "barge_in", self.on_barge_in, qos.EVENTS, callback_group=events
+        )
+        self.create_subscription(
+            SpeakingState,
+            "robot_speaking",
+            self.on_robot_speaking,
+            qos.LATCHED,
+            callback_group=events,
         )
         subscribe_camera(self, self.frames, callback_group=events)
         self.create_timer(1.0, self.tick, callback_group=events)
@@ -118,6 +140,8 @@ class DialogueNode(Node):
 
     def destroy_node(self):
         self._stopping.set()
+        with self._turn:
+            self._turn.notify_all()
         self._turns.put(None)
         self._worker.join(timeout=5)
         return super().destroy_node()
@@ -140,10 +164,14 @@ class DialogueNode(Node):
     def on_barge_in(self, event: BargeIn) -> None:
         """The person spoke over the robot: the turn being spoken ends here (the speaker has
         stopped by itself); what they said comes next on ``speech``, as the next turn."""
-        if event.header.frame_id and event.header.frame_id == self._in_flight:
-            if self._ask.cancel():
-                self.turns_interrupted += 1
-                self.get_logger().info(f"{event.header.frame_id}: barge-in, turn cancelled")
+        turn = event.header.frame_id
+        if turn and self.cancel_turn("barge-in", turn=turn, stop_speaker=False):
+            self.get_logger().info(f"{turn}: barge-in, turn cancelled")
+
+    def on_robot_speaking(self, state: SpeakingState) -> None:
+        with self._turn:
+            self._speaker = (state.speaking, state.turn_id, stamp_to_seconds(state.header.stamp))
+            self._turn.notify_all()
 
     def on_speech_started(self, header: Header) -> None:
         with self._started_event:
@@ -207,15 +235,28 @@ class DialogueNode(Node):
             turn_id=turn_id,
         )
         record.image_source = self._user_image(speech_end, request)
+        with self._turn:
+            self._current, self._cancel_reason = turn_id, ""
+        try:
+            return self._finish(self._ask_and_speak(request, record, speech_end))
+        finally:
+            with self._turn:
+                self._current = ""
+
+    def _ask_and_speak(
+        self, request: AskAction.Goal, record: Interaction, speech_end: float
+    ) -> Interaction:
+        """The turn's goal, then its answer spoken (or the turn cancelled meanwhile)."""
+        turn_id = request.turn_id
+        if self._cancelled():  # before its goal was sent
+            record.success, record.error = False, f"cancelled: {self._cancelled()}"
+            return record
         sent = time.time()
-        self._in_flight = turn_id
         try:
             response = self._ask.run(request, self.param("ask_timeout"), self._on_feedback)
         except (ServiceUnavailable, TimeoutError, RuntimeError) as error:
             record.success, record.error = False, f"cloud side: {error}"
-            return self._finish(record)
-        finally:
-            self._in_flight = ""
+            return record
         answered = time.time()
         record.speech_end_to_answer = max(0.0, answered - speech_end)
         record.ask_round_trip_seconds = answered - sent
@@ -241,18 +282,69 @@ class DialogueNode(Node):
                 self._audio_out.publish(audio)
             started = self._wait_started(turn_id, self.param("audio_out_timeout"))
             if started is None:
-                record.error = "the speaker did not report playing the answer"
-                self.get_logger().warning(f"{turn_id}: {record.error}")
+                if not self._cancelled():
+                    record.error = "the speaker did not report playing the answer"
+                    self.get_logger().warning(f"{turn_id}: {record.error}")
             else:
                 record.speech_end_to_audio_out = max(0.0, started - speech_end)
-        return self._finish(record)
+                self._wait_spoken(turn_id, started)
+        elif published:  # cancelled after its first audio: when it started, if it did
+            with self._started_event:
+                started = self._started.pop(turn_id, None)
+            if started is not None:
+                record.speech_end_to_audio_out = max(0.0, started - speech_end)
+        reason = self._cancelled()
+        if reason:
+            record.success, record.error = False, f"cancelled: {reason}"
+        return record
 
     def _on_feedback(self, feedback: AskAction.Feedback) -> None:
         self.get_logger().debug(f"ask: {feedback.stage} after {feedback.elapsed_seconds:.2f} s")
 
-    def cancel_turn(self) -> bool:
-        """Cancel the turn in flight, if any (its answer stops; the speaker stops its audio)."""
-        return self._ask.cancel()
+    def cancel_turn(
+        self, reason: str = "cancel requested", turn: str | None = None, stop_speaker: bool = True
+    ) -> bool:
+        """Cancel the turn in flight (only if it is ``turn``, when given): its goal is cancelled
+        if it still runs, and with ``stop_speaker`` the speaker is told to stop its audio (a
+        barge-in has stopped it already). False when there was no such turn."""
+        with self._turn:
+            current = self._current
+            if not current or (turn is not None and turn != current) or self._cancel_reason:
+                return False
+            self._cancel_reason = reason
+            self._turn.notify_all()
+        self._ask.cancel()
+        if stop_speaker:
+            header = Header(frame_id=current)
+            header.stamp = self.get_clock().now().to_msg()
+            self._stop_speaking.publish(header)
+        self.turns_interrupted += 1
+        return True
+
+    def _cancelled(self) -> str:
+        with self._turn:
+            return self._cancel_reason
+
+    def _wait_spoken(self, turn_id: str, started: float) -> None:
+        """Until the speaker has ended ``turn_id``'s answer (a robot_speaking state from its
+        start on that is not this turn speaking), the turn is cancelled, or
+        ``max_speaking_seconds`` have passed."""
+        deadline = time.monotonic() + self.param("max_speaking_seconds")
+        with self._turn:
+            while not self._stopping.is_set() and not self._cancel_reason:
+                state = self._speaker
+                if state is not None and state[2] >= started - 1e-6:
+                    speaking, turn, _ = state
+                    if not (speaking and turn == turn_id):
+                        return
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    self.get_logger().warning(
+                        f"{turn_id}: the speaker did not report the end of the answer within "
+                        f"{self.param('max_speaking_seconds'):.0f} s"
+                    )
+                    return
+                self._turn.wait(min(remaining, 0.5))
 
     def _wait_started(self, turn_id: str, timeout: float) -> float | None:
         deadline = time.monotonic() + timeout
@@ -273,6 +365,8 @@ class DialogueNode(Node):
                 f"{record.turn_id}: {record.transcript!r} -> {record.answer[:80]!r} "
                 f"(speech end -> audio out {record.speech_end_to_audio_out:.2f} s)"
             )
+        elif self._cancelled():  # counted as interrupted by cancel_turn
+            self.get_logger().info(f"{record.turn_id}: {record.transcript!r} {record.error}")
         else:
             self.turns_failed += 1
             self.last_error = record.error

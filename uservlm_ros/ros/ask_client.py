@@ -4,7 +4,8 @@ and cancel (dialogue_node's turns).
 :meth:`AskActionClient.run` sends a goal and waits for its result, at most ``timeout`` seconds in
 all; a server that goes away while the goal runs (it crashed or is restarting) ends the wait with
 an error as soon as that is seen, not at the deadline. :meth:`AskActionClient.cancel` cancels the
-goal that runs (a barge-in), from any thread.
+goal that runs (a barge-in), from any thread; a goal cancelled while it is still being sent is
+cancelled as soon as it is accepted.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ class AskActionClient:
         self._client = ActionClient(node, AskAction, name, callback_group=callback_group)
         self._lock = threading.Lock()
         self._running = None  # the goal handle of the goal that runs
+        self._sending = False  # a goal is sent, not accepted yet
+        self._cancel_wanted = False  # cancelled while it was being sent
         self.cancels = 0
 
     def server_is_ready(self) -> bool:
@@ -44,15 +47,25 @@ class AskActionClient:
         deadline = time.monotonic() + timeout
         if not self._wait_for_server(min(timeout, 2.0)):
             raise ServiceUnavailable("action /uservlm/ask is not available")
-        sent = self._client.send_goal_async(
-            goal, feedback_callback=(lambda m: on_feedback(m.feedback)) if on_feedback else None
-        )
-        self._wait(sent, deadline, "the goal to be accepted")
-        handle = sent.result()
-        if not handle.accepted:
-            raise RuntimeError("the goal was refused")
         with self._lock:
-            self._running = handle
+            self._sending, self._cancel_wanted = True, False
+        try:
+            sent = self._client.send_goal_async(
+                goal,
+                feedback_callback=(lambda m: on_feedback(m.feedback)) if on_feedback else None,
+            )
+            self._wait(sent, deadline, "the goal to be accepted")
+            handle = sent.result()
+            if not handle.accepted:
+                raise RuntimeError("the goal was refused")
+            with self._lock:
+                self._running, cancel = handle, self._cancel_wanted
+        finally:
+            with self._lock:
+                self._sending = False
+        if cancel:
+            handle.cancel_goal_async()
+            self.cancels += 1
         try:
             got = handle.get_result_async()
             self._wait(got, deadline, "the result", on_timeout=handle.cancel_goal_async)
@@ -62,11 +75,14 @@ class AskActionClient:
                 self._running = None
 
     def cancel(self) -> bool:
-        """Cancel the goal that runs, if any (True when a cancel was sent)."""
+        """Cancel the goal that runs, if any (True when a cancel was sent, or will be once the
+        goal being sent is accepted)."""
         with self._lock:
             handle = self._running
-        if handle is None:
-            return False
+            if handle is None:
+                if self._sending:
+                    self._cancel_wanted = True
+                return self._sending
         handle.cancel_goal_async()
         self.cancels += 1
         return True
