@@ -164,14 +164,19 @@ class DialogueNode(Node):
     def on_barge_in(self, event: BargeIn) -> None:
         """The person spoke over the robot: the turn being spoken ends here (the speaker has
         stopped by itself); what they said comes next on ``speech``, as the next turn."""
-        turn = event.header.frame_id
-        if turn and self.cancel_turn("barge-in", turn=turn, stop_speaker=False):
-            self.get_logger().info(f"{turn}: barge-in, turn cancelled")
+        if event.header.frame_id:
+            self.cancel_turn("barge-in", turn=event.header.frame_id, stop_speaker=False)
 
     def on_robot_speaking(self, state: SpeakingState) -> None:
+        """The speaker's state. A stop for a barge-in ends the turn as cancelled whether it comes
+        before or after asr_node's barge_in (two publishers: either may be taken first)."""
+        barge_in = not state.speaking and state.reason == "barge_in" and state.turn_id
         with self._turn:
+            cancelled = bool(barge_in) and self._mark_cancelled(state.turn_id, "barge-in")
             self._speaker = (state.speaking, state.turn_id, stamp_to_seconds(state.header.stamp))
             self._turn.notify_all()
+        if cancelled:
+            self._cancel_now(state.turn_id, "barge-in", stop_speaker=False)
 
     def on_speech_started(self, header: Header) -> None:
         with self._started_event:
@@ -309,17 +314,28 @@ class DialogueNode(Node):
         barge-in has stopped it already). False when there was no such turn."""
         with self._turn:
             current = self._current
-            if not current or (turn is not None and turn != current) or self._cancel_reason:
+            if not self._mark_cancelled(current if turn is None else turn, reason):
                 return False
-            self._cancel_reason = reason
-            self._turn.notify_all()
-        self._ask.cancel()
+        self._cancel_now(current, reason, stop_speaker)
+        return True
+
+    def _mark_cancelled(self, turn: str, reason: str) -> bool:
+        """(Holding the turn lock.) Mark ``turn`` cancelled if it is the turn in flight and was
+        not cancelled yet."""
+        if not self._current or turn != self._current or self._cancel_reason:
+            return False
+        self._cancel_reason = reason
+        self._turn.notify_all()
+        return True
+
+    def _cancel_now(self, turn: str, reason: str, stop_speaker: bool) -> None:
+        self._ask.cancel()  # if its goal still runs
         if stop_speaker:
-            header = Header(frame_id=current)
+            header = Header(frame_id=turn)
             header.stamp = self.get_clock().now().to_msg()
             self._stop_speaking.publish(header)
         self.turns_interrupted += 1
-        return True
+        self.get_logger().info(f"{turn}: {reason}, turn cancelled")
 
     def _cancelled(self) -> str:
         with self._turn:

@@ -76,10 +76,10 @@ def robot_voice():
     return samples
 
 
-def default_room(seed: int = 0) -> LiveRoom:
-    """A room in the middle of the gate's design range: echo 50 ms late, 6 dB under the person,
+def default_room(gain_db: float = -6.0, seed: int = 0) -> LiveRoom:
+    """A room in the gate's design range: echo 50 ms late, ``gain_db`` relative to the person,
     RT60 0.3 s."""
-    return LiveRoom(EchoPath(delay_s=0.05, gain_db=-6.0, rt60_s=0.3), robot_voice(), seed)
+    return LiveRoom(EchoPath(delay_s=0.05, gain_db=gain_db, rt60_s=0.3), robot_voice(), seed)
 
 
 class LoopRig:
@@ -239,6 +239,10 @@ class LoopRig:
                 continue  # lost on the way
             self._audio.publish(array_to_audio(samples, ASR_SAMPLE_RATE, seconds_to_stamp(stamp)))
             self.chunks_sent += 1
+
+    def use_room(self, room: LiveRoom) -> None:
+        """Hear another room from the next microphone chunk on (while the robot is silent)."""
+        self.room = room
 
     def drop_chunks(self, every: int) -> None:
         """Lose one microphone chunk in ``every`` from now on (0: none)."""
