@@ -87,6 +87,9 @@ def answer_of_next_turn(rig, mark, skip: tuple[str, ...] = (), timeout: float = 
     return record
 
 
+# Under the whole suite's load on 2 cores Whisper once heard the question from its second word
+# ('or is the train station...'): one rerun; a second miss is a failure.
+@pytest.mark.flaky(reruns=1)
 def test_a_person_asking_over_the_answer_stops_it_and_is_answered(loop):
     rig = loop
     rig.set_parameter("dialogue_node", "user_id", "")  # anonymous: a general answer
