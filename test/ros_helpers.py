@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -11,6 +12,13 @@ from uservlm_ros.tools.launcher import GraphProcesses
 
 # Smaller generation budget than deployment so the suite stays fast on 2 cores.
 TEST_OVERRIDES = {"vlm_node": {"max_new_tokens": 12, "busy_timeout": 30.0}}
+
+
+def domain_of_its_own(offset: int) -> str:
+    """A ROS_DOMAIN_ID other than this session's, for a graph started with the default names: the
+    session's cloud graph (conftest `cloud`) serves /uservlm/ask and /uservlm/review in it, and a
+    service with two servers is answered by whichever replies first."""
+    return str((int(os.environ["ROS_DOMAIN_ID"]) + offset - 1) % 200 + 1)
 
 
 def spin_until(executor, predicate, timeout: float, step: float = 0.05) -> bool:

@@ -88,7 +88,9 @@ class Harness:
         return goal
 
     def finish(self, goal, timeout: float = 120.0):
-        assert spin_until(self.executor, lambda: goal.result is not None, timeout), goal.stages
+        """The goal's result, once it and the answer to a cancel sent for it have arrived (the
+        cancel's response and the result come over two services, in either order)."""
+        assert spin_until(self.executor, goal.finished, timeout), goal.stages
         return goal.result
 
     def spin(self, seconds: float) -> None:
@@ -104,6 +106,7 @@ class Goal:
         self.result = None
         self.cancel_response = None
         self.cancel_wanted = False
+        self.cancel_sent = False
 
     def on_feedback(self, message) -> None:
         self.stages.append(message.feedback.stage)
@@ -113,7 +116,13 @@ class Goal:
             if self.handle is not None:  # feedback may arrive before the goal's acceptance
                 self.cancel()
 
+    def finished(self) -> bool:
+        return self.result is not None and (
+            not self.cancel_sent or self.cancel_response is not None
+        )
+
     def cancel(self) -> None:
+        self.cancel_sent = True
         self.handle.cancel_goal_async().add_done_callback(
             lambda f: setattr(self, "cancel_response", f.result())
         )

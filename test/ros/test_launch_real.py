@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from process_tree import alive, children, command_line
+from ros_helpers import domain_of_its_own
 from uservlm_ros.bringup.graph import nodes
 from uservlm_ros.bringup.launch_description import ARGUMENTS, SIDE_ARGUMENTS
 
@@ -38,8 +39,14 @@ ALIVE_SECONDS = 60.0
 
 
 def tool_environment() -> dict:
-    """What `source install/setup.bash` would set, and nothing of the venv on PATH."""
-    env = dict(os.environ, AMENT_PREFIX_PATH=sys.prefix, PATH="/usr/bin:/bin")
+    """What `source install/setup.bash` would set, and nothing of the venv on PATH; a DDS domain
+    of its own, so that `ros2 service call` reaches the launched graph alone."""
+    env = dict(
+        os.environ,
+        AMENT_PREFIX_PATH=sys.prefix,
+        PATH="/usr/bin:/bin",
+        ROS_DOMAIN_ID=domain_of_its_own(2),
+    )
     env.pop("VIRTUAL_ENV", None)
     return env
 

@@ -10,12 +10,12 @@ import subprocess
 import sys
 import wave
 
+from ros_helpers import domain_of_its_own
 from uservlm_ros.tools.demo import PLACEHOLDER_WARNING
 
 
 def test_demo_runs_the_spoken_loop(tmp_path):
-    # A DDS domain of its own: the session's cloud graph (conftest `cloud`) serves the same names.
-    domain = str(int(os.environ["ROS_DOMAIN_ID"]) % 200 + 1)
+    domain = domain_of_its_own(1)
     result = subprocess.run(
         [
             sys.executable,
