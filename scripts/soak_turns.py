@@ -181,7 +181,9 @@ class Soak:
 
 
 def main(argv=None) -> int:
-    from uservlm_ros.tools.bench import BenchOptions, bench_specs, default_bag, graph_overrides
+    from uservlm_ros.tools.bags.storage import default_bag
+    from uservlm_ros.tools.bench.config import BenchOptions
+    from uservlm_ros.tools.bench.graph import bench_specs, graph_overrides
     from uservlm_ros.tools.launcher import GraphProcesses, interrupt_on
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
