@@ -106,9 +106,8 @@ class Soak:
         import rclpy
         from rclpy.context import Context
         from rclpy.executors import SingleThreadedExecutor
-        from std_msgs.msg import Bool
 
-        from uservlm_ros.msg import Interaction
+        from uservlm_ros.msg import Interaction, SpeakingState
         from uservlm_ros.ros import qos
         from uservlm_ros.srv import Review
         from uservlm_ros.tools import bags
@@ -122,7 +121,9 @@ class Soak:
         self.records: list = []
         self.speaking, self.speaking_changed, self.spoke = False, time.monotonic(), 0
         self.node.create_subscription(Interaction, "interactions", self.records.append, qos.EVENTS)
-        self.node.create_subscription(Bool, "robot_speaking", self._on_speaking, qos.LATCHED)
+        self.node.create_subscription(
+            SpeakingState, "robot_speaking", self._on_speaking, qos.LATCHED
+        )
         self.review = self.node.create_client(Review, "uservlm/review", qos_profile=qos.SERVICES)
         self.bag = bags.read_bag(args.bag)
         self.replayer = bags.Replayer(
@@ -130,8 +131,8 @@ class Soak:
         )
 
     def _on_speaking(self, msg) -> None:
-        if bool(msg.data) != self.speaking:
-            self.speaking, self.speaking_changed = bool(msg.data), time.monotonic()
+        if bool(msg.speaking) != self.speaking:
+            self.speaking, self.speaking_changed = bool(msg.speaking), time.monotonic()
             self.spoke += self.speaking
 
     def spin_until(self, predicate, timeout: float) -> bool:
