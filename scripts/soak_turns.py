@@ -10,10 +10,11 @@ replaces camera and microphone; a pre-consented user, so every turn takes the pe
 path: review, the face to the VLM, synthesis, the speaker), then replays the bag again and again:
 each replay is one spoken turn, question to spoken answer. It stops after --minutes or
 --max-turns, whichever comes first; every wait is bounded by --turn-timeout. For each node it
-prints and writes to <out>/soak.json: resident memory after the warm-up and at the end, the
-growth per 100 turns after the warm-up (least-squares slope over the samples), and threads and
-file descriptors (first, last, min, max after the warm-up). Exit status 0 when every turn ended
-(answered, or with an error record) and no node exited; 1 otherwise.
+prints and writes to <out>/soak.json: resident memory (with the node's child processes) after
+the warm-up and at the end, the growth per 100 turns after the warm-up (least-squares slope over
+the samples), and threads and file descriptors (first, last, min, max after the warm-up). Exit
+status 0 when every turn ended (answered, or with an error record) and no node exited; 1
+otherwise.
 """
 
 from __future__ import annotations
@@ -39,11 +40,30 @@ USER = "soak-user"
 CONSENT_REPLY = "Yes, please go ahead."
 
 
+def children_of(pid: int) -> list[int]:
+    """The process's children and theirs (person_node's detector processes), from /proc."""
+    found = []
+    for task in (Path("/proc") / str(pid) / "task").glob("*/children"):
+        try:
+            found += [int(child) for child in task.read_text().split()]
+        except OSError:
+            continue
+    return found + [grandchild for child in found for grandchild in children_of(child)]
+
+
+def rss_pages(pid: int) -> int:
+    try:
+        return int((Path("/proc") / str(pid) / "statm").read_text().split()[1])
+    except OSError:  # it ended meanwhile
+        return 0
+
+
 def process_resources(pid: int) -> dict:
-    """Resident memory (bytes), threads (and their names) and open file descriptors of a running
-    process, from /proc."""
+    """Resident memory (bytes, the node's own and with its child processes), threads (and their
+    names) and open file descriptors of a running process, from /proc."""
     proc = Path("/proc") / str(pid)
-    rss_pages = int((proc / "statm").read_text().split()[1])
+    own_pages = rss_pages(pid)
+    children = children_of(pid)
     names: dict[str, int] = {}
     for task in os.listdir(proc / "task"):
         try:
@@ -52,7 +72,9 @@ def process_resources(pid: int) -> dict:
             continue
         names[name] = names.get(name, 0) + 1
     return {
-        "rss": rss_pages * os.sysconf("SC_PAGE_SIZE"),
+        "rss": (own_pages + sum(rss_pages(c) for c in children)) * os.sysconf("SC_PAGE_SIZE"),
+        "rss_own": own_pages * os.sysconf("SC_PAGE_SIZE"),
+        "children": len(children),
         "threads": sum(names.values()),
         "thread_names": names,
         "fds": len(os.listdir(proc / "fd")),
@@ -268,6 +290,8 @@ def main(argv=None) -> int:
                         ),
                         flush=True,
                     )
+        except KeyboardInterrupt:  # Ctrl-C, SIGTERM: stop, and still report what was measured
+            print(f"[soak] interrupted after {turns} turns", flush=True)
         finally:
             soak.close()
             exited = graph.exited()

