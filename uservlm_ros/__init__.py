@@ -1,10 +1,11 @@
 """uservlm_ros: User-VLM 360 personalised answers for social robots, on ROS 2.
 
-Layout: ``engines`` (plain Python models, no rclpy), ``vlm`` (prompt format, model loading and
-MoLE,
-shared with ``training/``), ``ros`` (message conversions and QoS), ``nodes`` (thin lifecycle
-nodes),
-``cli`` (the ``uservlm`` command).
+Layout (README.md has it in full): ``nodes`` (one ROS node per file), ``engines`` (the models and
+their logic, plain Python, no rclpy), ``model`` (PaliGemma 2 loading, prompt format and MoLE,
+shared with ``training/``), ``robot`` (camera, microphone and speaker back ends), ``speech``
+(audio and sentence helpers), ``ros`` (conversions, QoS, the lifecycle engine node, the composed
+process's seam), ``bringup`` (the node graph and launch descriptions), ``tools`` (the
+``uservlm`` command, bags, the benchmark).
 """
 
 # The generated interfaces (uservlm_ros.msg / .srv) are installed into site-packages under this
