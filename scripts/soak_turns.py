@@ -92,6 +92,17 @@ def slope_per_100(points: list[tuple[int, float]]) -> float:
     return 100.0 * num / den
 
 
+def steady(rows: list[tuple[int, dict]]) -> list[tuple[int, float]]:
+    """(turn, rss) from the last change of the thread count on (all rows if it never changed,
+    the last two if it changed at the end)."""
+    first = 0
+    for index in range(1, len(rows)):
+        if rows[index][1]["threads"] != rows[index - 1][1]["threads"]:
+            first = index
+    first = min(first, max(len(rows) - 2, 0))
+    return [(turn, r["rss"]) for turn, r in rows[first:]]
+
+
 def summarise(samples: list[dict], warmup_turns: int) -> dict[str, dict]:
     """Per node: memory after warm-up and at the end, growth per 100 turns, threads and fds."""
     after = [s for s in samples if s["turn"] >= warmup_turns] or samples[-1:]
@@ -105,6 +116,9 @@ def summarise(samples: list[dict], warmup_turns: int) -> dict[str, dict]:
             "rss_mib_after_warmup": rows[0][1]["rss"] / 2**20,
             "rss_mib_end": rows[-1][1]["rss"] / 2**20,
             "rss_growth_mib_per_100_turns": slope_per_100(rss) / 2**20,
+            # once the thread count has stopped changing: a thread a pool starts on demand brings
+            # its own malloc arena (a step of several MiB), which is not a leak
+            "rss_growth_mib_per_100_turns_steady": slope_per_100(steady(rows)) / 2**20,
             "threads": [
                 rows[0][1]["threads"],
                 rows[-1][1]["threads"],
@@ -310,12 +324,14 @@ def main(argv=None) -> int:
     print(f"\n[soak] {turns} turns: {outcomes}; nodes that exited: {exited or 'none'}")
     print(
         f"{'node':<14}{'RSS MiB (after warm-up -> end)':>32}{'MiB / 100 turns':>17}"
+        f"{'(steady)':>10}"
         f"{'threads (first last min max)':>30}{'fds (first last min max)':>26}"
     )
     for name, node in summary.items():
         print(
             f"{name:<14}{node['rss_mib_after_warmup']:>17.1f} -> {node['rss_mib_end']:<11.1f}"
             f"{node['rss_growth_mib_per_100_turns']:>17.2f}"
+            f"{node['rss_growth_mib_per_100_turns_steady']:>10.2f}"
             f"{' '.join(map(str, node['threads'])):>30}{' '.join(map(str, node['fds'])):>26}"
         )
     print(f"(written to {out / 'soak.json'})")
