@@ -133,7 +133,8 @@ def test_dialogue_survives_cloud_absence_and_restart(tmp_path, rclpy_context):
     ns = "restart"
     dialogue_overrides = {
         "dialogue_node": {"speak": False, "ask_timeout": 5.0},
-        "vlm_node": {"max_new_tokens": 4},
+        # vlm_node alone, without ethics_node (cloud.yaml requires the review)
+        "vlm_node": {"max_new_tokens": 4, "require_review": False},
     }
     nodes = graph(tmp_path, ["dialogue_node"], ns, dialogue_overrides)
     try:

@@ -16,6 +16,7 @@ so it never outlives its parent.
 from __future__ import annotations
 
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -48,6 +49,9 @@ def _write_all(fd: int, data: bytes) -> None:
 
 def serve(request_fd: int, reply_fd: int) -> int:
     """The child: answer detection requests until told to stop or the parent goes away."""
+    # Ctrl-C and launch's SIGINT reach the whole process group: the node stops this child itself
+    # (or its pipe closes when the node exits), so a signal for the node is not one for it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     from uservlm_ros.engines.person.models import load_yunet
 
     detect = load_yunet()
