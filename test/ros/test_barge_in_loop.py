@@ -129,6 +129,9 @@ def stamp_of_time(stamp) -> float:
     return stamp.sec + stamp.nanosec * 1e-9
 
 
+# Once, under the whole suite's load, the review afterwards still asked (the consent recorded for
+# the question as Whisper heard it then): one rerun; a second miss is a failure.
+@pytest.mark.flaky(reruns=1)
 def test_a_barge_in_over_the_clarifying_question_is_the_reply(loop):
     from uservlm_ros.ros.service_client import call_with_timeout
     from uservlm_ros.srv import Forget, Review

@@ -14,6 +14,7 @@ import subprocess
 
 import pytest
 
+from ros_helpers import domain_of_its_own
 from uservlm_ros.tools import bags, netlink
 from uservlm_ros.tools.bench import metrics, report, run, vad_track
 
@@ -352,10 +353,11 @@ def test_link_setup_failure_names_the_step_and_cleans_up():
 
 
 @pytest.mark.skipif(bool(_netns_available()), reason=_netns_available() or "netns available")
-# Once, under the whole suite's load, asr_node's counters (read from /diagnostics before and
-# after the phase) showed 85 of 86 audio chunks for the first phase: one rerun.
-@pytest.mark.flaky(reruns=1)
-def test_bench_over_a_shaped_link_compares_raw_and_jpeg(tmp_path, capsys):
+def test_bench_over_a_shaped_link_compares_raw_and_jpeg(tmp_path, capsys, monkeypatch):
+    # A DDS domain of its own: in the session's domain the replay found the session cloud
+    # graph's asr_node subscribed and started before the bench's own had matched (85 of 86 audio
+    # chunks for the first phase, in every full-suite run).
+    monkeypatch.setenv("ROS_DOMAIN_ID", domain_of_its_own(3))
     params = tmp_path / "params.yaml"
     params.write_text(PARAMS)
     code = _run_cli(
